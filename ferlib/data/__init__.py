@@ -1,0 +1,16 @@
+"""Datasets: readers for the official formats, label sets, the synthetic generator."""
+import importlib
+import importlib.util
+
+from .base import FERDataset, SkipReport
+from .errors import DatasetFormatError
+from .labels import CANONICAL, LABEL_SETS, LabelSet
+from .registry import list_datasets, load_dataset, register_dataset
+
+# Reader modules register themselves on import.
+for _name in ("rafdb", "synthetic_reader", "affectnet", "ferplus", "fer2013", "imagefolder"):
+    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
+        importlib.import_module(f"{__name__}.{_name}")
+
+__all__ = ["CANONICAL", "DatasetFormatError", "FERDataset", "LABEL_SETS", "LabelSet", "SkipReport",
+           "list_datasets", "load_dataset", "register_dataset"]

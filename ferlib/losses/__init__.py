@@ -1,0 +1,56 @@
+"""Losses, one class per loss, behind a small registry used by the recipes.
+
+Contract: a loss is an ``nn.Module`` called as ``loss(output, target)`` with ``output`` the model's
+:class:`~ferlib.models.ModelOutput` and ``target`` class indices [B] (or soft targets [B, C]); it
+returns a scalar. A loss with parameters (centres, anchors) is optimised with the model; a loss whose
+behaviour depends on the epoch implements ``set_epoch(epoch)``, which the engine calls.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Callable, Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LOSSES: Dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_loss(name: str):
+    def deco(cls):
+        if name in _LOSSES and _LOSSES[name] is not cls:
+            raise ValueError(f"loss {name!r} is registered twice")
+        _LOSSES[name] = cls
+        return cls
+
+    return deco
+
+
+def list_losses() -> list[str]:
+    return sorted(_LOSSES)
+
+
+def create_loss(name: str, **kwargs) -> nn.Module:
+    if name not in _LOSSES:
+        raise KeyError(f"unknown loss {name!r}; registered: {list_losses()}")
+    return _LOSSES[name](**kwargs)
+
+
+@register_loss("cross_entropy")
+class CrossEntropy(nn.Module):
+    """Cross-entropy on ``output.logits``; soft targets [B, C] are accepted (FERPlus crossentropy mode)."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, output, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.logits, target, label_smoothing=self.label_smoothing)
+
+
+# Modules that register paper losses on import.
+for _name in ("label_smoothing", "rfloss", "anchor", "mfer_losses", "grefel_losses", "fermam_losses"):
+    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
+        importlib.import_module(f"{__name__}.{_name}")

@@ -1,0 +1,121 @@
+"""Paper cards: one YAML per paper beside this file, resolved per dataset into a frozen :class:`Recipe`.
+
+Card layout (``ferlib/recipes/<paper>.yaml``)::
+
+    paper: fermam               # card name
+    title: ...; code: owner/repo@commit; paper_ref: DOI or arXiv id
+    model: fermam               # registered model name
+    defaults: {...}             # any Recipe field
+    datasets:
+      rafdb: {...}              # overrides for that dataset, plus `reported: {metric: value}`
+                                # and `source:` (table/section the number comes from)
+
+``load_recipe(paper, dataset, **overrides)`` merges defaults ← dataset ← overrides (``model_kwargs``,
+``loss_kwargs``, ``schedule_kwargs`` and ``optimizer_kwargs`` merged key by key) and validates names.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CARDS_DIR = Path(__file__).resolve().parent
+_MERGED = ("model_kwargs", "loss_kwargs", "schedule_kwargs", "optimizer_kwargs", "reported", "sampler_kwargs")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that says *what* a paper trains; the engine decides *how* (devices, precision)."""
+
+    paper: str
+    dataset: str
+    model: str
+    num_classes: int = 7
+    model_kwargs: dict = field(default_factory=dict)
+    # data
+    input_size: int = 224                 # what the model sees
+    stored_size: int | None = None        # what the cache stores (None = input_size)
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
+    color_order: str = "RGB"              # "BGR" reproduces cv2-read pipelines
+    train_transforms: tuple = ("random_resized_crop", "hflip")
+    transform_kwargs: dict = field(default_factory=dict)
+    test_transforms: tuple = ()
+    sampler: str | None = None            # None, "class_balanced", "imbalanced"
+    sampler_kwargs: dict = field(default_factory=dict)
+    label_mode: str | None = None         # FERPlus: majority / probability / crossentropy / multi_target
+    dataset_kwargs: dict = field(default_factory=dict)
+    # optimisation
+    loss: str = "cross_entropy"
+    loss_kwargs: dict = field(default_factory=dict)
+    optimizer: str = "adam"               # adam, adamw, sgd
+    optimizer_kwargs: dict = field(default_factory=dict)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    sam: bool = False
+    sam_rho: float = 0.05
+    schedule: str | None = None           # None, exponential, step, cosine
+    schedule_kwargs: dict = field(default_factory=dict)
+    warmup_epochs: int = 0
+    epochs: int = 10
+    batch_size: int = 64
+    grad_clip: float | None = None
+    selection_metric: str = "accuracy"
+    # provenance
+    reported: dict = field(default_factory=dict)
+    source: str = ""
+    notes: str = ""
+
+    def replace(self, **changes) -> "Recipe":
+        return _build(dataclasses.asdict(self), changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in CARDS_DIR.glob("*.yaml"))
+
+
+def load_card(paper: str) -> dict:
+    path = CARDS_DIR / f"{paper}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no recipe card {path}; available: {list_recipes()}")
+    return yaml.safe_load(path.read_text())
+
+
+def load_recipe(paper: str, dataset: str, **overrides: Any) -> Recipe:
+    """The paper's recipe for ``dataset``; keyword overrides win (e.g. ``epochs=2``)."""
+    card = load_card(paper)
+    datasets = card.get("datasets", {}) or {}
+    if dataset not in datasets:
+        raise KeyError(f"recipe card {paper}.yaml has no entry for dataset {dataset!r}; it has {sorted(datasets)}")
+    base = {"paper": card.get("paper", paper), "dataset": dataset, "model": card["model"]}
+    base = _merge(base, card.get("defaults", {}) or {})
+    base = _merge(base, datasets[dataset] or {})
+    return _build(base, overrides)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if k in _MERGED and isinstance(v, dict):
+            out[k] = {**(out.get(k) or {}), **v}
+        else:
+            out[k] = v
+    return out
+
+
+def _build(base: dict, overrides: dict) -> Recipe:
+    merged = _merge(base, {k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(merged) - names)
+    if unknown:
+        raise TypeError(f"unknown recipe fields {unknown}; valid fields: {sorted(names)}")
+    for k in ("mean", "std", "train_transforms", "test_transforms"):
+        if k in merged and isinstance(merged[k], list):
+            merged[k] = tuple(merged[k])
+    return Recipe(**merged)

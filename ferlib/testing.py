@@ -1,0 +1,86 @@
+"""Reference-weight helpers: rebuild the authors' weights from a ``*_keys.txt`` file (ref/README.md).
+
+Used by the test suite and the benchmarks to prove that a ferlib model reproduces the authors'
+outputs. The recipe depends only on key, shape and dtype, so no weights need to ship.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+_REPO = Path(__file__).resolve().parent.parent
+#: Small reference files copied into the repository (keys, inputs, outputs, losses).
+REF_DIR = _REPO / "tests" / "data" / "ref"
+#: Fixtures in the official dataset formats.
+FIXTURES_DIR = _REPO / "tests" / "data" / "fixtures"
+
+
+def shared_ref_dir() -> Path | None:
+    """``../shared/ref`` (or ``$FERLIB_SHARED_REF``) holding the large ``*_intermediates.pt``; None if absent."""
+    env = os.environ.get("FERLIB_SHARED_REF")
+    cands = [Path(env)] if env else []
+    cands += [_REPO.parent / "shared" / "ref", _REPO.parent.parent / "shared" / "ref"]
+    for c in cands:
+        if c.is_dir() and any(c.glob("*_intermediates.pt")):
+            return c
+    return None
+
+
+def conv_gain(model: str) -> float:
+    """The ``conv_gain`` of a reference set, from ``manifest.json``."""
+    manifest = json.loads((REF_DIR / "manifest.json").read_text())
+    return float(manifest[model]["conv_gain"])
+
+
+def read_keys(path: str | os.PathLike) -> list[tuple[str, tuple, str, str]]:
+    """Parse a keys file into ``(key, shape, dtype, kind)`` rows, in state-dict order."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, shape, dtype, kind = line.split("\t")
+        rows.append((key, tuple(ast.literal_eval(shape)), dtype, kind))
+    return rows
+
+
+def reference_tensor(key: str, shape: tuple, dtype: str, gain: float) -> torch.Tensor:
+    """One tensor by the documented recipe (seeded by crc32 of the key)."""
+    dt = getattr(torch, dtype)
+    if not dt.is_floating_point:
+        return torch.zeros(shape, dtype=dt)
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+    if key.endswith("running_var"):
+        t = 0.5 + torch.rand(shape, generator=g)
+    elif key.endswith("running_mean"):
+        t = 0.1 * torch.randn(shape, generator=g)
+    elif len(shape) <= 1 and key.endswith("weight"):
+        t = 1 + 0.1 * torch.randn(shape, generator=g)
+    elif len(shape) <= 1:
+        t = 0.1 * torch.randn(shape, generator=g)
+    elif len(shape) == 4:
+        t = gain * torch.randn(shape, generator=g) / math.sqrt(shape[1] * shape[2] * shape[3])
+    else:
+        t = torch.randn(shape, generator=g) / math.sqrt(shape[-1])
+    return t.to(dt)
+
+
+def reference_state(keys_file: str, gain: float | None = None, model: str | None = None) -> "OrderedDict[str, torch.Tensor]":
+    """The upstream state dict rebuilt from ``REF_DIR / keys_file`` (gain from the manifest entry ``model``)."""
+    path = Path(keys_file)
+    if not path.is_absolute():
+        path = REF_DIR / path
+    if gain is None:
+        gain = conv_gain(model or path.name.split("_")[0])
+    return OrderedDict((k, reference_tensor(k, s, d, gain)) for k, s, d, _ in read_keys(path))
+
+
+def load_ref(name: str) -> object:
+    """``torch.load`` a small reference file from ``REF_DIR``."""
+    return torch.load(REF_DIR / name, map_location="cpu", weights_only=True)
