@@ -1,15 +1,16 @@
 """``load_dataset("synthetic", root, split, fmt="rafdb")``: generate on first use, read like the real thing."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .registry import load_dataset, register_dataset
 from .synthetic import SyntheticConfig, generate
 
-#: Where the synthetic set lives by default (``$FERLIB_DATA`` or ``./data``).
 def default_root() -> Path:
-    return Path(os.environ.get("FERLIB_DATA", "data")) / "synthetic"
+    """Where the synthetic set lives by default: ``<data dir>/synthetic`` (see :mod:`ferlib.paths`)."""
+    from ferlib.paths import data_dir
+
+    return data_dir() / "synthetic"
 
 
 @register_dataset("synthetic")
