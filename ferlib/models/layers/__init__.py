@@ -1,0 +1,1 @@
+"""Reusable layers shared by the paper models (attention gates, fusion blocks)."""

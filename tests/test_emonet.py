@@ -1,0 +1,116 @@
+"""EMO-Net against the authors' reference tensors (specs/emonet.md, ref/emonet_*)."""
+import json
+import math
+
+import pytest
+import torch
+
+from ferlib.models import ModelOutput, create_model
+from ferlib.models.emonet import InvertedResidual
+from ferlib.models.layers.eca import EfficientChannelAttention, eca_kernel_size
+from ferlib.testing import REF_DIR, load_ref, read_keys, reference_state
+from ferlib.weights import convert_upstream
+
+MANIFEST = json.loads((REF_DIR / "manifest.json").read_text())["emonet"]
+
+
+@pytest.fixture(scope="module")
+def ref_model():
+    model = create_model("emonet")
+    state = convert_upstream("emonet", reference_state("emonet_keys.txt", model="emonet"))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def test_state_dict_keys_and_shapes_match_upstream():
+    model = create_model("emonet")
+    expected = [(k, s) for k, s, _, _ in read_keys(REF_DIR / "emonet_keys.txt")]
+    got = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert got == expected
+
+
+def test_parameter_counts_match_manifest():
+    model = create_model("emonet")
+    params = MANIFEST["params"]
+    assert sum(p.numel() for p in model.parameters()) == params["<total>"] == 2_310_738
+    assert sum(b.numel() for b in model.buffers()) == params["<buffers>"]
+    for name, count in params.items():
+        if not name.startswith("<"):
+            module = model.get_submodule(name)
+            assert sum(p.numel() for p in module.parameters()) == count, name
+
+
+def test_blocks_follow_manifest_table():
+    model = create_model("emonet")
+    for row in MANIFEST["blocks"]:
+        block = model.get_submodule(row["name"])
+        assert isinstance(block, InvertedResidual)
+        assert (block.dowmSample is not None) == row["projection_shortcut"], row["name"]
+        assert block.channel.conv1.kernel_size[0] == row["eca_k"], row["name"]
+    for channels, k in MANIFEST["eca_kernel_by_channels"].items():
+        assert eca_kernel_size(int(channels)) == k
+
+
+@pytest.mark.parametrize("lam,key", [(0.8, "logits"), (0.5, "logits_lambda_0.5"), (0.6, "logits_lambda_0.6")])
+def test_logits_match_reference(ref_model, lam, key):
+    x = load_ref("emonet_input.pt")
+    ref = load_ref("emonet_output.pt")
+    ref_model.lam = lam
+    try:
+        with torch.no_grad():
+            out = ref_model(x)
+    finally:
+        ref_model.lam = 0.8
+    assert isinstance(out, ModelOutput)
+    torch.testing.assert_close(out.logits, ref[key], rtol=1e-4, atol=1e-5)
+    if lam == 0.8:
+        torch.testing.assert_close(out.features, ref["pooled"], rtol=1e-4, atol=1e-5)
+
+
+def test_lambda_changes_the_function(ref_model):
+    ref = load_ref("emonet_output.pt")
+    assert not torch.allclose(ref["logits"], ref["logits_lambda_0.5"], atol=1e-3)
+    model = create_model("emonet", lam=0.5)
+    assert model.lam == 0.5 and all(b.lam == 0.5 for b in model.features if isinstance(b, InvertedResidual))
+    assert create_model("emonet").lam == 0.8
+    assert create_model("emonet", shortcut_weight=0.6).lam == 0.6
+
+
+def test_intermediates_match_reference(ref_model, shared_ref):
+    inter = torch.load(shared_ref / "emonet_intermediates.pt", map_location="cpu", weights_only=True)
+    assert len(inter) == 10
+    with torch.no_grad():
+        for name, io in inter.items():
+            out = ref_model.get_submodule(name)(io["in"])
+            torch.testing.assert_close(out, io["out"], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_eca_returns_gate():
+    eca = EfficientChannelAttention(24)
+    x = torch.randn(2, 24, 5, 5)
+    gate = eca(x)
+    assert gate.shape == (2, 24, 1, 1)
+    pooled = x.mean((2, 3))
+    w = eca.conv1.weight.view(3)
+    padded = torch.nn.functional.pad(pooled, (1, 1))
+    manual = torch.sigmoid(w[0] * padded[:, :-2] + w[1] * padded[:, 1:-1] + w[2] * padded[:, 2:])
+    torch.testing.assert_close(gate.view(2, 24), manual)
+
+
+def test_eca_conv_keeps_pytorch_default_init():
+    torch.manual_seed(0)
+    model = create_model("emonet")
+    for m in model.modules():
+        if isinstance(m, EfficientChannelAttention):
+            k = m.conv1.weight.numel()
+            assert m.conv1.weight.abs().max() <= 1 / math.sqrt(k)   # kaiming-uniform(a=√5) bound
+    assert torch.all(model.classifier[1].bias == 0)
+
+
+def test_eight_classes_forward_backward():
+    model = create_model("emonet", num_classes=8)
+    assert model.classifier[1].weight.shape == (8, 1280)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.logits.shape == (2, 8) and out.features.shape == (2, 1280)
+    out.logits.sum().backward()
+    assert model.features[1].dowmSample[0].weight.grad is not None
