@@ -5,6 +5,7 @@ A reader parses the official files into ``samples`` (path or row id) and ``targe
 """
 from __future__ import annotations
 
+import csv
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,7 +73,9 @@ class FERDataset(Dataset):
 
     def __init__(self, samples: Sequence, targets: Sequence, label_set: LabelSet, root, split: str,
                  skip_report: SkipReport | None = None, transform: Callable | None = None,
-                 loader: Callable[[object], np.ndarray] = decode_image):
+                 loader: Callable[[object], np.ndarray] = decode_image, source_files: Sequence = ()):
+        #: annotation files the samples come from (the cache key includes their sizes and mtimes)
+        self.source_files = [Path(f) for f in source_files]
         self.samples = list(samples)
         self.targets = list(targets)
         self.label_set = label_set
@@ -93,11 +96,18 @@ class FERDataset(Dataset):
         img = self.load(i)
         if self.transform is not None:
             img = self.transform(img)
+        return img, self.target(i)
+
+    def target(self, i: int):
+        """Target as returned with the image: an int, a float32 vector, or -1 when the split has no labels."""
         t = self.targets[i]
-        return img, (torch.as_tensor(t, dtype=torch.float32) if isinstance(t, (list, tuple, np.ndarray)) else t)
+        if t is None:
+            return -1
+        return torch.as_tensor(t, dtype=torch.float32) if isinstance(t, (list, tuple, np.ndarray)) else t
 
     def class_counts(self) -> list[int]:
-        c = Counter(int(np.argmax(t)) if isinstance(t, (list, tuple, np.ndarray)) else int(t) for t in self.targets)
+        c = Counter(int(np.argmax(t)) if isinstance(t, (list, tuple, np.ndarray)) else int(t)
+                    for t in self.targets if t is not None)
         return [c.get(i, 0) for i in range(len(self.classes))]
 
     def report_skips(self) -> None:
@@ -109,20 +119,125 @@ class FERDataset(Dataset):
                 f"classes={self.classes}, skipped={self.skip_report.total})")
 
 
-def keep_decodable(paths: Sequence, targets: Sequence, report: SkipReport, check: str = "decode"):
-    """Filter ``(path, target)`` pairs: missing files and (with ``check="decode"``) unreadable images are
-    skipped and counted. ``check="exists"`` only stats the files (the cache step decodes later)."""
-    keep_p, keep_t = [], []
-    for p, t in zip(paths, targets):
-        if not Path(p).is_file():
+#: What a failed decode raises (PIL: OSError for truncated files, UnidentifiedImageError ⊂ OSError).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError)
+
+
+def decodable_indices(paths: Sequence, report: SkipReport, check: str = "decode") -> list[int]:
+    """Indices of ``paths`` to keep: missing files and (with ``check="decode"``) unreadable images are
+    skipped and counted. ``check="exists"`` only stats the files (the cache step decodes later);
+    ``check="none"`` keeps everything."""
+    if check not in ("decode", "exists", "none"):
+        raise ValueError(f"check must be 'decode', 'exists' or 'none', got {check!r}")
+    keep = []
+    for i, p in enumerate(paths):
+        if check != "none" and not Path(p).is_file():
             report.add("missing", p)
             continue
         if check == "decode":
             try:
                 decode_image(p)
-            except (OSError, ValueError, SyntaxError):
+            except DECODE_ERRORS:
                 report.add("unreadable", p)
                 continue
-        keep_p.append(p)
-        keep_t.append(t)
-    return keep_p, keep_t
+        keep.append(i)
+    return keep
+
+
+def keep_decodable(paths: Sequence, targets: Sequence, report: SkipReport, check: str = "decode"):
+    """Filter ``(path, target)`` pairs with :func:`decodable_indices`; returns ``(paths, targets)``."""
+    keep = decodable_indices(paths, report, check)
+    return [paths[i] for i in keep], [targets[i] for i in keep]
+
+
+class ArrayDataset(FERDataset):
+    """Images held in memory (FER2013 / FERPlus pixels): ``images`` uint8 [N,H,W] or [N,H,W,3],
+    ``samples`` = row ids in the source file. Grayscale is repeated to 3 channels on load."""
+
+    def __init__(self, images: np.ndarray, samples, targets, label_set, root, split, skip_report=None,
+                 transform=None, source_files=()):
+        super().__init__(samples, targets, label_set, root, split, skip_report, transform, source_files=source_files)
+        if len(images) != len(self.samples):
+            raise ValueError(f"{len(images)} images for {len(self.samples)} samples")
+        self.images = images
+
+    def load(self, i: int) -> torch.Tensor:
+        return to_chw_tensor(self.images[i])
+
+
+class CroppedDataset(FERDataset):
+    """Files whose face box is cropped on load (AffectNet): ``boxes`` float [N,4] = x, y, w, h in pixels
+    of the original image, enlarged by ``margin`` (fraction of the box side) and clamped to the image.
+    ``landmarks`` (optional) holds one ``"x0;y0;…"`` string per sample in original-image pixels."""
+
+    def __init__(self, samples, targets, label_set, root, split, boxes, skip_report=None, transform=None,
+                 margin: float = 0.0, crop: bool = True, landmarks=None, source_files=()):
+        super().__init__(samples, targets, label_set, root, split, skip_report, transform, source_files=source_files)
+        self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        self.margin, self.crop = margin, crop
+        self.landmark_strings = landmarks
+
+    def landmarks(self, i: int) -> np.ndarray | None:
+        """68 landmarks float32 [68,2] of sample ``i`` in original-image pixels (None if the format has none)."""
+        if not self.landmark_strings:
+            return None
+        return np.array(self.landmark_strings[i].split(";"), dtype=np.float32).reshape(-1, 2)
+
+    def load_full(self, i: int) -> np.ndarray:
+        return decode_image(self.samples[i])
+
+    def load(self, i: int) -> torch.Tensor:
+        img = self.load_full(i)
+        if self.crop:
+            img = crop_box(img, self.boxes[i], self.margin)
+        return to_chw_tensor(img)
+
+
+def crop_box(img: np.ndarray, box, margin: float = 0.0) -> np.ndarray:
+    """Crop ``img`` [H,W,C] to ``box`` (x, y, w, h) enlarged by ``margin``·side on every side, clamped;
+    an empty or degenerate box returns the whole image."""
+    x, y, w, h = (float(v) for v in box)
+    H, W = img.shape[:2]
+    x0, y0 = int(round(x - margin * w)), int(round(y - margin * h))
+    x1, y1 = int(round(x + w + margin * w)), int(round(y + h + margin * h))
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return img
+    return img[y0:y1, x0:x1]
+
+
+def read_csv_rows(path: Path, required: Sequence[str], *, what: str, fix: str, header: bool = True,
+                  delimiter: str = ","):
+    """Rows of a CSV as ``(line_number, {column: value})`` with column names stripped of spaces.
+
+    Tolerates a UTF-8 BOM, CRLF/LF mixes and blank lines. Raises :class:`DatasetFormatError`
+    naming the missing columns when the header lacks one of ``required`` (given in file order
+    for header-less files, ``header=False``).
+    """
+    from .errors import DatasetFormatError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFormatError(f"{what} not found.", path=path, fix=fix)
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        columns = list(required)
+        if header:
+            first = next((r for r in reader if any(c.strip() for c in r)), None)
+            if first is None:
+                raise DatasetFormatError(f"{what} is empty.", path=path, fix=fix)
+            columns = [c.strip() for c in first]
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise DatasetFormatError(
+                    f"{what}: missing column(s) {missing}; the header has {columns}, expected {list(required)}.",
+                    path=path, line=reader.line_num, fix=fix)
+        for r in reader:
+            if not any(c.strip() for c in r):
+                continue
+            if len(r) < len(columns):
+                raise DatasetFormatError(f"{what}: {len(r)} fields, expected {len(columns)} ({columns}).",
+                                         path=path, line=reader.line_num, fix=fix)
+            rows.append((reader.line_num, {c: v.strip() for c, v in zip(columns, r)}))
+    return rows

@@ -45,19 +45,71 @@ def _split_prefix(split: str) -> str:
     raise ValueError(split)
 
 
-@register_dataset("rafdb")
-def load_rafdb(root, split: str = "train", variant: str = "aligned", check: str = "decode", transform=None, **_):
-    """RAF-DB basic. ``variant`` = ``"aligned"`` (100×100 crops, default) or ``"original"``.
+LAYOUTS = ("list", "imagefolder", "mfer")
 
-    ``val`` is accepted and means the test split (RAF-DB has no validation set; papers report on test).
-    """
-    root = Path(root)
-    rows = read_list_file(root / LIST_FILE)
+
+def detect_layout(root: Path) -> str:
+    """``list`` (official EmoLabel + Image/), ``imagefolder`` (EMO-Net: train/0..6) or ``mfer``
+    (flat train/ and valid/ folders of ``*_aligned.jpg``, labels from the list file)."""
+    if (root / LIST_FILE).is_file() and (root / "Image").is_dir():
+        return "list"
+    if (root / "train" / "0").is_dir() or (root / "test" / "0").is_dir():
+        return "imagefolder"
+    if (root / "train").is_dir() and (root / "valid").is_dir():
+        return "mfer"
+    raise DatasetFormatError(
+        "not a RAF-DB folder: found neither EmoLabel/list_patition_label.txt + Image/, nor train/0..6 "
+        "(EMO-Net), nor train/ + valid/ (MFER).", path=root,
+        fix="point root at RAF-DB's basic/ folder (it holds EmoLabel/ and Image/aligned/), or pass layout=.")
+
+
+def _finish(paths, targets, root, split, img_dir, check, transform, n_rows, sources=()):
+    report = SkipReport()
+    paths, targets = keep_decodable(paths, targets, report, check)
+    if not paths:
+        raise DatasetFormatError(f"none of the {n_rows} images of split {split!r} exist.", path=img_dir,
+                                 fix=f"extract RAF-DB's images into {img_dir}.")
+    ds = FERDataset(paths, targets, LABEL_SETS["rafdb"], root, split, report, transform, source_files=sources)
+    ds.report_skips()
+    return ds
+
+
+def _split_rows(root: Path, split: str, list_file: Path):
+    rows = read_list_file(list_file)
     prefix = _split_prefix(split)
     rows = [r for r in rows if r[0].startswith(prefix)]
     if not rows:
         raise DatasetFormatError(f"no rows named {prefix}* in the list file (empty split {split!r}).",
-                                 path=root / LIST_FILE, fix="check that the file is RAF-DB's basic list.")
+                                 path=list_file, fix="check that the file is RAF-DB's basic list.")
+    return rows
+
+
+@register_dataset("rafdb")
+def load_rafdb(root, split: str = "train", variant: str = "aligned", check: str = "decode", transform=None,
+               layout: str | None = None, list_file=None, **_):
+    """RAF-DB basic (datasets.md §1), RAF order (surprise, fear, disgust, happy, sad, anger, neutral).
+
+    Layouts (auto-detected, ``layout=`` forces one): ``list`` — official list + ``Image/<variant>``
+    (``variant`` = ``"aligned"``, 100×100 crops, default, or ``"original"``); ``imagefolder`` — EMO-Net's
+    ``train/0..6``, ``test/0..6`` (folder = file label − 1); ``mfer`` — MFER's flat ``train/``, ``valid/``
+    of ``*_aligned.jpg`` with labels from the list file (``list_file=``, default ``EmoLabel/…``).
+    ``val`` is accepted and means the test split (RAF-DB has no validation set; papers report on test).
+    """
+    root = Path(root)
+    layout = layout or detect_layout(root)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "imagefolder":
+        from .imagefolder import build_imagefolder
+
+        return build_imagefolder(root, "test" if split == "val" else split, [str(i) for i in range(7)],
+                                 LABEL_SETS["rafdb"], check=check, transform=transform, dataset_name="RAF-DB")
+    lf = Path(list_file) if list_file else root / LIST_FILE
+    rows = _split_rows(root, split, lf)
+    if layout == "mfer":
+        img_dir = root / ("train" if split == "train" else "valid")
+        paths = [img_dir / name.replace(".jpg", "_aligned.jpg") for name, _, _ in rows]
+        return _finish(paths, [t for _, t, _ in rows], root, split, img_dir, check, transform, len(rows), [lf])
     img_dir = root / "Image" / variant
     if variant == "aligned":
         paths = [img_dir / name.replace(".jpg", "_aligned.jpg") for name, _, _ in rows]
@@ -65,11 +117,4 @@ def load_rafdb(root, split: str = "train", variant: str = "aligned", check: str 
         paths = [img_dir / name for name, _, _ in rows]
     else:
         raise ValueError(f"variant must be 'aligned' or 'original', got {variant!r}")
-    report = SkipReport()
-    paths, targets = keep_decodable(paths, [t for _, t, _ in rows], report, check)
-    if not paths:
-        raise DatasetFormatError(f"none of the {len(rows)} images of split {split!r} exist.", path=img_dir,
-                                 fix=f"extract RAF-DB's Image/{variant} folder under {root}.")
-    ds = FERDataset(paths, targets, LABEL_SETS["rafdb"], root, split, report, transform)
-    ds.report_skips()
-    return ds
+    return _finish(paths, [t for _, t, _ in rows], root, split, img_dir, check, transform, len(rows), [lf])
