@@ -1,0 +1,122 @@
+"""MMFRM (landmark MobileFaceNet + expression network) against the authors' reference tensors."""
+import json
+
+import pytest
+import torch
+
+from ferlib.models import ModelOutput, create_model
+from ferlib.testing import REF_DIR, load_ref, read_keys, reference_state
+from ferlib.weights import convert_upstream
+
+MANIFEST = json.loads((REF_DIR / "manifest.json").read_text())["mmfrm"]
+
+
+def upstream_states():
+    return {
+        "network": reference_state("mmfrm_keys.txt", model="mmfrm"),
+        "landmark": reference_state("mmfrm_mobilefacenet_keys.txt", model="mmfrm"),
+    }
+
+
+@pytest.fixture(scope="module")
+def ref_model():
+    model = create_model("mmfrm", landmark_mode="follow")
+    model.load_state_dict(convert_upstream("mmfrm", upstream_states()), strict=True)
+    return model.eval()
+
+
+def test_state_dict_keys_are_the_two_upstream_layouts():
+    model = create_model("mmfrm")
+    state = model.state_dict()
+    for prefix, keys_file in (("network", "mmfrm_keys.txt"), ("landmark", "mmfrm_mobilefacenet_keys.txt")):
+        expected = [(f"{prefix}.{k}", s) for k, s, _, _ in read_keys(REF_DIR / keys_file)]
+        got = [(k, tuple(v.shape)) for k, v in state.items() if k.startswith(prefix + ".")]
+        assert got == expected, prefix
+    assert len(state) == 219 + 337
+
+
+def test_parameter_counts_match_manifest():
+    model = create_model("mmfrm")
+    for part, table in (("network", MANIFEST["params"]["MMFRM"]), ("landmark", MANIFEST["params"]["MobileFaceNet"])):
+        sub = model.get_submodule(part)
+        assert sum(p.numel() for p in sub.parameters()) == table["<total>"], part
+        assert sum(b.numel() for b in sub.buffers()) == table["<buffers>"], part
+        for name, count in table.items():
+            if not name.startswith("<"):
+                assert sum(p.numel() for p in sub.get_submodule(name).parameters()) == count, f"{part}.{name}"
+    assert sum(p.numel() for p in model.parameters()) == 35_191_435
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 33_986_819
+
+
+def test_outputs_match_reference(ref_model):
+    x = load_ref("mmfrm_input.pt")
+    ref = load_ref("mmfrm_output.pt")
+    with torch.no_grad():
+        out = ref_model(x)
+        f1, f2, f3, att_l, out_l = ref_model.landmark(x)
+    assert isinstance(out, ModelOutput) and out.features.shape == (2, 512)
+    torch.testing.assert_close(out.logits, ref["network"]["logits"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.extras["attention_weights"], ref["network"]["attention_weights"], rtol=1e-4, atol=1e-5)
+    for got, key in ((f1, "feature1"), (f2, "feature2"), (f3, "feature3"), (att_l, "attention_weights"), (out_l, "out")):
+        torch.testing.assert_close(got, ref["landmark"][key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_intermediates_match_reference(ref_model, shared_ref):
+    inter = torch.load(shared_ref / "mmfrm_intermediates.pt", map_location="cpu", weights_only=True)
+    captured = {}
+    handles = [
+        ref_model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, o))
+        for name in inter if name != "landmark.output_layer"
+    ]
+    try:
+        with torch.no_grad():
+            ref_model(load_ref("mmfrm_input.pt"))
+            captured["landmark.output_layer"] = ref_model.landmark.output_layer(captured["landmark.conv_6_sep"])
+    finally:
+        for h in handles:
+            h.remove()
+    assert set(captured) == set(inter) and len(inter) == 21
+    for name, expected in inter.items():
+        torch.testing.assert_close(captured[name], expected, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sigmoid_gate_scales_logits_without_changing_argmax(ref_model):
+    with torch.no_grad():
+        out = ref_model(load_ref("mmfrm_input.pt"))
+        raw = ref_model.network.fc(out.features)
+    torch.testing.assert_close(out.logits, out.extras["attention_weights"] * raw)
+    assert torch.equal(out.logits.argmax(1), raw.argmax(1))
+
+
+def test_landmark_mode_as_coded_keeps_landmark_in_train_mode():
+    model = create_model("mmfrm").eval()
+    assert not model.network.training and model.landmark.training
+    before = model.landmark.conv1.bn.running_mean.clone()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(before, model.landmark.conv1.bn.running_mean)   # batch statistics, updated
+    frozen = create_model("mmfrm", landmark_mode="eval").train()
+    assert frozen.network.training and not frozen.landmark.training
+    follow = create_model("mmfrm", landmark_mode="follow").eval()
+    assert not follow.landmark.training
+    with pytest.raises(ValueError, match="landmark_mode"):
+        create_model("mmfrm", landmark_mode="frozen")
+
+
+def test_landmark_is_not_trained_by_default():
+    model = create_model("mmfrm", num_classes=8)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.logits.shape == (2, 8)
+    out.logits.sum().backward()
+    assert all(p.grad is None for p in model.landmark.parameters())
+    assert model.network.TCFMM1.conv2.weight.grad is not None
+    assert model.network.bn1.weight.grad is None          # built but unused upstream
+    trainable = create_model("mmfrm", train_landmark=True)
+    assert all(p.requires_grad for p in trainable.landmark.parameters())
+
+
+def test_converter_rejects_unknown_parts():
+    with pytest.raises(KeyError, match="network"):
+        convert_upstream("mmfrm", {"model": {}})
+    partial = convert_upstream("mmfrm", {"network": {"fc.bias": torch.zeros(7)}})
+    assert list(partial) == ["network.fc.bias"]
