@@ -1,0 +1,51 @@
+"""Optimisers and schedules from a recipe (Adam, AdamW, SGD; SAM as a wrapper)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def build_optimizer(params, recipe) -> torch.optim.Optimizer:
+    name = recipe.optimizer.lower()
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {recipe.optimizer!r} in recipe {recipe.paper}; use one of {sorted(_OPTIMIZERS)}")
+    kw = {"lr": recipe.lr, "weight_decay": recipe.weight_decay, **(recipe.optimizer_kwargs or {})}
+    if "betas" in kw:
+        kw["betas"] = tuple(kw["betas"])
+    if recipe.sam:
+        from ferlib.optim import SAM
+
+        return SAM(params, _OPTIMIZERS[name], rho=recipe.sam_rho, **kw)
+    return _OPTIMIZERS[name](params, **kw)
+
+
+def build_scheduler(optimizer, recipe, epochs: int):
+    """A per-epoch LR schedule (stepped once per epoch), with optional linear warm-up epochs."""
+    kind, kw = recipe.schedule, dict(recipe.schedule_kwargs or {})
+    warm = int(recipe.warmup_epochs or 0)
+    if kind is None:
+        main = lambda e: 1.0  # noqa: E731
+    elif kind == "exponential":
+        gamma = kw.get("gamma", 0.98)
+        main = lambda e: gamma ** e  # noqa: E731
+    elif kind == "step":
+        step, gamma = kw.get("step_size", 10), kw.get("gamma", 0.1)
+        main = lambda e: gamma ** (e // step)  # noqa: E731
+    elif kind == "multistep":
+        miles, gamma = kw.get("milestones", []), kw.get("gamma", 0.1)
+        main = lambda e: gamma ** sum(e >= m for m in miles)  # noqa: E731
+    elif kind == "cosine":
+        span, floor = max(1, epochs - warm), kw.get("eta_min_ratio", 0.0)
+        main = lambda e: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, span) / span))  # noqa: E731
+    else:
+        raise ValueError(f"unknown schedule {kind!r} in recipe {recipe.paper}")
+
+    def factor(epoch: int) -> float:
+        if epoch < warm:
+            return (epoch + 1) / (warm + 1)
+        return main(epoch - warm)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

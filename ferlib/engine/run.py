@@ -1,0 +1,157 @@
+"""``train(paper, dataset, ...)``: recipe → data → model → loss → :func:`fit`, the call every notebook makes."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from ferlib.data import DatasetFormatError, load_dataset
+from ferlib.losses import create_loss
+from ferlib.models import create_model
+from ferlib.paths import data_dir, results_dir
+from ferlib.recipes import Recipe, load_recipe
+
+from .loop import FitOptions, evaluate, fit
+from .checkpoint import load_checkpoint
+
+#: Split the papers report on, per dataset (AffectNet: its validation set).
+EVAL_SPLIT = {"rafdb": "test", "affectnet": "val", "affectnet8": "val", "ferplus": "test", "fer2013": "test",
+              "synthetic": "test"}
+#: Reader and default folder per dataset name used in the recipe cards.
+READER = {"affectnet8": "affectnet8"}
+DEFAULT_FOLDER = {"affectnet8": "affectnet"}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A real dataset was asked for but is not on disk: the message says where to put it."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: Path
+    recipe: Recipe
+    summary: dict
+
+    @property
+    def metrics(self) -> dict:
+        """Metrics of the selected epoch (``test_selected`` unless a validation split was held out)."""
+        return self.summary.get("selected", {})
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        return (f"RunResult({str(self.run_dir)!r}, accuracy={m.get('accuracy', float('nan')):.4f}, "
+                f"selected on {self.summary.get('selected_on')})")
+
+
+def default_data_root(dataset: str) -> Path:
+    return data_dir() / DEFAULT_FOLDER.get(dataset, dataset)
+
+
+def load_splits(recipe: Recipe, data_root=None, progress: bool = True):
+    """``(train, eval)`` datasets of a recipe; a missing real dataset raises :class:`DataNotFoundError`."""
+    name = recipe.dataset
+    opts = dict(recipe.dataset_kwargs or {})
+    if recipe.label_mode:
+        opts["label_mode"] = recipe.label_mode
+    if name == "synthetic":
+        opts.setdefault("progress", progress)
+        return (load_dataset("synthetic", data_root, "train", **opts),
+                load_dataset("synthetic", data_root, "test", **opts))
+    root = Path(data_root) if data_root else default_data_root(name)
+    if not root.exists():
+        raise DataNotFoundError(
+            f"{name}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {name} "
+            f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
+            f"notebooks/01_prepare_data.ipynb (-p dataset {name} -p data_root <folder>).")
+    reader = READER.get(name, name)
+    try:
+        train_ds = load_dataset(reader, root, "train", **opts)
+        eval_opts = {k: v for k, v in opts.items() if k != "label_mode"}
+        eval_ds = load_dataset(reader, root, EVAL_SPLIT.get(name, "test"), **eval_opts)
+    except DatasetFormatError as e:
+        raise DatasetFormatError(f"{e} (run notebooks/01_prepare_data.ipynb to check the layout)") from None
+    return train_ds, eval_ds
+
+
+def holdout(dataset, fraction: float, seed: int):
+    """A seeded, stratified split of ``dataset`` into (train, validation) subsets with the same attributes."""
+    from sklearn.model_selection import train_test_split
+
+    from .metrics import hard_targets
+
+    y = hard_targets(np.array([np.asarray(t) for t in dataset.targets]))
+    idx = np.arange(len(dataset))
+    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
+    return _subset(dataset, sorted(tr), "train"), _subset(dataset, sorted(va), "val")
+
+
+def _subset(dataset, indices, split):
+    sub = Subset(dataset, list(indices))
+    sub.classes = dataset.classes
+    sub.targets = [dataset.targets[i] for i in indices]
+    sub.split = split
+    sub.root = getattr(dataset, "root", None)
+    return sub
+
+
+def build_loss(recipe: Recipe):
+    from ferlib.losses import _LOSSES
+
+    kw = dict(recipe.loss_kwargs or {})
+    cls = _LOSSES.get(recipe.loss)
+    if cls is not None and "num_classes" in inspect.signature(cls).parameters:
+        kw.setdefault("num_classes", recipe.num_classes)
+    return create_loss(recipe.loss, **kw)
+
+
+def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, run_name: str | None = None,
+          device: str = "auto", epochs: int | None = None, batch_size: int | None = None,
+          max_steps: int | None = None, pretrained: bool | str = False, seed: int = 0, resume: bool = True,
+          val_fraction: float | None = None, fit_options: dict | None = None, progress: bool | None = None,
+          **recipe_overrides) -> RunResult:
+    """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
+
+    ``epochs``/``batch_size`` = None keep the paper's values. ``max_steps`` makes a smoke run (also
+    limits evaluation batches). ``val_fraction`` holds out a stratified validation split of train and
+    selects the checkpoint on it; otherwise selection is on the evaluation split, as the authors' code does.
+    """
+    recipe = load_recipe(paper, dataset, epochs=epochs, batch_size=batch_size, **recipe_overrides)
+    train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False)
+    select_ds = eval_ds
+    if val_fraction:
+        train_ds, select_ds = holdout(train_ds, val_fraction, seed)
+    if run_dir is None:
+        run_dir = results_dir() / "runs" / (run_name or f"{paper}_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
+    model = create_model(recipe.model, num_classes=recipe.num_classes, pretrained=pretrained, **recipe.model_kwargs)
+    loss = build_loss(recipe)
+    opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, **(fit_options or {}))
+    summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts)
+    summary["selected_on"] = "val" if val_fraction else "test_selected"
+    if val_fraction:  # report the test split with the checkpoint chosen on validation
+        best = load_checkpoint(Path(run_dir) / "best.pt")
+        model.load_state_dict(best["model"])
+        res = evaluate(model, eval_ds, recipe, device, max_batches=max_steps, progress=progress)
+        from .loop import _save_predictions
+
+        _save_predictions(Path(run_dir), res, eval_ds)
+        summary["test_at_val_selected"] = {k: v for k, v in res.items() if k != "predictions"}
+    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return RunResult(Path(run_dir), recipe, summary)
+
+
+def load_run(run_dir) -> tuple[torch.nn.Module, Recipe]:
+    """Rebuild the best model of a run directory from its checkpoint alone."""
+    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir}/best.pt not found: was the run trained?")
+    recipe = Recipe(**{k: tuple(v) if k in ("mean", "std", "train_transforms", "test_transforms") else v
+                       for k, v in ckpt["recipe"].items()})
+    model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), recipe
