@@ -1,0 +1,8 @@
+"""Figures from run directories: confusion matrices, t-SNE, curves (PNG + SVG)."""
+from .confusion import confusion, plot_confusion
+from .curves import plot_curves
+from .io import load_metrics, load_predictions, save_figure
+from .tsne import plot_tsne, tsne_embedding
+
+__all__ = ["confusion", "load_metrics", "load_predictions", "plot_confusion", "plot_curves", "plot_tsne",
+           "save_figure", "tsne_embedding"]

@@ -1,0 +1,24 @@
+"""Training curves from ``metrics.jsonl``."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from .io import load_metrics, save_figure
+
+
+def plot_curves(run_dir, save_to=None):
+    """Loss and accuracy per epoch (train accuracy and evaluation accuracy)."""
+    rows = load_metrics(run_dir)
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(ep, [r["train_loss"] for r in rows], marker="o")
+    a.set_xlabel("epoch")
+    a.set_ylabel("train loss")
+    b.plot(ep, [r["train_accuracy"] for r in rows], marker="o", label="train")
+    b.plot(ep, [r["eval_accuracy"] for r in rows], marker="o", label="eval")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.legend()
+    fig.tight_layout()
+    save_figure(fig, save_to if save_to is not None else f"{run_dir}/curves")
+    return fig
