@@ -1,0 +1,156 @@
+"""Write the synthetic faces of :mod:`ferlib.data.synthetic` in the other official formats (DESIGN §6).
+
+``write(root, fmt, cfg, progress)`` is called by ``synthetic.generate(root, fmt=...)`` for:
+
+- ``affectnet`` — ``Manually_Annotated_file_lists/{training,validation}.csv`` with face boxes, 68-landmark
+  strings (``x0;y0;…``) and valence/arousal, images in ``Manually_Annotated_Images/<subdir>/<56 hex>.jpg``
+  (each face is padded into a larger photo so the box crop gives the rendered face back). 8 classes when
+  ``cfg.num_classes == 8``.
+- ``ferplus`` — ``fer2013new.csv`` with 10 vote counts per image (the written label always holds ≥ 6 votes,
+  so the majority label is the written label) and ``fer2013.csv`` holding the 48×48 grey pixels.
+- ``fer2013`` — ``fer2013.csv`` (``emotion,pixels,Usage``); 7 classes only.
+- ``imagefolder`` — ``train/<class>/``, ``test/<class>/`` with canonical class names.
+
+Splits: the generator's ``train`` → Training / training.csv; its ``test`` → validation.csv (AffectNet), or
+first half PublicTest and second half PrivateTest (FERPlus, FER2013). ``synthetic_truth.json`` maps
+every image name to its true (noise-free) canonical label, as for RAF-DB.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .labels import FER2013, FERPLUS, canonical_name
+from .synthetic import EXPRESSIONS, SyntheticConfig, iter_split
+
+FORMATS = ("affectnet", "ferplus", "fer2013", "imagefolder")
+
+#: Rough valence/arousal per expression (circumplex model), for AffectNet's columns.
+VALENCE_AROUSAL = {"neutral": (0.0, 0.0), "happy": (0.75, 0.35), "sad": (-0.65, -0.3), "surprise": (0.2, 0.8),
+                   "fear": (-0.55, 0.7), "disgust": (-0.6, 0.35), "anger": (-0.6, 0.6), "contempt": (-0.4, 0.2)}
+
+
+def write(root, fmt: str, cfg: SyntheticConfig, progress: bool = True) -> Path:
+    """Write the synthetic set in ``fmt`` under ``root`` and stamp it; returns ``root``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    writers = {"affectnet": _affectnet, "ferplus": _ferplus, "fer2013": _fer2013, "imagefolder": _imagefolder}
+    if fmt not in writers:
+        raise ValueError(f"unknown synthetic format {fmt!r}; available: rafdb, {', '.join(FORMATS)}")
+    truth = writers[fmt](root, cfg, progress)
+    (root / "synthetic_truth.json").write_text(json.dumps(truth))
+    (root / "synthetic.json").write_text(json.dumps({"format": fmt, "config": cfg.__dict__}))
+    return root
+
+
+def hex_name(split: str, i: int, seed: int) -> str:
+    return hashlib.sha256(f"{seed}/{split}/{i}".encode()).hexdigest()[:56]
+
+
+def landmark_string(lm: np.ndarray) -> str:
+    return ";".join(f"{v:.2f}" for v in np.asarray(lm, np.float64).ravel())
+
+
+def pad_into_photo(img: np.ndarray, lm: np.ndarray, i: int):
+    """Place a rendered face into a larger photo (reflected border); returns ``(photo, landmarks, box)``
+    with box = (x, y, w, h) of the original face inside the photo."""
+    s = img.shape[0]
+    left, top = s // 4 + i % 7, s // 4 + (3 * i) % 5
+    right, bottom = s // 4, s // 4 + i % 3
+    photo = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_REFLECT_101)
+    return photo, lm + np.array([left, top], np.float32), (left, top, s, s)
+
+
+def _affectnet(root: Path, cfg, progress):
+    lists, images = root / "Manually_Annotated_file_lists", root / "Manually_Annotated_Images"
+    lists.mkdir(parents=True, exist_ok=True)
+    header = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,"
+              "arousal")
+    truth = {}
+    for split, csv_name in (("train", "training.csv"), ("test", "validation.csv")):
+        lines = [header]
+        for i, img, lm, true, label, _ in iter_split(cfg, split, progress, f"synthetic affectnet {split}"):
+            rel = f"{i // 100}/{hex_name(split, i, cfg.seed)}.jpg"
+            photo, lm2, box = pad_into_photo(img, lm, i)
+            (images / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(photo).save(images / rel, quality=cfg.jpeg_quality)
+            v, a = VALENCE_AROUSAL[EXPRESSIONS[label]]
+            lines.append(f"{rel},{box[0]},{box[1]},{box[2]},{box[3]},{landmark_string(lm2)},{label},{v:.3f},{a:.3f}")
+            truth[rel] = true
+        (lists / csv_name).write_text("\n".join(lines) + "\n")
+    return truth
+
+
+def _splits_with_usage(cfg, progress, desc):
+    """Generator ``train`` → Training; ``test`` first half → PublicTest, rest → PrivateTest."""
+    half = cfg.n_test // 2
+    for split in ("train", "test"):
+        for i, img, lm, true, label, aus in iter_split(cfg, split, progress, f"synthetic {desc} {split}"):
+            usage = "Training" if split == "train" else ("PublicTest" if i < half else "PrivateTest")
+            yield usage, split, i, img, true, label
+
+
+def grey48(img: np.ndarray) -> np.ndarray:
+    return cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
+
+
+def votes_for(label: int, split: str, i: int, cfg) -> list[int]:
+    """10 FER+ vote counts (column order) whose majority is ``label`` (≥ 6 votes), the rest spread."""
+    rng = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, i, 77])
+    col = FERPLUS.index(next(n for n in FERPLUS if canonical_name(n) == EXPRESSIONS[label]))
+    v = np.zeros(10, int)
+    v[col] = int(rng.integers(6, 11))
+    others = [c for c in range(10) if c != col and (cfg.num_classes == 8 or c != 7)]
+    for _ in range(10 - v[col]):
+        v[rng.choice(others)] += 1
+    return v.tolist()
+
+
+def _fer2013_code(label: int) -> int:
+    name = EXPRESSIONS[label]
+    return next(k for k, n in enumerate(FER2013) if canonical_name(n) == name) if name != "contempt" else 6
+
+
+def _ferplus(root: Path, cfg, progress):
+    new = ["Usage,Image name," + ",".join(FERPLUS) + ",unknown,NF"]
+    pix = ["emotion,pixels,Usage"]
+    truth = {}
+    for n, (usage, split, i, img, true, label) in enumerate(_splits_with_usage(cfg, progress, "ferplus")):
+        name = f"fer{n:07d}.png"
+        new.append(f"{usage},{name}," + ",".join(map(str, votes_for(label, split, i, cfg))))
+        pix.append(f"{_fer2013_code(label)},{' '.join(map(str, grey48(img).ravel()))},{usage}")
+        truth[name] = true
+    (root / "fer2013new.csv").write_text("\n".join(new) + "\n")
+    (root / "fer2013.csv").write_text("\n".join(pix) + "\n")
+    return truth
+
+
+def _fer2013(root: Path, cfg, progress):
+    if cfg.num_classes != 7:
+        raise ValueError("FER2013 has 7 classes; use num_classes=7 for fmt='fer2013'")
+    pix = ["emotion,pixels,Usage"]
+    truth = {}
+    for n, (usage, split, i, img, true, label) in enumerate(_splits_with_usage(cfg, progress, "fer2013")):
+        pix.append(f"{_fer2013_code(label)},{' '.join(map(str, grey48(img).ravel()))},{usage}")
+        truth[str(n)] = true
+    (root / "fer2013.csv").write_text("\n".join(pix) + "\n")
+    return truth
+
+
+def _imagefolder(root: Path, cfg, progress):
+    truth = {}
+    for split in ("train", "test"):
+        for name in EXPRESSIONS[:cfg.num_classes]:  # every class folder, so both splits list the same classes
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+        for i, img, lm, true, label, _ in iter_split(cfg, split, progress, f"synthetic imagefolder {split}"):
+            d = root / split / EXPRESSIONS[label]
+            d.mkdir(parents=True, exist_ok=True)
+            name = f"{split}_{i:05d}.jpg"
+            Image.fromarray(img).save(d / name, quality=cfg.jpeg_quality)
+            truth[f"{split}/{EXPRESSIONS[label]}/{name}"] = true
+    return truth
