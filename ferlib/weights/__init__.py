@@ -26,3 +26,29 @@ def convert_upstream(name: str, state):
 
     fn = _CONVERTERS.get(name)
     return dict(state) if fn is None else fn(state)
+
+
+# Registry of released checkpoints and the loader (after the converter API, which models import).
+from .registry import (  # noqa: E402
+    README_SECTION,
+    WeightsEntry,
+    find_file,
+    get_weights,
+    list_weights,
+    pretrained_dirs,
+    register_weights,
+    weights_table_markdown,
+)
+from .load import (  # noqa: E402
+    DroppedKeysWarning,
+    KeyMismatchError,
+    LoadReport,
+    PretrainedWeightsError,
+    UnsafeCheckpointError,
+    WeightsIntegrityError,
+    WeightsNotFoundError,
+    load_pretrained,
+    read_checkpoint,
+    unwrap_state,
+    verify_file,
+)
