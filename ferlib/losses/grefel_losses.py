@@ -37,15 +37,17 @@ def anchor_loss_arbex(anchors: torch.Tensor) -> torch.Tensor:
 
 def anchor_loss_margin(anchors: torch.Tensor, margin: float) -> torch.Tensor:
     """Bounded anchor-margin loss (GReFEL mode): mean over pairs of anchors of *different* classes
-    (every index pair) of relu(margin − ‖a_{i,k} − a_{j,l}‖)². anchors [C, K, E] → scalar.
+    (every index pair) of relu(margin − ‖a_{i,k} − a_{j,l}‖/√E)². anchors [C, K, E] → scalar.
 
     The paper's aim (§3.4: maximise the margins between anchors of different classes) without
     ARBEx's unbounded term; the exact paper formula was not available (spec §8), so this form
-    and ``margin`` are our choice.
+    and ``margin`` (in units of √E, i.e. an RMS per-dimension gap) are our choice. At the
+    default 0.5 it is inactive for the N(0, 0.5²) anchor init (gaps ≈ 0.71) and pushes classes'
+    anchors apart once they collapse towards each other.
     """
     c, k, e = anchors.shape
     flat = anchors.reshape(c * k, e)
-    d = torch.cdist(flat, flat)
+    d = torch.cdist(flat, flat) / math.sqrt(e)
     cls = torch.arange(c, device=anchors.device).repeat_interleave(k)
     other = cls[:, None] != cls[None, :]
     return F.relu(margin - d[other]).pow(2).mean()
@@ -78,7 +80,7 @@ class GReFELLoss(nn.Module):
         class_weights: per-class CE weights [C] (ARBEx: (N / C_present) / count_c), or None.
         trust, trust_steps: see above.
         anchor_loss: ``"margin"`` (bounded, GReFEL mode) or ``"arbex"`` (as coded, unbounded).
-        anchor_margin: margin of the ``"margin"`` form.
+        anchor_margin: margin of the ``"margin"`` form, in units of √E (0.5).
         center_confidence: multiply each sample's centre distance by the classifier confidence c
             (ARBEx, c not detached); False = the plain centre loss of the paper.
         aux_trust_weighted: scale the anchor and centre terms by t (ARBEx) instead of 1.
@@ -90,7 +92,7 @@ class GReFELLoss(nn.Module):
     def __init__(self, num_classes: int = 7, lambda_ce: float = 1.0, lambda_anchor: float = 1.0,
                  lambda_center: float = 1.0, label_smoothing: float = 0.11, class_weights=None,
                  trust: float | None = None, trust_steps: int = 1000, anchor_loss: str = "margin",
-                 anchor_margin: float = 2.0, center_confidence: bool = False, aux_trust_weighted: bool = False):
+                 anchor_margin: float = 0.5, center_confidence: bool = False, aux_trust_weighted: bool = False):
         super().__init__()
         if anchor_loss not in ("margin", "arbex"):
             raise ValueError(f"anchor_loss must be 'margin' or 'arbex', got {anchor_loss!r}")
@@ -147,6 +149,6 @@ class ARBExLoss(GReFELLoss):
     def __init__(self, num_classes: int = 7, lambda_ce: float = 1.0, lambda_anchor: float = 1.0,
                  lambda_center: float = 1.0, label_smoothing: float = 0.0, class_weights=None,
                  trust: float | None = None, trust_steps: int = 100_000, anchor_loss: str = "arbex",
-                 anchor_margin: float = 2.0, center_confidence: bool = True, aux_trust_weighted: bool = True):
+                 anchor_margin: float = 0.5, center_confidence: bool = True, aux_trust_weighted: bool = True):
         super().__init__(num_classes, lambda_ce, lambda_anchor, lambda_center, label_smoothing, class_weights,
                          trust, trust_steps, anchor_loss, anchor_margin, center_confidence, aux_trust_weighted)

@@ -66,8 +66,7 @@ class GReFEL(nn.Module):
             the variant's choice).
         anchor_init_std: std of the ``"normal"`` anchor init.
         freeze_backbones: IR-50 and MobileFaceNet frozen (ARBEx train.py).
-        dim_emb: E; smaller values (with ``dims``) make a reduced-width model for CPU smoke runs
-            only (``create_model("grefel", width="tiny")``); the paper model is E = 768.
+        dim_emb, head_hidden: E (768) and the classifier's hidden widths (384, 192, 96).
         poster_kwargs: other :class:`PosterV2` arguments.
 
     ``forward(x)`` x [B,3,H,W] (ImageNet-normalised, H = W = 224 or 112: both backbones see 112)
@@ -141,19 +140,7 @@ class GReFEL(nn.Module):
         return ModelOutput(logits, e, extras)
 
 
-#: Reduced widths for CPU smoke runs only (not the paper model): the backbones stay full size.
-WIDTHS = {
-    "full": dict(dim_emb=768, head_hidden=(384, 192, 96)),
-    "tiny": dict(dim_emb=96, head_hidden=(48, 24)),
-}
-
-
 @register_model
-def grefel(num_classes: int = 7, variant: str = "grefel", width: str = "full", **kwargs) -> GReFEL:
-    """``create_model("grefel", variant="grefel"|"arbex", num_anchors=10, ...)``, see :class:`GReFEL`.
-
-    ``width="tiny"`` shrinks the fusion embedding (E = 96) for CPU smoke runs only.
-    """
-    if width not in WIDTHS:
-        raise ValueError(f"width must be one of {sorted(WIDTHS)}, got {width!r}")
-    return GReFEL(num_classes=num_classes, variant=variant, **{**WIDTHS[width], **kwargs})
+def grefel(num_classes: int = 7, variant: str = "grefel", **kwargs) -> GReFEL:
+    """``create_model("grefel", variant="grefel"|"arbex", num_anchors=10, ...)``, see :class:`GReFEL`."""
+    return GReFEL(num_classes=num_classes, variant=variant, **kwargs)
