@@ -2,7 +2,7 @@
 import importlib
 import importlib.util
 
-from .base import FERDataset, SkipReport
+from .base import FERDataset, SkipReport, SkipWarning
 from .errors import DatasetFormatError
 from .labels import CANONICAL, LABEL_SETS, LabelSet
 from .registry import list_datasets, load_dataset, register_dataset
@@ -12,5 +12,5 @@ for _name in ("rafdb", "synthetic_reader", "affectnet", "ferplus", "fer2013", "i
     if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
         importlib.import_module(f"{__name__}.{_name}")
 
-__all__ = ["CANONICAL", "DatasetFormatError", "FERDataset", "LABEL_SETS", "LabelSet", "SkipReport",
+__all__ = ["CANONICAL", "DatasetFormatError", "FERDataset", "LABEL_SETS", "LabelSet", "SkipReport", "SkipWarning",
            "list_datasets", "load_dataset", "register_dataset"]

@@ -20,6 +20,10 @@ from torch.utils.data import Dataset
 from .labels import LabelSet
 
 
+class SkipWarning(UserWarning):
+    """The one-line summary of what a reader skipped (counts by reason and the first paths)."""
+
+
 @dataclass
 class SkipReport:
     """Counts of skipped items by reason, with the first few paths of each."""
@@ -112,7 +116,8 @@ class FERDataset(Dataset):
 
     def report_skips(self) -> None:
         if self.skip_report:
-            warnings.warn(f"{type(self).__name__}({self.root}, {self.split!r}): {self.skip_report.summary()}", stacklevel=3)
+            warnings.warn(f"{type(self).__name__}({self.root}, {self.split!r}): {self.skip_report.summary()}",
+                          SkipWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "

@@ -1,9 +1,11 @@
 """``load_dataset(name, root, split, **opts)``: one entry point over every reader."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Dict
 
+from .base import SkipWarning
 from .errors import DatasetFormatError
 
 _READERS: Dict[str, Callable] = {}
@@ -24,8 +26,14 @@ def list_datasets() -> list[str]:
     return sorted(_READERS)
 
 
-def load_dataset(name: str, root=None, split: str = "train", **opts):
-    """Read ``split`` of dataset ``name`` from ``root`` (the folder as distributed; see DESIGN §3)."""
+def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cache_size: int | None = None,
+                 align: bool = False, progress: bool = True, **opts):
+    """Read ``split`` of dataset ``name`` from ``root`` (the folder as distributed; see DESIGN §3).
+
+    ``cache=True`` (or a folder) reads a uint8 tensor cache (:mod:`ferlib.data.cache`) built on first use
+    and rebuilt when the sources or options change; ``cache_size`` is its side (default: the first image's
+    size), ``align=True`` aligns faces to the 5-point template while building it.
+    """
     if name not in _READERS:
         raise KeyError(f"unknown dataset {name!r}; available: {list_datasets()}")
     if split not in SPLITS:
@@ -36,4 +44,17 @@ def load_dataset(name: str, root=None, split: str = "train", **opts):
             raise DatasetFormatError(
                 f"dataset root does not exist ({name}).", path=root,
                 fix=f"download {name} and point root at it; data/README.md says where each dataset is expected.")
-    return _READERS[name](root, split, **opts)
+    if name == "synthetic":  # generates, then calls load_dataset again with the real reader
+        extra = {"cache": cache, "cache_size": cache_size, "align": align} if cache else {}
+        return _READERS[name](root, split, progress=progress, **extra, **opts)
+    if align and not cache:
+        raise ValueError("align=True works on the cache: pass cache=True (or a folder) as well")
+    if not cache:
+        return _READERS[name](root, split, **opts)
+    from .cache import cached
+
+    opts.setdefault("check", "exists")  # images are decoded once, by the cache step
+    with warnings.catch_warnings():  # the cached dataset reports the reader's skips with its own, once
+        warnings.simplefilter("ignore", SkipWarning)
+        ds = _READERS[name](root, split, **opts)
+    return cached(ds, name, root, split, opts, cache, cache_size, align, progress)

@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .registry import load_dataset, register_dataset
@@ -19,7 +18,9 @@ FORMATS = {"rafdb": ("rafdb", "rafdb", 7), "affectnet": ("affectnet", "affectnet
 
 def default_root() -> Path:
     """Where the synthetic set lives by default (``$FERLIB_DATA/synthetic`` or ``./data/synthetic``)."""
-    return Path(os.environ.get("FERLIB_DATA", "data")) / "synthetic"
+    from ferlib.paths import data_dir
+
+    return data_dir() / "synthetic"
 
 
 @register_dataset("synthetic")
