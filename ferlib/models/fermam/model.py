@@ -1,0 +1,134 @@
+"""FERMam (``pyramid_trans_expr`` in jxcsglr/FERMam ``models/emotion_hyp.py``; fermam.md §1–§8).
+
+Scientific Reports 2026, DOI 10.1038/s41598-026-44396-6: a frozen MobileFaceNet landmark branch
+and an IR-50 image branch (3 stages), an SS_Conv_SSM block on the image tokens, pyramid Mamba
+fusion of the two token sets, LayerNorm, and an SE-gated linear head on fused token 0.
+
+Every quirk of the authors' code is the default (each is documented where it sits); the options
+below switch to the paper's apparent intent and are off by default:
+
+===================  ==========================  ==============================================
+option               default (upstream)          alternative
+===================  ==========================  ==============================================
+``ir_tokens``        "raw_view" (§3.3)           "spatial": 2×2 patches of the 14×14 map
+``ss2d_merge``       "upstream" (§5.6)           "vmamba": undo flips / transpose before the sum
+``ss2d_dt_init``     "upstream" (§5 dt bias)     "mamba" (init only)
+``asfr_input_gate``  "upstream" (§7)             "delta": Δ ⊙ B
+``asfr_skip``        "upstream": d_inner · x     "param": the learned D ⊙ x (see ASFRSS2D)
+``shuffled_residual`` False (§4)                 True: add the input shuffled like the output
+``cls_pool``         "token0" (§8)               "mean": mean of the fused tokens
+``landmark_bn_train`` True (§2)                  False: landmark net always in eval mode
+===================  ==========================  ==============================================
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ferlib.models.backbones import IR50, MobileFaceNet
+from ferlib.models.registry import ModelOutput
+
+from .head import ClassificationHead, SEBlock
+from .pyramid_fusion import PyramidMambaFusionBlock
+from .ss_conv_ssm import SSConvSSM
+
+IR_TOKENS = ("raw_view", "spatial")
+CLS_POOLS = ("token0", "mean")
+
+
+class FERMam(nn.Module):
+    """x [B, 3, 224, 224] (ImageNet-normalised) → ``ModelOutput(logits [B, C], features [B, 512], extras)``.
+
+    ``features`` is the SE-gated token (upstream's second return value). ``extras`` holds
+    ``tokens`` (the fused, normalised tokens [B, 49, 512]).
+
+    Modules (upstream names, state-dict order): ``face_landback`` (MobileFaceNet, 512-d GDC,
+    frozen), ``ir_back`` (IR-50, 3 stages), ``ir_layer`` (Linear 1024 → 512), ``ir_ssm``
+    (:class:`SSConvSSM`), ``fusion`` (:class:`PyramidMambaFusionBlock`), ``se_block``, ``head``.
+
+    Args:
+        num_classes: 7 (RAF-DB, AffectNet-7) or 8 (AffectNet-8, FERPlus).
+        scan_backend: selective-scan backend for SS2D and the ASFR scans ("auto", "cuda",
+            "torch", "reference"; ``ferlib.ops.selective_scan``).
+        img_size, type: accepted and ignored, as upstream.
+        The other options: see the module docstring.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 7,
+        img_size: int = 224,
+        type: str = "large",
+        scan_backend: str = "auto",
+        ir_tokens: str = "raw_view",
+        ss2d_merge: str = "upstream",
+        ss2d_dt_init: str = "upstream",
+        asfr_input_gate: str = "upstream",
+        asfr_skip: str = "upstream",
+        shuffled_residual: bool = False,
+        cls_pool: str = "token0",
+        landmark_bn_train: bool = True,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if ir_tokens not in IR_TOKENS:
+            raise ValueError(f"ir_tokens must be one of {IR_TOKENS}, got {ir_tokens!r}")
+        if cls_pool not in CLS_POOLS:
+            raise ValueError(f"cls_pool must be one of {CLS_POOLS}, got {cls_pool!r}")
+        self.num_classes = num_classes
+        self.ir_tokens, self.cls_pool, self.landmark_bn_train = ir_tokens, cls_pool, landmark_bn_train
+        self.face_landback = MobileFaceNet([112, 112], embedding_size=512, output_name="GDC")
+        for p in self.face_landback.parameters():
+            p.requires_grad = False
+        self.ir_back = IR50(num_stages=3, drop_ratio=0.0)
+        self.ir_layer = nn.Linear(1024, 512)
+        self.ir_ssm = SSConvSSM(
+            hidden_dim=512,
+            d_state=16,
+            shuffled_residual=shuffled_residual,
+            merge=ss2d_merge,
+            dt_init=ss2d_dt_init,
+            scan_backend=scan_backend,
+        )
+        self.fusion = PyramidMambaFusionBlock(
+            d_model=512, dropout=dropout, input_gate=asfr_input_gate, skip=asfr_skip, scan_backend=scan_backend
+        )
+        self.se_block = SEBlock(512)
+        self.head = ClassificationHead(512, num_classes)
+
+    def train(self, mode: bool = True) -> "FERMam":
+        super().train(mode)
+        if not self.landmark_bn_train:
+            self.face_landback.eval()
+        return self
+
+    def landmark_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B,3,H,W] → bilinear resize to 112 (no antialias) → ``conv_6_sep`` → [B, 49, 512], row-major."""
+        x = F.interpolate(x, size=112, mode="bilinear", align_corners=False)
+        # Upstream runs the whole MobileFaceNet and discards its GDC output; only the map is used.
+        # Skipping the GDC head leaves the outputs unchanged (its BN1d would also fail on a batch of 1).
+        feat = self.face_landback.forward_features(x)
+        return feat.flatten(2).transpose(1, 2)
+
+    def image_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B,3,H,W] → IR-50 (nearest resize to 112, 3 stages) → [B, 49, 1024]."""
+        if self.ir_tokens == "raw_view":
+            # [quirk, essential] a raw view of the NCHW [B,256,14,14] map: channel chunks (§3.3).
+            return self.ir_back(x)
+        feat = self.ir_back.forward_features(x)
+        b, c, h, w = feat.shape
+        patches = feat.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        return patches.reshape(b, (h // 2) * (w // 2), c * 4)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        x_lm = self.landmark_tokens(x)
+        x_ir = self.ir_layer(self.image_tokens(x))  # [B, 49, 512]
+        b, n, d = x_ir.shape
+        side = int(round(n**0.5))
+        x_ir = self.ir_ssm(x_ir.reshape(b, side, side, d)).reshape(b, n, d)
+        tokens = self.fusion(x_ir, x_lm)
+        # [quirk] the classifier reads grid cell (0, 0) only; there is no class token (§8).
+        pooled = tokens[:, 0] if self.cls_pool == "token0" else tokens.mean(dim=1)
+        feature = self.se_block(pooled)
+        return ModelOutput(self.head(feature), feature, {"tokens": tokens})
