@@ -48,7 +48,7 @@ def test_ddp_shards_partition_the_epoch(cls, kw):
         s = cls(TARGETS, seed=7, num_replicas=3, rank=rank, **kw)
         s.set_epoch(2)
         shards.append(list(s))
-    assert len({len(x) for x in shards}) == 1 and len(shards[0]) == len(whole) // 3
+    assert len({len(x) for x in shards}) == 1 and len(shards[0]) == -(-len(whole) // 3)
     n = len(list(whole))
     merged = [shards[r][k] for k in range(len(shards[0])) for r in range(3)][:n]
     assert merged == list(whole)
