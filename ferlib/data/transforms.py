@@ -1,13 +1,64 @@
 """Recipe transforms applied to whole uint8 batches on the training device (torchvision.transforms.v2).
 
 ``build_batch_transform(recipe, train)`` returns a callable ``uint8 [B,3,H,W] → float [B,3,S,S]``
-(S = ``recipe.input_size``): augmentations (train only), colour order, scaling to [0,1] and
-normalisation with the recipe's mean/std. Running it on the GPU batch avoids per-sample CPU work.
+(S = ``recipe.input_size``): augmentations (train only, random per sample), colour order, scaling to
+[0,1] and normalisation with the recipe's mean/std. Running it on the GPU batch avoids per-sample CPU work.
+
+Step names for ``recipe.train_transforms`` (options from ``recipe.transform_kwargs``):
+
+=====================  ==========================================================================
+``resize``             shorter side → ``resize_to`` (default S), e.g. GReFEL's 246 before a crop
+``random_crop``        S×S crop, ``crop_padding`` (default 4) zero padding
+``random_resized_crop``  ``crop_scale`` (default (0.8, 1)), ``crop_ratio`` (default (3/4, 4/3))
+``center_crop``        S×S centre crop
+``hflip`` / ``vflip``  p = 0.5
+``rotation``           ± ``degrees`` (default 10)
+``affine``             ``degrees`` (default 0), ``shear`` (default 15), ``translate`` (default None)
+``perspective``        ``perspective`` distortion (default 0.3), p = 0.5
+``color_jitter``       ``jitter`` = (brightness, contrast, saturation, hue), default (0.2, 0.2, 0.2, 0)
+``gaussian_noise``     additive N(0, ``noise_std``²) on 0..255 values, clipped (default std √30)
+``basic_aug``          FERMam/MMFRM dataset aug: with p = 0.5, a flip or Gaussian noise (std √30), 50/50
+``random_erasing``     after normalisation, ``erasing`` = RandomErasing kwargs (e.g. {scale: [0.02, 0.1]})
+=====================  ==========================================================================
+
+``recipe.test_transforms`` accepts ``resize_center_crop`` (shorter side → ``eval_resize``, default
+⌊S·8/7⌋, then centre crop; EMO-Net's Resize 256 → CenterCrop 224); by default evaluation resizes to S×S.
+``recipe.color_order`` = ``"BGR"`` swaps channels after augmentation (FERMam's cv2-read RAF-DB, fermam.md §12).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torchvision.transforms import v2
+
+NOISE_STD = math.sqrt(30.0)  # FERMam / MMFRM basic_aug: variance 30
+_SELF_SIZED = ("resize", "random_resized_crop")
+
+
+class GaussianNoise(torch.nn.Module):
+    """Additive Gaussian noise on a uint8 image [3,H,W] (0..255 scale), clipped and cast back to uint8."""
+
+    def __init__(self, std: float = NOISE_STD):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noisy = x.float() + torch.randn(x.shape, device=x.device) * self.std
+        return noisy.clamp_(0, 255).to(x.dtype) if x.dtype == torch.uint8 else noisy.clamp_(0, 255)
+
+
+class BasicAug(torch.nn.Module):
+    """FERMam / MMFRM ``basic_aug``: with probability 0.5, either a horizontal flip or Gaussian noise (50/50)."""
+
+    def __init__(self, std: float = NOISE_STD):
+        super().__init__()
+        self.noise = GaussianNoise(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) > 0.5:
+            return x.flip(-1) if torch.rand(()) < 0.5 else self.noise(x)
+        return x
 
 
 def _augmentations(recipe) -> list:
@@ -15,16 +66,32 @@ def _augmentations(recipe) -> list:
     size = recipe.input_size
     out = []
     for name in recipe.train_transforms:
-        if name == "hflip":
+        if name == "resize":
+            out.append(v2.Resize(kw.get("resize_to", size), antialias=True))
+        elif name == "hflip":
             out.append(v2.RandomHorizontalFlip())
+        elif name == "vflip":
+            out.append(v2.RandomVerticalFlip())
         elif name == "random_crop":
-            out.append(v2.RandomCrop(size, padding=kw.get("crop_padding", 4)))
+            out.append(v2.RandomCrop(size, padding=kw.get("crop_padding", 4), pad_if_needed=True))
+        elif name == "center_crop":
+            out.append(v2.CenterCrop(size))
         elif name == "random_resized_crop":
-            out.append(v2.RandomResizedCrop(size, scale=tuple(kw.get("crop_scale", (0.8, 1.0))), antialias=True))
+            out.append(v2.RandomResizedCrop(size, scale=tuple(kw.get("crop_scale", (0.8, 1.0))),
+                                            ratio=tuple(kw.get("crop_ratio", (3 / 4, 4 / 3))), antialias=True))
         elif name == "rotation":
             out.append(v2.RandomRotation(kw.get("degrees", 10)))
+        elif name == "affine":
+            out.append(v2.RandomAffine(degrees=kw.get("affine_degrees", 0), shear=kw.get("shear", 15),
+                                       translate=kw.get("translate")))
+        elif name == "perspective":
+            out.append(v2.RandomPerspective(distortion_scale=kw.get("perspective", 0.3)))
         elif name == "color_jitter":
             out.append(v2.ColorJitter(*kw.get("jitter", (0.2, 0.2, 0.2, 0.0))))
+        elif name == "gaussian_noise":
+            out.append(GaussianNoise(kw.get("noise_std", NOISE_STD)))
+        elif name == "basic_aug":
+            out.append(BasicAug(kw.get("noise_std", NOISE_STD)))
         elif name == "random_erasing":
             continue  # applied after normalisation, below
         else:
@@ -38,18 +105,35 @@ class BatchTransform(torch.nn.Module):
     def __init__(self, recipe, train: bool):
         super().__init__()
         self.size = recipe.input_size
+        kw = recipe.transform_kwargs or {}
         self.bgr = recipe.color_order.upper() == "BGR"
-        self.augment = v2.Compose(_augmentations(recipe)) if train else None
-        self.erasing = v2.RandomErasing(**(recipe.transform_kwargs or {}).get("erasing", {})) \
-            if train and "random_erasing" in recipe.train_transforms else None
-        self.register_buffer("mean", torch.tensor(recipe.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(recipe.std).view(1, 3, 1, 1), persistent=False)
+        if recipe.color_order.upper() not in ("RGB", "BGR"):
+            raise ValueError(f"color_order must be RGB or BGR, got {recipe.color_order!r}")
+        steps = list(recipe.train_transforms) if train else []
+        self.augment = v2.Compose(_augmentations(recipe)) if train and steps else None
+        # resize to S×S first unless the first step sets the size itself
+        self.pre_resize = not (steps and steps[0] in _SELF_SIZED)
+        self.eval_crop = None
+        if not train and "resize_center_crop" in (recipe.test_transforms or ()):
+            self.pre_resize = False
+            self.eval_crop = v2.Compose([v2.Resize(kw.get("eval_resize", self.size * 8 // 7), antialias=True),
+                                         v2.CenterCrop(self.size)])
+        erasing = kw.get("erasing", {})
+        if "scale" in erasing:
+            erasing = {**erasing, "scale": tuple(erasing["scale"])}
+        self.erasing = v2.RandomErasing(**erasing) if train and "random_erasing" in steps else None
+        self.register_buffer("mean", torch.tensor(recipe.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(recipe.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+        if self.pre_resize and (x.shape[-1] != self.size or x.shape[-2] != self.size):
             x = v2.functional.resize(x, [self.size, self.size], antialias=True)
+        if self.eval_crop is not None:
+            x = self.eval_crop(x)
         if self.augment is not None:  # v2 draws one set of parameters per call: loop for per-sample randomness
             x = torch.stack([self.augment(xi) for xi in x])
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = v2.functional.resize(x, [self.size, self.size], antialias=True)
         if self.bgr:
             x = x.flip(1)
         x = (x.float() / 255.0 - self.mean.to(x.device)) / self.std.to(x.device)
