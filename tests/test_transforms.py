@@ -93,3 +93,28 @@ def test_basic_aug_probabilities():
         kinds["same" if torch.equal(y, x) else "flip" if torch.equal(y, x.flip(-1)) else "noise"] += 1
     assert abs(kinds["same"] / 4000 - 0.5) < 0.03
     assert abs(kinds["flip"] / 4000 - 0.25) < 0.03 and abs(kinds["noise"] / 4000 - 0.25) < 0.03
+
+
+def test_batched_random_crop_is_a_crop_of_the_padded_image():
+    from ferlib.data.transforms import BatchedRandomCrop
+
+    torch.manual_seed(1)
+    x = batch(b=8, h=32, w=32)
+    y = BatchedRandomCrop(32, padding=4)(x)
+    xp = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for b in range(8):
+        hits = [(i, j) for i in range(9) for j in range(9) if torch.equal(xp[b, :, i:i + 32, j:j + 32], y[b])]
+        assert hits
+    same = BatchedRandomCrop(32, padding=4)(x[:1].repeat(16, 1, 1, 1))
+    assert len({tuple(t.flatten().tolist()) for t in same}) > 8  # offsets drawn per image
+
+
+def test_batched_flip_is_per_image():
+    from ferlib.data.transforms import BatchedHFlip
+
+    torch.manual_seed(0)
+    x = batch(b=200, h=8, w=8)
+    y = BatchedHFlip()(x)
+    flipped = [torch.equal(y[b], x[b].flip(-1)) for b in range(200)]
+    same = [torch.equal(y[b], x[b]) for b in range(200)]
+    assert all(f or s for f, s in zip(flipped, same)) and 70 < sum(flipped) < 130

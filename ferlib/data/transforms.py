@@ -61,42 +61,139 @@ class BasicAug(torch.nn.Module):
         return x
 
 
-def _augmentations(recipe) -> list:
+class BatchedHFlip(torch.nn.Module):
+    """Flip each image of a batch [B,C,H,W] along ``dim`` with probability ``p`` (one draw per image)."""
+
+    def __init__(self, p: float = 0.5, dim: int = -1):
+        super().__init__()
+        self.p, self.dim = p, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = (torch.rand(x.shape[0], device=x.device) < self.p).view(-1, 1, 1, 1)
+        return torch.where(m, x.flip(self.dim), x)
+
+
+class BatchedRandomCrop(torch.nn.Module):
+    """Zero-pad by ``padding`` then take an independent random ``size``×``size`` crop of each image."""
+
+    def __init__(self, size: int, padding: int = 0):
+        super().__init__()
+        self.size, self.padding = size, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, s = self.padding, self.size
+        if p:
+            x = torch.nn.functional.pad(x, (p, p, p, p))
+        B, C, H, W = x.shape
+        if H < s or W < s:
+            x = torch.nn.functional.pad(x, (0, max(0, s - W), 0, max(0, s - H)))
+            B, C, H, W = x.shape
+        oy = torch.randint(0, H - s + 1, (B,), device=x.device)
+        ox = torch.randint(0, W - s + 1, (B,), device=x.device)
+        ar = torch.arange(s, device=x.device)
+        rows = (oy[:, None] + ar)[:, None, :, None]
+        cols = (ox[:, None] + ar)[:, None, None, :]
+        return x[torch.arange(B, device=x.device)[:, None, None, None], torch.arange(C, device=x.device)[None, :, None, None],
+                 rows, cols]
+
+
+class BatchedNoise(torch.nn.Module):
+    """Gaussian noise on a whole uint8 batch, applied to each image with probability ``p``."""
+
+    def __init__(self, std: float = NOISE_STD, p: float = 1.0):
+        super().__init__()
+        self.std, self.p = std, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noisy = (x.float() + torch.randn(x.shape, device=x.device) * self.std).clamp_(0, 255).to(x.dtype)
+        if self.p >= 1:
+            return noisy
+        m = (torch.rand(x.shape[0], device=x.device) < self.p).view(-1, 1, 1, 1)
+        return torch.where(m, noisy, x)
+
+
+class BatchedBasicAug(torch.nn.Module):
+    """:class:`BasicAug` on a batch: per image, unchanged (p 0.5), flipped (0.25) or noisy (0.25)."""
+
+    def __init__(self, std: float = NOISE_STD):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(x.shape[0], device=x.device).view(-1, 1, 1, 1)
+        noisy = (x.float() + torch.randn(x.shape, device=x.device) * self.std).clamp_(0, 255).to(x.dtype)
+        return torch.where(u < 0.25, x.flip(-1), torch.where(u < 0.5, noisy, x))
+
+
+#: steps with a batched implementation (one draw per image, no Python loop)
+def _batched_step(name: str, recipe):
+    kw = recipe.transform_kwargs or {}
+    if name == "hflip":
+        return BatchedHFlip(0.5, -1)
+    if name == "vflip":
+        return BatchedHFlip(0.5, -2)
+    if name == "random_crop":
+        return BatchedRandomCrop(recipe.input_size, kw.get("crop_padding", 4))
+    if name == "gaussian_noise":
+        return BatchedNoise(kw.get("noise_std", NOISE_STD))
+    if name == "basic_aug":
+        return BatchedBasicAug(kw.get("noise_std", NOISE_STD))
+    return None
+
+
+def _pipeline(recipe) -> list:
+    """``[(batched: bool, module)]``: batched steps run on the whole batch, runs of other steps per image."""
+    out, pending = [], []
+    for name in recipe.train_transforms:
+        step = _v2_step(name, recipe)  # validates the name
+        if step is None:
+            continue
+        b = _batched_step(name, recipe)
+        if b is None:
+            pending.append(step)
+            continue
+        if pending:
+            out.append((False, v2.Compose(pending)))
+            pending = []
+        out.append((True, b))
+    if pending:
+        out.append((False, v2.Compose(pending)))
+    return out
+
+
+def _v2_step(name: str, recipe):
+    """The per-image v2 module of one step (None for random_erasing, which runs after normalisation)."""
     kw = recipe.transform_kwargs or {}
     size = recipe.input_size
-    out = []
-    for name in recipe.train_transforms:
-        if name == "resize":
-            out.append(v2.Resize(kw.get("resize_to", size), antialias=True))
-        elif name == "hflip":
-            out.append(v2.RandomHorizontalFlip())
-        elif name == "vflip":
-            out.append(v2.RandomVerticalFlip())
-        elif name == "random_crop":
-            out.append(v2.RandomCrop(size, padding=kw.get("crop_padding", 4), pad_if_needed=True))
-        elif name == "center_crop":
-            out.append(v2.CenterCrop(size))
-        elif name == "random_resized_crop":
-            out.append(v2.RandomResizedCrop(size, scale=tuple(kw.get("crop_scale", (0.8, 1.0))),
-                                            ratio=tuple(kw.get("crop_ratio", (3 / 4, 4 / 3))), antialias=True))
-        elif name == "rotation":
-            out.append(v2.RandomRotation(kw.get("degrees", 10)))
-        elif name == "affine":
-            out.append(v2.RandomAffine(degrees=kw.get("affine_degrees", 0), shear=kw.get("shear", 15),
-                                       translate=kw.get("translate")))
-        elif name == "perspective":
-            out.append(v2.RandomPerspective(distortion_scale=kw.get("perspective", 0.3)))
-        elif name == "color_jitter":
-            out.append(v2.ColorJitter(*kw.get("jitter", (0.2, 0.2, 0.2, 0.0))))
-        elif name == "gaussian_noise":
-            out.append(GaussianNoise(kw.get("noise_std", NOISE_STD)))
-        elif name == "basic_aug":
-            out.append(BasicAug(kw.get("noise_std", NOISE_STD)))
-        elif name == "random_erasing":
-            continue  # applied after normalisation, below
-        else:
-            raise ValueError(f"unknown train transform {name!r} in recipe {recipe.paper}/{recipe.dataset}")
-    return out
+    if name == "resize":
+        return v2.Resize(kw.get("resize_to", size), antialias=True)
+    if name == "hflip":
+        return v2.RandomHorizontalFlip()
+    if name == "vflip":
+        return v2.RandomVerticalFlip()
+    if name == "random_crop":
+        return v2.RandomCrop(size, padding=kw.get("crop_padding", 4), pad_if_needed=True)
+    if name == "center_crop":
+        return v2.CenterCrop(size)
+    if name == "random_resized_crop":
+        return v2.RandomResizedCrop(size, scale=tuple(kw.get("crop_scale", (0.8, 1.0))),
+                                    ratio=tuple(kw.get("crop_ratio", (3 / 4, 4 / 3))), antialias=True)
+    if name == "rotation":
+        return v2.RandomRotation(kw.get("degrees", 10))
+    if name == "affine":
+        return v2.RandomAffine(degrees=kw.get("affine_degrees", 0), shear=kw.get("shear", 15),
+                               translate=kw.get("translate"))
+    if name == "perspective":
+        return v2.RandomPerspective(distortion_scale=kw.get("perspective", 0.3))
+    if name == "color_jitter":
+        return v2.ColorJitter(*kw.get("jitter", (0.2, 0.2, 0.2, 0.0)))
+    if name == "gaussian_noise":
+        return GaussianNoise(kw.get("noise_std", NOISE_STD))
+    if name == "basic_aug":
+        return BasicAug(kw.get("noise_std", NOISE_STD))
+    if name == "random_erasing":
+        return None
+    raise ValueError(f"unknown train transform {name!r} in recipe {recipe.paper}/{recipe.dataset}")
 
 
 class BatchTransform(torch.nn.Module):
@@ -110,7 +207,8 @@ class BatchTransform(torch.nn.Module):
         if recipe.color_order.upper() not in ("RGB", "BGR"):
             raise ValueError(f"color_order must be RGB or BGR, got {recipe.color_order!r}")
         steps = list(recipe.train_transforms) if train else []
-        self.augment = v2.Compose(_augmentations(recipe)) if train and steps else None
+        self.augment = torch.nn.ModuleList([m for _, m in _pipeline(recipe)]) if train and steps else None
+        self.batched = [b for b, _ in _pipeline(recipe)] if train and steps else []
         # resize to S×S first unless the first step sets the size itself
         self.pre_resize = not (steps and steps[0] in _SELF_SIZED)
         self.eval_crop = None
@@ -130,8 +228,10 @@ class BatchTransform(torch.nn.Module):
             x = v2.functional.resize(x, [self.size, self.size], antialias=True)
         if self.eval_crop is not None:
             x = self.eval_crop(x)
-        if self.augment is not None:  # v2 draws one set of parameters per call: loop for per-sample randomness
-            x = torch.stack([self.augment(xi) for xi in x])
+        if self.augment is not None:
+            for batched, step in zip(self.batched, self.augment):
+                # v2 draws one set of parameters per call: loop over images for per-sample randomness
+                x = step(x) if batched else torch.stack([step(xi) for xi in x])
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = v2.functional.resize(x, [self.size, self.size], antialias=True)
         if self.bgr:
