@@ -195,3 +195,19 @@ def test_small_model_trains_one_step():
 def test_converter_prefixes_bare_train_py_checkpoints():
     bare = {"module.stages.0.0.gamma": torch.zeros(1), "norm.weight": torch.zeros(1), "msc.0.fc1.bias": torch.zeros(1)}
     assert sorted(convert_upstream("mfer", bare)) == ["backbone.norm.weight", "backbone.stages.0.0.gamma", "msc.0.fc1.bias"]
+
+
+def test_recipe_card_states_the_paper_numbers_and_builds():
+    from ferlib.recipes import load_recipe
+
+    reported = {"rafdb": 0.9208, "affectnet8": 0.6315, "affectnet": 0.6706, "ferplus": 0.9109}
+    for dataset, acc in reported.items():
+        recipe = load_recipe("mfer", dataset)
+        assert recipe.reported["accuracy"] == acc and "README" in recipe.source
+        assert (recipe.optimizer, recipe.lr, recipe.schedule, recipe.schedule_kwargs["gamma"]) == ("adamw", 1e-3, "exponential", 0.95)
+        assert (recipe.epochs, recipe.batch_size, recipe.input_size, recipe.train_transforms) == (100, 32, 224, ())
+    smoke = load_recipe("mfer", "synthetic", loss_kwargs={"feature_loss": "dsf"})
+    model = create_model(smoke.model, num_classes=smoke.num_classes, **smoke.model_kwargs)
+    loss = create_loss(smoke.loss, num_classes=smoke.num_classes, **smoke.loss_kwargs)
+    out = model(torch.randn(2, 3, smoke.input_size, smoke.input_size))
+    assert torch.isfinite(loss(out, torch.tensor([0, 1])))
