@@ -19,6 +19,13 @@ __all__ = [
 
 
 @register_model
-def fermam(num_classes: int = 7, **kwargs) -> FERMam:
-    """FERMam as the authors coded it; keyword options in :class:`FERMam` (paper-intent switches off)."""
-    return FERMam(num_classes=num_classes, **kwargs)
+def fermam(num_classes: int = 7, pretrained_backbones: bool = False, **kwargs) -> FERMam:
+    """FERMam as the authors coded it; keyword options in :class:`FERMam` (paper-intent switches off).
+
+    ``pretrained_backbones=True`` loads the MS-Celeb-1M IR-50 and the landmark MobileFaceNet
+    (``ferlib.weights`` entries ``ir50_ms1m`` and ``mobilefacenet_landmark``), as upstream training does.
+    """
+    model = FERMam(num_classes=num_classes, **kwargs)
+    if pretrained_backbones:
+        model.load_backbones()
+    return model

@@ -1,0 +1,197 @@
+"""FERMam against the authors' code: reference weights → reference outputs (ref/fermam_*, spec fermam.md)."""
+import warnings
+
+import pytest
+import torch
+
+from ferlib.models import ModelOutput, create_model
+from ferlib.ops import cuda_backend_available
+from ferlib.testing import REF_DIR, load_ref, read_keys, reference_state
+from ferlib.weights import convert_upstream
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+BACKENDS = ["torch", "reference"]
+#: Modules holding a selective scan (SS2D in ir_ssm, the ASFR scans in the fusion).
+SCAN_MODULES = ("ir_ssm.ss2d", "ir_ssm", "fusion.ssm1", "fusion.ssm2", "fusion.ssm3")
+
+
+def _model(**kw):
+    model = create_model("fermam", num_classes=7, **kw)
+    state = convert_upstream("fermam", reference_state("fermam_keys.txt", model="fermam"))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ref_model():
+    return _model()
+
+
+@pytest.fixture(scope="module")
+def ref_io():
+    return load_ref("fermam_input.pt"), load_ref("fermam_output.pt")
+
+
+def test_state_dict_keys_are_the_authors(ref_model):
+    keys = [(k, s) for k, s, _, _ in read_keys(REF_DIR / "fermam_keys.txt")]
+    ours = [(k, tuple(v.shape)) for k, v in ref_model.state_dict().items()]
+    assert ours == keys  # same names, shapes and order (722 entries)
+    assert len(ours) == 722
+    state = reference_state("fermam_keys.txt", model="fermam")
+    converted = convert_upstream("fermam", state)
+    assert list(converted) == list(state) and all(converted[k] is state[k] for k in state)
+
+
+def test_outputs_match_reference(ref_model, ref_io):
+    x, ref = ref_io
+    with torch.no_grad():
+        out = ref_model(x)
+    assert isinstance(out, ModelOutput)
+    torch.testing.assert_close(out.logits, ref["logits"], **TOL)
+    torch.testing.assert_close(out.features, ref["cls_token"], **TOL)
+    assert out.extras["tokens"].shape == (2, 49, 512)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cuda"])
+def test_outputs_match_reference_with_each_scan_backend(backend, ref_io):
+    x, ref = ref_io
+    device = "cpu"
+    if backend == "cuda":
+        if not torch.cuda.is_available() or not cuda_backend_available():
+            pytest.skip("the cuda scan backend needs a CUDA device and mamba_ssm (pip install mamba-ssm)")
+        device = "cuda"
+    model = _model(scan_backend=backend).to(device)
+    with torch.no_grad():
+        out = model(x.to(device))
+    tol = TOL if device == "cpu" else dict(rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(out.logits.cpu(), ref["logits"], **tol)
+    torch.testing.assert_close(out.features.cpu(), ref["cls_token"], **tol)
+
+
+def _check_module(model, name, rec):
+    module = model.get_submodule(name)
+    with torch.no_grad():
+        if name == "fusion":
+            return  # two inputs; its parts are checked one by one, and the whole via the logits
+        out = module(rec["in"])
+    if name == "face_landback":
+        for got, want in zip(out, rec["out"]):
+            torch.testing.assert_close(got, want, **TOL)
+    else:
+        scale = rec["out"].abs().max().item() if name == "ir_back" else 1.0  # large values: relative
+        torch.testing.assert_close(out, rec["out"], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_every_module_matches_its_recorded_output(ref_model, shared_ref):
+    inter = torch.load(shared_ref / "fermam_intermediates.pt", map_location="cpu", weights_only=True)
+    assert {"ir_back", "ir_ssm.ss2d", "fusion.ssm1", "fusion.ssm3", "se_block", "head"} <= set(inter)
+    for name, rec in inter.items():
+        _check_module(ref_model, name, rec)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scan_modules_match_with_each_backend(backend, shared_ref):
+    inter = torch.load(shared_ref / "fermam_intermediates.pt", map_location="cpu", weights_only=True)
+    model = _model(scan_backend=backend)
+    for name in SCAN_MODULES:
+        _check_module(model, name, inter[name])
+
+
+def test_parameter_counts(ref_model):
+    params = dict(ref_model.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    trainable = sum(p.numel() for p in params.values() if p.requires_grad)
+    assert total == 40_011_687
+    assert trainable == 38_811_175
+    unused_heads = sum(p.numel() for n, p in params.items() if n.startswith(("ir_back.output_layer", "face_landback.output_layer")))
+    assert unused_heads == 12_847_616 + 289_280
+    assert total - unused_heads == 26_874_791  # "used in the forward pass", spec §13
+
+
+def test_parameters_reached_by_the_forward():
+    """Gradients reach the spec's in-forward count minus the three ASFR ``D`` vectors (the skip quirk)."""
+    model = _model()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model(load_ref("fermam_input.pt")).logits.sum().backward()
+    reached = {n for n, p in model.named_parameters() if p.grad is not None}
+    unreached = {n for n, p in model.named_parameters() if p.grad is None}
+    assert unreached == {n for n in dict(model.named_parameters())
+                         if n.startswith(("ir_back.output_layer", "face_landback.output_layer"))
+                         or n in ("fusion.ssm1.D", "fusion.ssm2.D", "fusion.ssm3.D")}
+    assert sum(dict(model.named_parameters())[n].numel() for n in reached) == 26_874_791 - 3 * 1024
+
+
+def test_landmark_branch_frozen_but_its_batchnorm_follows_train():
+    model = create_model("fermam")
+    assert not any(p.requires_grad for p in model.face_landback.parameters())
+    model.train()
+    assert model.face_landback.training  # [quirk] batch statistics during training (spec §2)
+    kept = create_model("fermam", landmark_bn_train=False).train()
+    assert kept.ir_back.training and not kept.face_landback.training
+
+
+@pytest.mark.parametrize(
+    "option, min_change",
+    [({"ss2d_merge": "vmamba"}, 0.05), ({"ir_tokens": "spatial"}, 0.05), ({"cls_pool": "mean"}, 0.05),
+     ({"shuffled_residual": True}, 0.05)],
+)
+def test_paper_intent_options_change_the_function(option, min_change, ref_io):
+    x, ref = ref_io
+    with torch.no_grad():
+        logits = _model(**option)(x).logits
+    assert (logits - ref["logits"]).abs().max() > min_change
+
+
+def test_asfr_options_change_the_fusion_scan(ref_model, shared_ref):
+    rec = torch.load(shared_ref / "fermam_intermediates.pt", map_location="cpu", weights_only=True)["fusion.ssm1"]
+    model = _model(asfr_skip="param", asfr_input_gate="delta")
+    with torch.no_grad():
+        assert (model.fusion.ssm1(rec["in"]) - rec["out"]).abs().max() > 1e-2
+        torch.testing.assert_close(ref_model.fusion.ssm1(rec["in"]), rec["out"], **TOL)
+
+
+def test_eight_classes_and_training_step():
+    model = create_model("fermam", num_classes=8).train()
+    x = torch.randn(3, 3, 112, 112)
+    out = model(x)
+    assert out.logits.shape == (3, 8) and out.features.shape == (3, 512)
+    out.logits.logsumexp(-1).mean().backward()
+    assert model.head.linear.weight.grad is not None and model.ir_ssm.ss2d.A_logs.grad is not None
+    assert model.face_landback.conv1.conv.weight.grad is None
+
+
+def test_invalid_options_raise():
+    with pytest.raises(ValueError, match="ir_tokens"):
+        create_model("fermam", ir_tokens="patches")
+    with pytest.raises(ValueError, match="merge"):
+        create_model("fermam", ss2d_merge="sum")
+
+
+def _fake_checkpoint(path, keys_file, gain_model, wrap):
+    state = reference_state(keys_file, model=gain_model)
+    torch.save({"state_dict": state} if wrap else state, path)
+    return state
+
+
+def test_backbone_checkpoints_load_via_load_pretrained(tmp_path):
+    pytest.importorskip("ferlib.weights.load")
+    # Files laid out as released: the 4-stage MS-Celeb IR-50 and the 136-d landmark net in 'state_dict'.
+    ir_state = _fake_checkpoint(tmp_path / "ir50.pth", "ir50_full_checkpoint_keys.txt", "ir50", wrap=False)
+    lm_state = _fake_checkpoint(
+        tmp_path / "mobilefacenet_model_best.pth.tar", "mobilefacenet_keys.txt", "mobilefacenet", wrap=True
+    )
+    model = create_model("fermam")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reports = model.load_backbones(
+            str(tmp_path / "ir50.pth"), str(tmp_path / "mobilefacenet_model_best.pth.tar"), verify=False
+        )
+    assert len(reports["ir_back"].loaded) == 304 and len(reports["ir_back"].dropped) == 45
+    torch.testing.assert_close(model.ir_back.body[20].res_layer[1].weight, ir_state["body.20.res_layer.1.weight"])
+    torch.testing.assert_close(model.face_landback.conv_6_sep.conv.weight, lm_state["conv_6_sep.conv.weight"])
+    assert not any(k.startswith("output_layer.linear") for k in reports["face_landback"].loaded)
+    # A checkpoint with foreign key names fails loudly instead of loading nothing (upstream's silence).
+    torch.save({"state_dict": {"backbone." + k: v for k, v in lm_state.items()}}, tmp_path / "renamed.pth")
+    with pytest.raises(Exception, match="no key|does not fit"):
+        model.load_backbones(str(tmp_path / "ir50.pth"), str(tmp_path / "renamed.pth"), verify=False)
