@@ -120,3 +120,21 @@ def test_converter_rejects_unknown_parts():
         convert_upstream("mmfrm", {"model": {}})
     partial = convert_upstream("mmfrm", {"network": {"fc.bias": torch.zeros(7)}})
     assert list(partial) == ["network.fc.bias"]
+
+
+@pytest.mark.slow
+def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    import yaml
+
+    from ferlib.testing import _REPO
+
+    monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
+    papermill.execute_notebook(str(_REPO / "notebooks" / "04_train_mmfrm.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters=dict(max_steps=2, rfloss="intended", run_name="nb04"),
+                               kernel_name="python3", cwd=str(tmp_path))
+    run_dir = tmp_path / "results" / "runs" / "nb04"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["recipe"]["loss"] == "ce_rfloss"
+    assert config["recipe"]["loss_kwargs"]["variant"] == "intended"
+    assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()
