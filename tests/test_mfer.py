@@ -211,3 +211,21 @@ def test_recipe_card_states_the_paper_numbers_and_builds():
     loss = create_loss(smoke.loss, num_classes=smoke.num_classes, **smoke.loss_kwargs)
     out = model(torch.randn(2, 3, smoke.input_size, smoke.input_size))
     assert torch.isfinite(loss(out, torch.tensor([0, 1])))
+
+
+@pytest.mark.slow
+def test_notebook_07_runs_with_a_feature_loss(tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    import yaml
+
+    from ferlib.testing import _REPO
+
+    monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
+    papermill.execute_notebook(str(_REPO / "notebooks" / "07_train_mfer.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters=dict(max_steps=2, feature_loss="lgm", feature_loss_weight=0.1, run_name="nb07"),
+                               kernel_name="python3", cwd=str(tmp_path))
+    run_dir = tmp_path / "results" / "runs" / "nb07"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["recipe"]["loss_kwargs"]["feature_loss"] == "lgm"
+    assert config["recipe"]["loss_kwargs"]["feature_loss_weight"] == 0.1
+    assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()

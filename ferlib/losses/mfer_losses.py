@@ -43,7 +43,7 @@ def _hard(target: torch.Tensor) -> torch.Tensor:
 
 
 class LGMLoss(nn.Module):
-    """Large-margin Gaussian-mixture loss (Wan et al., CVPR 2018, Eq. 13–18), identity covariances.
+    """Large-margin Gaussian-mixture loss (Wan et al., CVPR 2018), identity covariances.
 
     With d_k = ½‖f − μ_k‖² and equal priors, the mixture posterior has logits −d_k. Training adds a
     margin on the true class, −d_y·(1 + α), and the likelihood regulariser λ·d_y:

@@ -5,7 +5,7 @@ As the released model code builds it (XuJ1E/MFER @ 6d041d5: ``model.py``, ``mode
 
     x [B,3,224,224] → ConvNeXt-B stages [3,3,27,3] / [128,256,512,1024], a DS attention appended to
     stages 2 and 3 (``stages.2.27``, ``stages.3.3``) → GAP → LayerNorm → feature f [B,1024]
-    head i = MLP(f[:, :512 + 256·i]) for i = 0, 1, 2 (§3.4 "Msc")   → [B,C] each
+    head i = MLP(f[:, :512 + 256·i]) for i = 0, 1, 2 (the paper's "Msc")   → [B,C] each
     logits = head0 + head1 + head2
 
 The multiscale inputs are prefixes of one pooled vector (the code), not features of different

@@ -1,4 +1,4 @@
-"""MFER's DS attention: dynamic global + static local attention (Xu et al., TAFFC 2024, §3.2, Fig. 2).
+"""MFER's DS attention: dynamic global + static local attention (Xu et al., TAFFC 2024, Fig. 2).
 
 As coded upstream (XuJ1E/MFER ``model/attention.py``), which differs from Fig. 2 in two places:
 the query path is Conv → GELU → LayerNorm (the figure draws Conv → LN → GELU) and the module adds
