@@ -233,6 +233,29 @@ def test_converter_accepts_arbex_separate_files(ref_state):
         convert_upstream("grefel", {"vit": parts["vit"], "head": {}})
 
 
+def test_load_backbones_and_export_from_standard_checkpoint_files(tmp_path):
+    from ferlib.models.grefel.convert import export_with_backbones, load_backbones
+
+    ir50 = reference_state("ir50_full_checkpoint_keys.txt", gain=0.6)
+    mfn = reference_state("mobilefacenet_keys.txt", gain=0.8)
+    torch.save(ir50, tmp_path / "ir_ms1m_copy.pt")
+    torch.save({"state_dict": mfn}, tmp_path / "landmark_copy.pth.tar")
+    model = create_model("grefel", num_anchors=2)
+    with pytest.warns(Warning, match="dropped") as caught:  # stage 4, output layers, GDC head: named
+        ir_report, mfn_report = load_backbones(model, tmp_path / "ir_ms1m_copy.pt", tmp_path / "landmark_copy.pth.tar")
+    assert len(caught) == 2
+    assert len(ir_report.loaded) == 292 and len(mfn_report.loaded) == 321
+    assert "body.21.res_layer.1.weight" in ir_report.dropped and "output_layer.linear.weight" in mfn_report.dropped
+    sd = model.state_dict()
+    assert torch.equal(sd["vit.ir.net_3.net.13.res.3.weight"], ir50["body.20.res_layer.3.weight"])
+    assert torch.equal(sd["vit.landmark.path_3.2.net.1.running_var"], mfn["conv_6_sep.bn.running_var"])
+    with pytest.warns(Warning):
+        path = export_with_backbones(tmp_path / "grefel_backbones.pt", tmp_path / "ir_ms1m_copy.pt",
+                                     tmp_path / "landmark_copy.pth.tar", num_anchors=2)
+    again = create_model("grefel", num_anchors=2, pretrained=str(path))
+    assert torch.equal(again.state_dict()["vit.ir.input_layer.0.weight"], ir50["input_layer.0.weight"])
+
+
 # ---------------------------------------------------------------- reliability balancing and losses
 
 def test_confidence_and_correction_formulas():
@@ -372,13 +395,19 @@ def test_recipe_card():
 
 
 @pytest.mark.slow
-def test_notebook_runs(tmp_path):
+def test_notebook_06_runs_with_loss_parameters(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
+    import yaml
+
     from ferlib.testing import _REPO
 
-    nb = _REPO / "notebooks" / "06_train_grefel.ipynb"
-    papermill.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3", cwd=str(tmp_path),
-                               parameters=dict(max_steps=2, run_name="grefel_nb_test", lambda_center=0.5))
-    runs = list((tmp_path / "results" / "runs").glob("grefel_nb_test*")) if (tmp_path / "results").exists() else []
-    assert (tmp_path / "out.ipynb").exists()
-    assert runs or True is not None
+    monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
+    papermill.execute_notebook(str(_REPO / "notebooks" / "06_train_grefel.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters=dict(max_steps=2, run_name="nb06", lambda_center=0.5, num_anchors=4),
+                               kernel_name="python3", cwd=str(tmp_path))
+    run_dir = tmp_path / "results" / "runs" / "nb06"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["recipe"]["model_kwargs"]["num_anchors"] == 4
+    assert config["recipe"]["loss_kwargs"]["lambda_center"] == 0.5
+    assert config["recipe"]["loss_kwargs"]["label_smoothing"] == 0.11
+    assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()
