@@ -111,6 +111,13 @@ class FERMam(nn.Module):
             "face_landback": load_pretrained(self, mobilefacenet, prefix="face_landback", **kwargs),
         }
 
+    def set_scan_backend(self, backend: str) -> "FERMam":
+        """Switch the selective-scan backend of every scan (SS2D and the three ASFR blocks)."""
+        for m in self.modules():
+            if hasattr(m, "scan_backend"):
+                m.scan_backend = backend
+        return self
+
     def train(self, mode: bool = True) -> "FERMam":
         super().train(mode)
         if not self.landmark_bn_train:
