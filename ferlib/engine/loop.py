@@ -211,6 +211,9 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh run never mixes with an older one in the same folder
+            for name in ("last.pt", "last.pt.prev", "best.pt", "predictions.npz", "summary.json"):
+                (run_dir / name).unlink(missing_ok=True)
     ckpt = load_checkpoint(run_dir / "last.pt") if resume else None
     if ckpt is not None:
         _unwrap(model).load_state_dict(ckpt["model"])

@@ -19,6 +19,7 @@ from ferlib.recipes import Recipe, load_recipe
 
 from .loop import FitOptions, evaluate, fit
 from .checkpoint import load_checkpoint
+from .env import seed_everything
 
 #: Split the papers report on, per dataset (AffectNet: its validation set).
 EVAL_SPLIT = {"rafdb": "test", "affectnet": "val", "affectnet8": "val", "ferplus": "test", "fer2013": "test",
@@ -128,6 +129,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
         train_ds, select_ds = holdout(train_ds, val_fraction, seed)
     if run_dir is None:
         run_dir = results_dir() / "runs" / (run_name or f"{paper}_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
+    seed_everything(seed)  # the initial weights depend on the seed too
     model = create_model(recipe.model, num_classes=recipe.num_classes, pretrained=pretrained, **recipe.model_kwargs)
     loss = build_loss(recipe)
     opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, **(fit_options or {}))

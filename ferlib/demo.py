@@ -1,0 +1,27 @@
+"""``make demo``: generate the synthetic set and run the quickstart notebook headlessly."""
+from __future__ import annotations
+
+import sys
+import time
+
+from ferlib.paths import results_dir
+
+
+def main() -> int:
+    from ferlib.data import load_dataset
+    from ferlib.notebooks import execute
+
+    t0 = time.time()
+    print("generating the synthetic RAF-DB-format set under data/synthetic/ (first run only) ...", flush=True)
+    load_dataset("synthetic", None, "train")
+    out = execute("00_quickstart")
+    run = results_dir() / "runs" / "quickstart"
+    print(f"\ndone in {time.time() - t0:.0f}s")
+    print(f"executed notebook : {out}")
+    print(f"metrics           : {run / 'metrics.jsonl'}, {run / 'summary.json'}")
+    print(f"figures           : {run / 'confusion.png'}, {run / 'tsne.png'}, {run / 'curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Execute the numbered notebooks headlessly with papermill: ``python -m ferlib.notebooks run-all``.
+
+Outputs go to ``results/notebooks/<name>.ipynb``; the stored notebooks stay output-free.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ferlib.paths import project_root, results_dir
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def list_notebooks() -> list[Path]:
+    return sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+
+
+def find(name: str) -> Path:
+    matches = [p for p in list_notebooks() if p.stem == name or p.stem.startswith(name)]
+    if not matches:
+        raise FileNotFoundError(f"no notebook matching {name!r} in {notebooks_dir()}")
+    return matches[0]
+
+
+def execute(name: str, parameters: dict | None = None, output_dir=None, kernel: str = "python3") -> Path:
+    """Run one notebook with papermill (cwd = the notebooks folder); returns the executed copy."""
+    import papermill
+
+    src = find(name)
+    out_dir = Path(output_dir) if output_dir else results_dir() / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / src.name
+    t0 = time.time()
+    papermill.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name=kernel,
+                               cwd=str(src.parent), progress_bar=False)
+    print(f"{src.name}: {time.time() - t0:.0f}s -> {out}", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ferlib.notebooks", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the notebooks")
+    r = sub.add_parser("run", help="run some notebooks")
+    r.add_argument("names", nargs="+")
+    r.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="a parameter")
+    a = sub.add_parser("run-all", help="run every numbered notebook on its defaults")
+    a.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="a parameter")
+    args = ap.parse_args(argv)
+    if args.cmd == "list":
+        print("\n".join(p.name for p in list_notebooks()))
+        return 0
+    import yaml
+
+    params = {k: yaml.safe_load(v) for k, v in args.p}
+    names = [p.stem for p in list_notebooks()] if args.cmd == "run-all" else args.names
+    for n in names:
+        execute(n, params)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
