@@ -218,3 +218,22 @@ def test_backbone_checkpoints_load_via_load_pretrained(tmp_path):
     torch.save({"state_dict": {"backbone." + k: v for k, v in lm_state.items()}}, tmp_path / "renamed.pth")
     with pytest.raises(Exception, match="no key|does not fit"):
         model.load_backbones(str(tmp_path / "ir50.pth"), str(tmp_path / "renamed.pth"), verify=False)
+
+
+def test_fermam_loss_matches_reference():
+    from ferlib.losses import create_loss
+
+    ref = load_ref("fermam_loss_ref.pt")
+    out = ModelOutput(ref["logits"], ref["logits"], {})
+    loss = create_loss("fermam_loss")
+    torch.testing.assert_close(loss(out, ref["targets"]), ref["total = ce + 2*lsce"], rtol=0, atol=1e-6)
+    lsce = create_loss("label_smoothing_ce", smoothing=0.2)
+    torch.testing.assert_close(lsce(out, ref["targets"]), ref["lsce_0.2"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(create_loss("fermam_loss", lsce_weight=0.0)(out, ref["targets"]), ref["ce"],
+                               rtol=0, atol=1e-6)
+    # 2.6 · NLL + 0.4 · mean_c(−log p) (spec §10)
+    log_p = ref["logits"].log_softmax(-1)
+    nll = -log_p.gather(1, ref["targets"][:, None]).squeeze(1)
+    torch.testing.assert_close(loss(out, ref["targets"]), (2.6 * nll + 0.4 * -log_p.mean(-1)).mean())
+    with pytest.raises(ValueError, match="majority"):
+        loss(out, torch.full((2, 7), 1 / 7))
