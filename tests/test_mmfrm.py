@@ -25,8 +25,14 @@ def ref_model():
     return model.eval()
 
 
+def meta_model(**kwargs):
+    """Structure only (no memory, no init): enough for keys, shapes, counts and mode flags."""
+    with torch.device("meta"):
+        return create_model("mmfrm", **kwargs)
+
+
 def test_state_dict_keys_are_the_two_upstream_layouts():
-    model = create_model("mmfrm")
+    model = meta_model()
     state = model.state_dict()
     for prefix, keys_file in (("network", "mmfrm_keys.txt"), ("landmark", "mmfrm_mobilefacenet_keys.txt")):
         expected = [(f"{prefix}.{k}", s) for k, s, _, _ in read_keys(REF_DIR / keys_file)]
@@ -36,7 +42,7 @@ def test_state_dict_keys_are_the_two_upstream_layouts():
 
 
 def test_parameter_counts_match_manifest():
-    model = create_model("mmfrm")
+    model = meta_model()
     for part, table in (("network", MANIFEST["params"]["MMFRM"]), ("landmark", MANIFEST["params"]["MobileFaceNet"])):
         sub = model.get_submodule(part)
         assert sum(p.numel() for p in sub.parameters()) == table["<total>"], part
@@ -48,12 +54,16 @@ def test_parameter_counts_match_manifest():
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 33_986_819
 
 
-def test_outputs_match_reference(ref_model):
+@pytest.fixture(scope="module")
+def ref_forward(ref_model):
     x = load_ref("mmfrm_input.pt")
-    ref = load_ref("mmfrm_output.pt")
     with torch.no_grad():
-        out = ref_model(x)
-        f1, f2, f3, att_l, out_l = ref_model.landmark(x)
+        return ref_model(x), ref_model.landmark(x)
+
+
+def test_outputs_match_reference(ref_forward):
+    ref = load_ref("mmfrm_output.pt")
+    out, (f1, f2, f3, att_l, out_l) = ref_forward
     assert isinstance(out, ModelOutput) and out.features.shape == (2, 512)
     torch.testing.assert_close(out.logits, ref["network"]["logits"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.extras["attention_weights"], ref["network"]["attention_weights"], rtol=1e-4, atol=1e-5)
@@ -80,9 +90,9 @@ def test_intermediates_match_reference(ref_model, shared_ref):
         torch.testing.assert_close(captured[name], expected, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_sigmoid_gate_scales_logits_without_changing_argmax(ref_model):
+def test_sigmoid_gate_scales_logits_without_changing_argmax(ref_model, ref_forward):
+    out = ref_forward[0]
     with torch.no_grad():
-        out = ref_model(load_ref("mmfrm_input.pt"))
         raw = ref_model.network.fc(out.features)
     torch.testing.assert_close(out.logits, out.extras["attention_weights"] * raw)
     assert torch.equal(out.logits.argmax(1), raw.argmax(1))
@@ -93,11 +103,11 @@ def test_landmark_mode_as_coded_keeps_landmark_in_train_mode():
     assert not model.network.training and model.landmark.training
     before = model.landmark.conv1.bn.running_mean.clone()
     with torch.no_grad():
-        model(torch.randn(2, 3, 64, 64))
+        model(torch.randn(2, 3, 32, 32))
     assert not torch.equal(before, model.landmark.conv1.bn.running_mean)   # batch statistics, updated
-    frozen = create_model("mmfrm", landmark_mode="eval").train()
+    frozen = meta_model(landmark_mode="eval").train()
     assert frozen.network.training and not frozen.landmark.training
-    follow = create_model("mmfrm", landmark_mode="follow").eval()
+    follow = meta_model(landmark_mode="follow").eval()
     assert not follow.landmark.training
     with pytest.raises(ValueError, match="landmark_mode"):
         create_model("mmfrm", landmark_mode="frozen")
@@ -105,13 +115,13 @@ def test_landmark_mode_as_coded_keeps_landmark_in_train_mode():
 
 def test_landmark_is_not_trained_by_default():
     model = create_model("mmfrm", num_classes=8)
-    out = model(torch.randn(2, 3, 64, 64))
+    out = model(torch.randn(2, 3, 32, 32))
     assert out.logits.shape == (2, 8)
     out.logits.sum().backward()
     assert all(p.grad is None for p in model.landmark.parameters())
     assert model.network.TCFMM1.conv2.weight.grad is not None
     assert model.network.bn1.weight.grad is None          # built but unused upstream
-    trainable = create_model("mmfrm", train_landmark=True)
+    trainable = meta_model(train_landmark=True)
     assert all(p.requires_grad for p in trainable.landmark.parameters())
 
 

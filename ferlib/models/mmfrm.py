@@ -1,7 +1,8 @@
 """MMFRM (hutianhan/MMFRM @ 74c7e81): ResNet-18-style trunk fused with MobileFaceNet maps.
 
 Ding et al., "A Multiscale and Multilevel Fusion Network Based on ResNet and MobileFaceNet for
-Facial Expression Recognition", IET CPS 2025 (specs/mmfrm.md). Two upstream networks see the
+Facial Expression Recognition", IET Cyber-Physical Systems: Theory & Applications,
+doi:10.1049/cps2.70003 (specs/mmfrm.md). Two upstream networks see the
 same normalised 112×112 RGB input; ferlib joins them in one module :class:`MMFRM` with two
 submodules whose keys are the upstream ones behind a prefix:
 
