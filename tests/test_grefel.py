@@ -377,14 +377,21 @@ def test_grefel_variant_trains():
 # ---------------------------------------------------------------- recipe card and notebook
 
 def test_recipe_card():
+    from ferlib.data.samplers import build_sampler
     from ferlib.recipes import load_recipe
+
+    class Targets:
+        def __init__(self, targets):
+            self.targets = targets
 
     ferplus = load_recipe("grefel", "ferplus")
     assert (ferplus.batch_size, ferplus.lr, ferplus.weight_decay, ferplus.epochs) == (32, 1e-4, 0.01, 100)
     assert (ferplus.input_size, ferplus.stored_size, ferplus.reported["accuracy"]) == (224, 256, 89.2)
     for name, acc in (("rafdb", 88.7), ("fer2013", 75.1)):
         r = load_recipe("grefel", name)
-        assert r.sampler == "class_balanced" and r.sampler_kwargs == {"per_class": 500}
+        assert r.sampler == "class_balanced" and r.sampler_kwargs == {"n_per_class": 500}
+        sampler = build_sampler(r.sampler, Targets([0] * 900 + [1] * 30 + [2] * 600), seed=1, **r.sampler_kwargs)
+        assert len(list(iter(sampler))) == 1500
         assert (r.lr, r.schedule, r.schedule_kwargs["gamma"], r.epochs) == (3e-4, "exponential", 0.995, 1000)
         assert r.reported["accuracy"] == acc and r.source
     syn = load_recipe("grefel", "synthetic")
