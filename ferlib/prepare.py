@@ -12,12 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferlib.data import DatasetFormatError, load_dataset
-
-#: the splits each dataset has (RAF-DB: val is test; AffectNet: test is val)
-DEFAULT_SPLITS = {"rafdb": ("train", "test"), "affectnet": ("train", "val"), "affectnet8": ("train", "val"),
-                  "ferplus": ("train", "val", "test"), "fer2013": ("train", "val", "test"),
-                  "imagefolder": ("train", "test"), "synthetic": ("train", "test")}
+from ferlib.data import DEFAULT_SPLITS, DatasetFormatError, load_dataset
 
 #: what each layout detector recognises, for :func:`check_layout`
 _DETECTORS = {"rafdb": "ferlib.data.rafdb", "affectnet": "ferlib.data.affectnet",

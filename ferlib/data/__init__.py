@@ -5,7 +5,7 @@ import importlib.util
 from .base import FERDataset, SkipReport, SkipWarning
 from .errors import DatasetFormatError
 from .labels import CANONICAL, LABEL_SETS, LabelSet
-from .registry import list_datasets, load_dataset, register_dataset
+from .registry import DEFAULT_SPLITS, list_datasets, load_dataset, load_splits, register_dataset
 
 # Reader modules register themselves on import.
 for _name in ("rafdb", "synthetic_reader", "affectnet", "ferplus", "fer2013", "imagefolder"):
@@ -13,4 +13,4 @@ for _name in ("rafdb", "synthetic_reader", "affectnet", "ferplus", "fer2013", "i
         importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = ["CANONICAL", "DatasetFormatError", "FERDataset", "LABEL_SETS", "LabelSet", "SkipReport", "SkipWarning",
-           "list_datasets", "load_dataset", "register_dataset"]
+           "DEFAULT_SPLITS", "list_datasets", "load_dataset", "load_splits", "register_dataset"]

@@ -58,3 +58,14 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
         warnings.simplefilter("ignore", SkipWarning)
         ds = _READERS[name](root, split, **opts)
     return cached(ds, name, root, split, opts, cache, cache_size, align, progress)
+
+
+#: The splits each dataset has (RAF-DB: val is test; AffectNet: test is val).
+DEFAULT_SPLITS = {"rafdb": ("train", "test"), "affectnet": ("train", "val"), "affectnet8": ("train", "val"),
+                  "ferplus": ("train", "val", "test"), "fer2013": ("train", "val", "test"),
+                  "imagefolder": ("train", "test"), "synthetic": ("train", "test")}
+
+
+def load_splits(name: str, root=None, splits=None, **opts) -> dict:
+    """``{split: dataset}`` for every split the dataset has (or ``splits``)."""
+    return {s: load_dataset(name, root, s, **opts) for s in (splits or DEFAULT_SPLITS.get(name, ("train", "test")))}
