@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@if [ -z "$(VIRTUAL_ENV)" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[notebooks,dev]"
-	$(PY) -m ipykernel install --user --name python3 >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +32,9 @@ figures: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab --notebook-dir=notebooks --allow-root --no-browser --ip=127.0.0.1
 
 clean:
 	rm -rf results/runs results/notebooks results/figures data/synthetic data/cache .pytest_cache
