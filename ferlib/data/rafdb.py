@@ -57,6 +57,8 @@ def detect_layout(root: Path) -> str:
         return "imagefolder"
     if (root / "train").is_dir() and (root / "valid").is_dir():
         return "mfer"
+    if (root / LIST_FILE).is_file():  # list without images: the reader then says which folder is missing
+        return "list"
     raise DatasetFormatError(
         "not a RAF-DB folder: found neither EmoLabel/list_patition_label.txt + Image/, nor train/0..6 "
         "(EMO-Net), nor train/ + valid/ (MFER).", path=root,
