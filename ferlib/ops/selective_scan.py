@@ -158,7 +158,7 @@ def _scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus):
     A_g = A.to(u.dtype).reshape(groups, per_group, n)
     B_t = B.permute(3, 0, 1, 2).unsqueeze(3)  # [L, B, G, 1, N]
     C_t = C.permute(3, 0, 1, 2).unsqueeze(-1)  # [L, B, G, N, 1]
-    decay = torch.exp(delta_t * A_g)  # [L, B, G, H, N]
+    decay = (delta_t * A_g).exp_()  # [L, B, G, H, N]; in place: saves one 4-D allocation
     drive = torch.matmul(du_t, B_t)  # outer product Δu ⊗ B, as a batched matmul
     h = linear_scan(decay, drive)
     y = torch.matmul(h, C_t).reshape(length, batch, d_in).permute(1, 2, 0)
