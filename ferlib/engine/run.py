@@ -115,12 +115,13 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
           device: str = "auto", epochs: int | None = None, batch_size: int | None = None,
           max_steps: int | None = None, pretrained: bool | str = False, seed: int = 0, resume: bool = True,
           val_fraction: float | None = None, fit_options: dict | None = None, progress: bool | None = None,
-          **recipe_overrides) -> RunResult:
+          callbacks=(), **recipe_overrides) -> RunResult:
     """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
 
     ``epochs``/``batch_size`` = None keep the paper's values. ``max_steps`` makes a smoke run (also
     limits evaluation batches). ``val_fraction`` holds out a stratified validation split of train and
     selects the checkpoint on it; otherwise selection is on the evaluation split, as the authors' code does.
+    ``callbacks``: called as ``cb(row, result)`` after each epoch (e.g. ``ferlib.viz.live.LivePlot()``).
     """
     recipe = load_recipe(paper, dataset, epochs=epochs, batch_size=batch_size, **recipe_overrides)
     train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False)
@@ -133,7 +134,8 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     model = create_model(recipe.model, num_classes=recipe.num_classes, pretrained=pretrained, **recipe.model_kwargs)
     loss = build_loss(recipe)
     opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, **(fit_options or {}))
-    summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts)
+    summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
+                  callbacks=callbacks)
     summary["selected_on"] = "val" if val_fraction else "test_selected"
     if val_fraction:  # report the test split with the checkpoint chosen on validation
         best = load_checkpoint(Path(run_dir) / "best.pt")
