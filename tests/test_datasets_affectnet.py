@@ -128,3 +128,24 @@ def test_unknown_layout_hint(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(DatasetFormatError, match="Manually_Annotated_file_lists"):
         load_dataset("affectnet", tmp_path, "train")
+
+
+def test_emonet_lists_val8_and_val7(tmp_path):
+    """EMO-Net's val8.txt (native codes) and val7_origin.txt (its own order) name the same images."""
+    from ferlib.data.labels import LABEL_SETS
+
+    csv = load_dataset("affectnet8", F, "val", check="none")
+    rel = [str(p.relative_to(F / "Manually_Annotated_Images")) for p in csv.samples]
+    m = LABEL_SETS["affectnet8"].map_to(LABEL_SETS["emonet_affectnet7"])
+    (tmp_path / "val8.txt").write_text("".join(f"{r} {t}\n" for r, t in zip(rel, csv.targets)))
+    (tmp_path / "val7_origin.txt").write_text("".join(f"{r} {m[t]}\n" for r, t in zip(rel, csv.targets) if t < 7))
+    v8 = load_dataset("affectnet8", F, "val", list_file=tmp_path / "val8.txt")
+    v7 = load_dataset("affectnet", F, "val", list_file=tmp_path / "val7_origin.txt")
+    assert len(v8) == 27 and len(v7) == 23 and v8.skip_report.counts["missing"] == 1  # the file missing from the fixture
+    assert v7.classes == ["anger", "surprise", "fear", "neutral", "happy", "sad", "disgust"]
+    by_path = {p: v8.classes[t] for p, t in zip(v8.samples, v8.targets)}
+    assert all(by_path[p] == v7.classes[t] for p, t in zip(v7.samples, v7.targets))
+    (tmp_path / "bad.txt").write_text(f"{rel[0]} 9\n")
+    with pytest.raises(DatasetFormatError, match="outside 0..6") as e:
+        load_dataset("affectnet", F, "val", list_file=tmp_path / "bad.txt")
+    assert e.value.line == 1

@@ -9,6 +9,9 @@ Layouts (auto-detected from ``root``; ``layout=`` forces one):
   alphabetically (0 anger … 7 surprise); 7 classes use the alphabetical order without contempt.
 - ``numeric`` — ImageFolder with folders ``0..7`` = native codes.
 - ``fermam7`` — FERMam's ``train_set/train_annotations_7class.txt`` (+ ``valid_set/…``), ``<file> <code>``.
+- ``list`` — EMO-Net's ``val8.txt`` / ``val7_origin.txt``: ``<subdir>/<file> <label>`` relative to
+  ``Manually_Annotated_Images/`` (``list_file=`` required). val8 uses native codes; val7 uses EMO-Net's own
+  order (``LABEL_SETS["emonet_affectnet7"]``, derived from the val8→val7 map, datasets.md §2 [unverified]).
 
 ``val`` and ``test`` both mean the validation set (papers report on it).
 """
@@ -28,7 +31,7 @@ CSV_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_
                "expression", "valence", "arousal")
 EXPRESSION_CODES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt", "none",
                     "uncertain", "non-face")
-LAYOUTS = ("csv", "alpha", "numeric", "fermam7")
+LAYOUTS = ("csv", "alpha", "numeric", "fermam7", "list")
 _FIX = "use the official Manually_Annotated_file_lists/*.csv of AffectNet (header " + ",".join(CSV_COLUMNS) + ")."
 SKIP_CODES = "code 8-10 (none/uncertain/non-face)"
 SKIP_CONTEMPT = "contempt (not in 7 classes)"
@@ -117,15 +120,49 @@ def _fermam7(root: Path, split: str, check: str, transform):
     return ds
 
 
+def _list(root: Path, split: str, list_file, num_classes: int, check: str, transform):
+    """EMO-Net-style list of ``<subdir>/<file> <label>`` lines (images uncropped, as its loader reads them)."""
+    lst = Path(list_file)
+    fix = "an EMO-Net AffectNet list holds '<subdir>/<file> <label>' per line."
+    if not lst.is_file():
+        raise DatasetFormatError("AffectNet list file not found.", path=lst, fix=fix)
+    paths, targets = [], []
+    for n, line in enumerate(lst.read_text(encoding="utf-8-sig").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise DatasetFormatError(f"expected '<subdir>/<file> <label>', got {line!r}.", path=lst, line=n, fix=fix)
+        if int(parts[1]) >= num_classes:
+            raise DatasetFormatError(f"label {parts[1]} is outside 0..{num_classes - 1}.", path=lst, line=n, fix=fix)
+        paths.append(root / IMAGES / parts[0])
+        targets.append(int(parts[1]))
+    if not paths:
+        raise DatasetFormatError(f"empty split {split!r}.", path=lst, fix=fix)
+    report = SkipReport()
+    keep = decodable_indices(paths, report, check)
+    ls = LABEL_SETS["affectnet8" if num_classes == 8 else "emonet_affectnet7"]
+    ds = FERDataset([paths[i] for i in keep], [targets[i] for i in keep], ls, root, split, report, transform,
+                    source_files=[lst])
+    ds.report_skips()
+    return ds
+
+
 def load_affectnet_any(root, split: str, num_classes: int, layout: str | None = None, check: str = "decode",
-                       transform=None, crop_margin: float = 0.0, crop: bool = True):
+                       transform=None, crop_margin: float = 0.0, crop: bool = True, list_file=None):
     root = Path(root)
+    if list_file is not None:
+        layout = layout or "list"
     layout = layout or detect_layout(root)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     split = "train" if split == "train" else "val"
     if layout == "csv":
         return _csv(root, split, num_classes, check, transform, crop_margin, crop)
+    if layout == "list":
+        if list_file is None:
+            raise ValueError("layout='list' needs list_file= (e.g. EMO-Net's datasets/val8.txt)")
+        return _list(root, split, list_file, num_classes, check, transform)
     if layout == "fermam7":
         if num_classes != 7:
             raise DatasetFormatError("the FERMam 7-class layout has no contempt images.", path=root,
@@ -144,13 +181,13 @@ def load_affectnet_any(root, split: str, num_classes: int, layout: str | None = 
 
 @register_dataset("affectnet")
 def load_affectnet(root, split: str = "train", layout: str | None = None, check: str = "decode", transform=None,
-                   crop_margin: float = 0.0, crop: bool = True, **_):
+                   crop_margin: float = 0.0, crop: bool = True, list_file=None, **_):
     """AffectNet-7 (native codes 0 neutral … 6 anger; contempt filtered). See the module docstring."""
-    return load_affectnet_any(root, split, 7, layout, check, transform, crop_margin, crop)
+    return load_affectnet_any(root, split, 7, layout, check, transform, crop_margin, crop, list_file)
 
 
 @register_dataset("affectnet8")
 def load_affectnet8(root, split: str = "train", layout: str | None = None, check: str = "decode", transform=None,
-                    crop_margin: float = 0.0, crop: bool = True, **_):
+                    crop_margin: float = 0.0, crop: bool = True, list_file=None, **_):
     """AffectNet-8 (native codes 0..7; alphabetical order for the ``alpha`` layout)."""
-    return load_affectnet_any(root, split, 8, layout, check, transform, crop_margin, crop)
+    return load_affectnet_any(root, split, 8, layout, check, transform, crop_margin, crop, list_file)
