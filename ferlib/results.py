@@ -1,0 +1,390 @@
+"""Result tables from run directories alone (notebook 10): our runs against the papers' numbers,
+model cost, per-class accuracy and cross-dataset evaluation.
+
+Accuracy columns say how the epoch was chosen, because the authors' code selects on the test split:
+
+``accuracy_last``           test split, last epoch (runs that select on the test split only; a
+                            validation-selected run evaluates every epoch on its held-out split)
+``accuracy_test_selected``  test split, best epoch *chosen on the test split* (``selected_on:
+                            test_selected``; optimistic, what the papers' code reports)
+``accuracy_val_selected``   test split at the epoch chosen on a held-out validation split
+                            (``selected_on: val``, ``summary["test_at_val_selected"]``)
+
+Means and sample standard deviations (ddof 1) are over seeds of runs sharing paper, dataset,
+variant (the recipe's difference from the card) and epochs. Reported numbers come from the recipe
+cards' ``reported:`` fields (percentages above 1 are read as percent); gaps are ours − reported in
+percentage points.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ferlib.ablations import format_mean_std
+
+ACCURACY_COLUMNS = ("accuracy_last", "accuracy_test_selected", "accuracy_val_selected")
+#: Recipe fields that do not change what is trained (provenance) or have their own column.
+_NOT_A_VARIANT = {"reported", "source", "notes", "epochs", "paper", "dataset", "dataset_kwargs"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
+
+def find_runs(runs_dir) -> list[Path]:
+    """Every run directory (holding ``summary.json`` and ``config.yaml``) under ``runs_dir``, sorted."""
+    root = Path(runs_dir)
+    if not root.exists():
+        return []
+    return sorted(p.parent for p in root.rglob("summary.json") if (p.parent / "config.yaml").exists())
+
+
+def read_config(run_dir) -> dict:
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+
+
+def recipe_variant(recipe: dict) -> str:
+    """How a run's recipe differs from its paper card for that dataset: ``"card"`` when it does not,
+    else ``"model_kwargs.lam=0.6, lr=0.01"``; ``"no card"`` when the card or its dataset is gone."""
+    from ferlib.recipes import load_recipe
+
+    try:
+        card = load_recipe(recipe["paper"], recipe["dataset"]).to_dict()
+    except (FileNotFoundError, KeyError, TypeError):
+        return "no card"
+    diffs = []
+    for key in sorted(set(recipe) | set(card)):
+        if key in _NOT_A_VARIANT:
+            continue
+        mine, theirs = _plain(recipe.get(key)), _plain(card.get(key))
+        if isinstance(mine, dict) or isinstance(theirs, dict):
+            mine, theirs = mine or {}, theirs or {}
+            for k in sorted(set(mine) | set(theirs)):
+                if mine.get(k) != theirs.get(k):
+                    diffs.append(f"{key}.{k}={_short(mine.get(k))}")
+        elif mine != theirs:
+            diffs.append(f"{key}={_short(mine)}")
+    return ", ".join(diffs) if diffs else "card"
+
+
+def _plain(v):
+    """YAML round-trip form (tuples → lists) so a card and a saved recipe compare equal."""
+    return json.loads(json.dumps(v, default=str))
+
+
+def _short(v) -> str:
+    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+
+
+def read_run(run_dir, runs_dir=None) -> dict:
+    """One run as a flat record: identity, recipe variant, epochs/steps and the three accuracies."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    recipe = cfg.get("recipe", {})
+    fit = cfg.get("fit", {})
+    selected_on = summary.get("selected_on", "test_selected")
+    last = (summary.get("last") or {}).get("accuracy", np.nan)
+    sel = summary.get("selected") or {}
+    tav = summary.get("test_at_val_selected") or {}
+    by_test = selected_on == "test_selected"
+    name = str(run_dir.relative_to(runs_dir)) if runs_dir is not None and run_dir.is_relative_to(runs_dir) else run_dir.name
+    return {
+        "run": name, "paper": recipe.get("paper"), "dataset": recipe.get("dataset"), "model": recipe.get("model"),
+        "variant": recipe_variant(recipe) if recipe else "unknown", "seed": fit.get("seed"),
+        "data": _short(recipe.get("dataset_kwargs") or {}) if recipe.get("dataset_kwargs") else "",
+        "epochs": recipe.get("epochs"), "epochs_run": summary.get("epochs_run"), "steps": summary.get("steps"),
+        "max_steps": fit.get("max_steps"), "selected_on": selected_on, "selected_epoch": summary.get("selected_epoch"),
+        "accuracy_last": float(last) if by_test else np.nan,
+        "accuracy_test_selected": float(sel.get("accuracy", np.nan)) if by_test else np.nan,
+        "accuracy_val_selected": float(tav.get("accuracy", np.nan)) if not by_test else np.nan,
+        "mean_class_accuracy": float((sel if by_test else tav).get("mean_class_accuracy", np.nan)),
+        "parameters": (cfg.get("model") or {}).get("parameters"),
+        "run_dir": str(run_dir),
+    }
+
+
+def runs_table(runs_dir) -> pd.DataFrame:
+    """One row per run directory under ``runs_dir`` (see :func:`read_run`)."""
+    rows = [read_run(d, Path(runs_dir)) for d in find_runs(runs_dir)]
+    return pd.DataFrame(rows)
+
+
+def summary_table(runs: pd.DataFrame, keys=("paper", "dataset", "data", "variant", "epochs")) -> pd.DataFrame:
+    """Mean ± std over seeds of each accuracy column per (paper, dataset, data options, variant, epochs).
+
+    Columns ``<acc>_mean``, ``<acc>_std`` (ddof 1, NaN for one seed) and ``<acc>`` as text;
+    ``n_seeds``; ``partial`` is True when a run stopped before its recipe's epochs (``max_steps``).
+    """
+    if runs.empty:
+        return pd.DataFrame(columns=list(keys) + ["n_seeds"])
+    runs = runs.assign(partial=runs["epochs_run"].astype(float) < runs["epochs"].astype(float))
+    g = runs.groupby(list(keys), sort=True, dropna=False)
+    out = g.size().rename("n_seeds").to_frame()
+    out["partial"] = g["partial"].any()
+    for col in ACCURACY_COLUMNS + ("mean_class_accuracy",):
+        out[f"{col}_mean"] = g[col].mean()
+        out[f"{col}_std"] = g[col].std(ddof=1)
+        out[col] = [format_mean_std(m, s) for m, s in zip(out[f"{col}_mean"], out[f"{col}_std"])]
+    return out.reset_index()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reported numbers
+# ---------------------------------------------------------------------------------------------
+
+def as_fraction(value: float) -> float:
+    """An accuracy as a fraction: ``89.2`` (percent, as some cards write it) → 0.892."""
+    value = float(value)
+    return value / 100.0 if value > 1.0 else value
+
+
+def reported_table(papers=None) -> pd.DataFrame:
+    """Every ``reported:`` number of the recipe cards: paper, dataset, metric, value (accuracies as
+    fractions), the card's epochs for that dataset and its ``source``."""
+    from ferlib.recipes import list_recipes, load_card, load_recipe
+
+    rows = []
+    for paper in papers or list_recipes():
+        card = load_card(paper)
+        for dataset, entry in (card.get("datasets") or {}).items():
+            rep = (entry or {}).get("reported") or {}
+            epochs = load_recipe(paper, dataset).epochs
+            for metric, value in rep.items():
+                v = as_fraction(value) if metric.startswith("accuracy") else float(value)
+                rows.append({"paper": paper, "dataset": dataset, "metric": metric, "value": v,
+                             "card_epochs": epochs, "source": " ".join(str((entry or {}).get("source", "")).split())})
+    return pd.DataFrame(rows, columns=["paper", "dataset", "metric", "value", "card_epochs", "source"])
+
+
+def compare_to_reported(summary: pd.DataFrame, reported: pd.DataFrame | None = None,
+                        metric: str = "accuracy") -> pd.DataFrame:
+    """Our mean ± std next to each paper's reported ``metric`` and the gap (ours − reported, in
+    percentage points) for each accuracy column. Card entries that have a number but no run appear
+    with empty ours-columns; our runs without a reported number keep an empty reported column."""
+    reported = reported_table() if reported is None else reported
+    rep = reported[reported["metric"] == metric][["paper", "dataset", "value", "card_epochs", "source"]]
+    rep = rep.rename(columns={"value": f"reported_{metric}"})
+    ours = summary.copy()
+    out = ours.merge(rep, on=["paper", "dataset"], how="outer")
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+    if "variant" in out:
+        out["variant"] = out["variant"].fillna("not run")
+    if "data" in out:
+        out["data"] = out["data"].fillna("")
+    for col in ACCURACY_COLUMNS:
+        if f"{col}_mean" not in out:
+            out[f"{col}_mean"] = np.nan
+        out[f"gap_{col}_pp"] = 100.0 * (out[f"{col}_mean"] - out[f"reported_{metric}"])
+        out[col] = out[col].fillna("–") if col in out else "–"
+    cols = ["paper", "dataset", "data", "variant", "epochs", "card_epochs", "n_seeds", "partial", f"reported_{metric}"]
+    for col in ACCURACY_COLUMNS:
+        cols += [col, f"{col}_mean", f"{col}_std", f"gap_{col}_pp"]
+    cols.append("source")
+    return out[[c for c in cols if c in out]].sort_values(["paper", "dataset"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost: parameters and multiply-accumulates
+# ---------------------------------------------------------------------------------------------
+
+def measure_complexity(model, input_size: int | tuple, batch: int = 1) -> tuple[int, float]:
+    """(parameters, MACs per image) of ``model`` on a [batch, 3, H, W] zero input.
+
+    MACs = FLOPs / 2 as counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions,
+    matrix products, attention); element-wise work (activations, norms, the selective scan's
+    recurrence in pure PyTorch) is not counted, as in the usual GFLOPs/MACs tables.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    params = sum(p.numel() for p in model.parameters())
+    was = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(batch, 3, h, w))
+    model.train(was)
+    return params, counter.get_total_flops() / 2.0 / batch
+
+
+def complexity_table(papers=None, dataset: str = "rafdb", input_size: int | None = None, **model_overrides) -> pd.DataFrame:
+    """Parameters (M) and GMACs per image measured by ferlib for each paper's model (card settings
+    for ``dataset``, or the card's first dataset), next to the card's reported ``params_m`` /
+    ``gflops``/``gmacs`` when present. Papers whose model cannot be built are listed with the error."""
+    from ferlib.models import create_model
+    from ferlib.recipes import list_recipes, load_card, load_recipe
+
+    rows = []
+    for paper in papers or [p for p in list_recipes() if p != "baseline"]:
+        card = load_card(paper)
+        datasets = list(card.get("datasets") or {})
+        ds = dataset if dataset in datasets else datasets[0]
+        recipe = load_recipe(paper, ds)
+        kw = {**recipe.model_kwargs, **model_overrides}
+        rep = {}
+        for entry in (card.get("datasets") or {}).values():
+            rep.update({k: v for k, v in ((entry or {}).get("reported") or {}).items() if not k.startswith("accuracy")})
+        size = input_size or recipe.input_size
+        row = {"paper": paper, "model": recipe.model, "dataset": ds, "num_classes": recipe.num_classes,
+               "input_size": size, "params_m": np.nan, "gmacs": np.nan,
+               "reported_params_m": rep.get("params_m", np.nan),
+               "reported_gflops": rep.get("gflops", rep.get("gmacs", np.nan)), "error": ""}
+        try:
+            model = create_model(recipe.model, num_classes=recipe.num_classes, **kw)
+            params, macs = measure_complexity(model, size)
+            row.update(params_m=params / 1e6, gmacs=macs / 1e9)
+            del model
+        except Exception as e:  # a model still being written must not hide the others
+            row["error"] = f"{type(e).__name__}: {e}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-class accuracy
+# ---------------------------------------------------------------------------------------------
+
+def per_class_accuracy(logits, targets, classes) -> pd.DataFrame:
+    """Accuracy and support per class (rows in ``classes`` order)."""
+    from ferlib.engine.metrics import hard_targets
+
+    y = hard_targets(np.asarray(targets))
+    pred = np.asarray(logits).argmax(1)
+    rows = []
+    for i, c in enumerate(classes):
+        m = y == i
+        rows.append({"class": str(c), "n": int(m.sum()), "accuracy": float((pred[m] == i).mean()) if m.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
+    """Per-class accuracy of each run's best model (``predictions.npz``), in the paper's class order."""
+    from ferlib.data.labels import canonical_name, paper_order
+    from ferlib.viz.io import load_predictions
+
+    frames = []
+    for d in run_dirs:
+        rec = read_run(d)
+        p = load_predictions(d)
+        classes = [str(c) for c in p["classes"]]
+        df = per_class_accuracy(p["logits"], p["targets"], classes)
+        if order_by_paper and rec["paper"]:
+            order = [canonical_name(n) for n in paper_order(rec["paper"], rec["dataset"])]
+            rank = {n: i for i, n in enumerate(order)}
+            df = df.assign(_r=[rank.get(canonical_name(c), len(rank)) for c in df["class"]]).sort_values("_r", kind="stable")
+            df = df.drop(columns="_r")
+        frames.append(df.assign(run=Path(d).name, paper=rec["paper"], dataset=rec["dataset"], variant=rec["variant"],
+                                seed=rec["seed"]))
+    if not frames:
+        return pd.DataFrame(columns=["run", "paper", "dataset", "variant", "seed", "class", "n", "accuracy"])
+    out = pd.concat(frames, ignore_index=True)
+    return out[["run", "paper", "dataset", "variant", "seed", "class", "n", "accuracy"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-dataset evaluation through the canonical label order
+# ---------------------------------------------------------------------------------------------
+
+def class_mapping(source_classes, target_classes) -> dict:
+    """source index → target index for the classes both name (synonyms via the canonical order)."""
+    from ferlib.data.labels import LabelSet
+
+    return LabelSet("source", tuple(map(str, source_classes))).map_to(LabelSet("target", tuple(map(str, target_classes))))
+
+
+def cross_dataset_accuracy(logits, targets, source_classes, target_classes) -> dict:
+    """Accuracy of a model trained on ``source_classes`` on samples labelled in ``target_classes``.
+
+    Target samples of a class the source lacks are dropped; the source's outputs for classes the
+    target lacks are dropped before the argmax (the model chooses among the shared classes only).
+    ``logits`` [N, len(source_classes)]; ``targets`` [N] target indices (or [N, C_target] soft).
+    Returns accuracy, mean class accuracy, n (kept), n_dropped and the shared/dropped class names.
+    """
+    from ferlib.engine.metrics import hard_targets
+
+    logits = np.asarray(logits)
+    y = hard_targets(np.asarray(targets))
+    mapping = class_mapping(source_classes, target_classes)       # source → target
+    if not mapping:
+        raise ValueError(f"no class in common between {list(source_classes)} and {list(target_classes)}")
+    src_idx = np.array(sorted(mapping))
+    tgt_of = np.array([mapping[i] for i in src_idx])
+    keep = np.isin(y, tgt_of)
+    pred = tgt_of[logits[keep][:, src_idx].argmax(1)] if keep.any() else np.zeros(0, dtype=int)
+    yk = y[keep]
+    per_class = {str(target_classes[t]): float((pred[yk == t] == t).mean()) for t in tgt_of if (yk == t).any()}
+    return {
+        "accuracy": float((pred == yk).mean()) if keep.any() else float("nan"),
+        "mean_class_accuracy": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "n": int(keep.sum()), "n_dropped": int((~keep).sum()),
+        "shared_classes": [str(target_classes[t]) for t in sorted(tgt_of)],
+        "dropped_target_classes": [str(c) for i, c in enumerate(target_classes) if i not in set(tgt_of)],
+        "dropped_source_classes": [str(c) for i, c in enumerate(source_classes) if i not in mapping],
+        "per_class_accuracy": per_class,
+    }
+
+
+def load_eval_split(dataset: str, data_root=None, split: str | None = None, **dataset_kwargs):
+    """The split ``dataset``'s papers report on (RAF-DB test, AffectNet val, ...), read by its reader."""
+    from ferlib.data import load_dataset
+    from ferlib.engine.run import EVAL_SPLIT, READER, default_data_root
+
+    split = split or EVAL_SPLIT.get(dataset, "test")
+    if dataset == "synthetic":
+        return load_dataset("synthetic", data_root, split, **dataset_kwargs)
+    root = Path(data_root) if data_root else default_data_root(dataset)
+    return load_dataset(READER.get(dataset, dataset), root, split, **dataset_kwargs)
+
+
+def cross_dataset_eval(run_dir, dataset: str, data_root=None, split: str | None = None, max_batches: int | None = None,
+                       device: str = "auto", **dataset_kwargs) -> dict:
+    """Evaluate a run's best model (``best.pt``) on another dataset's evaluation split through the
+    canonical label order (see :func:`cross_dataset_accuracy`)."""
+    from ferlib.engine import load_run, predict
+
+    model, recipe = load_run(run_dir)
+    ds = load_eval_split(dataset, data_root, split, **dataset_kwargs)
+    source_classes = _run_classes(run_dir)
+    pred = predict(model, ds, recipe, device=device, max_batches=max_batches, progress=False)
+    res = cross_dataset_accuracy(pred["logits"], pred["targets"], source_classes, list(ds.classes))
+    fmt = dataset_kwargs.get("fmt")
+    return {"run": Path(run_dir).name, "paper": recipe.paper, "trained_on": recipe.dataset,
+            "evaluated_on": dataset + (f" ({fmt} format)" if fmt else ""), "split": getattr(ds, "split", split), **res}
+
+
+def _run_classes(run_dir) -> list[str]:
+    p = Path(run_dir) / "predictions.npz"
+    if p.exists():
+        with np.load(p, allow_pickle=False) as z:
+            return [str(c) for c in z["classes"]]
+    return list(read_config(run_dir)["data"]["train"]["classes"])
+
+
+def cross_dataset_table(run_dirs, targets, max_batches: int | None = None) -> pd.DataFrame:
+    """One row per (run, target): ``targets`` is a list of ``{"dataset": ..., "data_root": ..., **kwargs}``."""
+    rows = []
+    for d in run_dirs:
+        for t in targets:
+            t = dict(t)
+            res = cross_dataset_eval(d, t.pop("dataset"), t.pop("data_root", None), t.pop("split", None),
+                                     max_batches=max_batches, **t)
+            res = {k: (", ".join(v) if isinstance(v, list) else v) for k, v in res.items() if k != "per_class_accuracy"}
+            rows.append(res)
+    return pd.DataFrame(rows)
+
+
+def save_table(df: pd.DataFrame, name: str, tables_dir=None) -> Path:
+    """Write ``df`` to ``<tables_dir>/<name>.csv`` (default ``results/tables``); returns the path."""
+    from ferlib.paths import results_dir
+
+    out = Path(tables_dir) if tables_dir else results_dir() / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.csv"
+    df.to_csv(path, index=False)
+    return path
