@@ -149,3 +149,18 @@ def test_missing_fer2013new_and_images(tmp_path):
     (tmp_path / "FER2013Train").mkdir()
     with pytest.raises(DatasetFormatError, match=r"missing column\(s\)"):
         load_dataset("ferplus", tmp_path, "train")
+
+
+def test_fermam_flat_folder(tmp_path):
+    """FERMam: the three PNG folders flattened into one, votes from fer2013new.csv."""
+    import shutil
+
+    for d in ("FER2013Train", "FER2013Valid", "FER2013Test"):
+        for f in (F / d).glob("*.png"):
+            shutil.copy(f, tmp_path / f.name)
+    for split in ("train", "val", "test"):
+        a = load_dataset("ferplus", F, split, image_dir=tmp_path, label_mode="fermam_soft", eval_mode=None)
+        b = load_dataset("ferplus", F, split)
+        assert all(p.parent == tmp_path for p in a.samples)
+        assert set(p.name for p in b.samples) <= set(p.name for p in a.samples)
+        assert all(abs(float(np.sum(t)) - 1) < 1e-9 for t in a.targets)
