@@ -237,3 +237,40 @@ def test_fermam_loss_matches_reference():
     torch.testing.assert_close(loss(out, ref["targets"]), (2.6 * nll + 0.4 * -log_p.mean(-1)).mean())
     with pytest.raises(ValueError, match="majority"):
         loss(out, torch.full((2, 7), 1 / 7))
+
+
+def test_recipe_card_follows_the_code():
+    from ferlib.recipes import load_recipe
+
+    raf = load_recipe("fermam", "rafdb")
+    assert (raf.batch_size, raf.epochs, raf.lr, raf.color_order, raf.sam, raf.sam_rho) == (300, 260, 4e-5, "BGR", True, 0.05)
+    assert (raf.schedule, raf.schedule_kwargs, raf.sampler, raf.loss) == ("exponential", {"gamma": 0.98}, None, "fermam_loss")
+    assert raf.train_transforms == ("basic_aug", "hflip", "random_erasing")
+    assert raf.transform_kwargs["erasing"]["scale"] == [0.02, 0.1]
+    aff8 = load_recipe("fermam", "affectnet8")
+    assert (aff8.num_classes, aff8.epochs, aff8.dataset_kwargs) == (8, 200, {"layout": "alpha"})
+    plus = load_recipe("fermam", "ferplus")
+    assert (plus.num_classes, plus.batch_size, plus.label_mode, plus.color_order) == (8, 200, "majority", "RGB")
+    assert "basic_aug" not in plus.train_transforms
+    syn = load_recipe("fermam", "synthetic")
+    assert syn.input_size == 112 and syn.batch_size <= 16
+
+
+@pytest.mark.slow
+def test_notebook_03_runs(tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    import yaml
+
+    from ferlib.testing import _REPO
+
+    monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
+    papermill.execute_notebook(str(_REPO / "notebooks" / "03_train_fermam.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters=dict(max_steps=2, run_name="nb03", batch_size=4, scan_backend="torch"),
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    run_dir = tmp_path / "results" / "runs" / "nb03"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["recipe"]["model"] == "fermam" and config["recipe"]["sam"] is True
+    assert config["recipe"]["model_kwargs"]["scan_backend"] == "torch"
+    assert config["recipe"]["loss_kwargs"] == {"ce_weight": 1.0, "lsce_weight": 2.0, "smoothing": 0.2}
+    for name in ("confusion.png", "predictions.npz", "metrics.jsonl"):
+        assert (run_dir / name).stat().st_size > 0, name
