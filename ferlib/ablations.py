@@ -442,6 +442,6 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
             files.append(path)
         if plot:
             fig = plot_sweep(runs, sweep, dataset)
-            files += save_figure(fig, figures_dir / stem)
+            files += save_figure(fig, figures_dir / f"{stem}.png")
             plt.close(fig)
     return AblationResult(runs, table, skipped, files)
