@@ -107,3 +107,22 @@ def test_mtcnn_points_match_generator_landmarks():
     assert pts is not None and pts.shape == (5, 2) and pts.dtype == np.float64
     assert np.abs(pts - five_points(lm)).max() < 6.0
     assert det(np.zeros((100, 100, 3), np.uint8)) is None
+
+
+def test_synthetic_rafdb_aligns_from_generator_landmarks(tmp_path, monkeypatch):
+    """No detector: the synthetic RAF-DB set carries its landmarks, the cache aligns with them."""
+    import ferlib.data.align as align_mod
+
+    monkeypatch.setattr(align_mod, "MTCNNDetector", lambda *a, **k: pytest.fail("detector must not be used"))
+    kw = dict(fmt="rafdb", n_train=6, n_test=4, progress=False, cache=tmp_path / "cache", cache_size=112, align=True)
+    c = load_dataset("synthetic", tmp_path / "syn", "train", **kw)
+    assert c.images.shape == (6, 3, 112, 112) and c.index["aligned"]
+    img, lm, *_ = make_sample(SyntheticConfig(n_train=6, n_test=4), "train", 0)
+    k = [str(p).endswith("train_00001_aligned.jpg") for p in c.samples].index(True)
+    from ferlib.data.base import decode_image
+
+    want = align_face(decode_image(c.samples[k]), five_points(lm), 112)
+    np.testing.assert_array_equal(c[k][0].permute(1, 2, 0).numpy(), want)
+    plain = load_dataset("synthetic", tmp_path / "syn", "train", fmt="rafdb", n_train=6, n_test=4, progress=False,
+                         cache=tmp_path / "cache", cache_size=112)
+    assert plain.path != c.path

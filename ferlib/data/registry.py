@@ -45,8 +45,7 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
                 f"dataset root does not exist ({name}).", path=root,
                 fix=f"download {name} and point root at it; data/README.md says where each dataset is expected.")
     if name == "synthetic":  # generates, then calls load_dataset again with the real reader
-        extra = {"cache": cache, "cache_size": cache_size, "align": align} if cache else {}
-        return _READERS[name](root, split, progress=progress, **extra, **opts)
+        return _READERS[name](root, split, progress=progress, cache=cache, cache_size=cache_size, align=align, **opts)
     if align and not cache:
         raise ValueError("align=True works on the cache: pass cache=True (or a folder) as well")
     if not cache:

@@ -23,10 +23,34 @@ def default_root() -> Path:
     return data_dir() / "synthetic"
 
 
+class SyntheticLandmarks:
+    """``landmarks(i)`` → the generator's 68 landmarks [68,2] of sample ``i`` (RAF-DB format, from the
+    ``synthetic_landmarks.npz`` written beside the images), so alignment needs no detector."""
+
+    def __init__(self, npz_path: Path, samples):
+        self.npz_path = Path(npz_path)
+        self.stems = [Path(s).name.replace("_aligned", "").rsplit(".", 1)[0] for s in samples]
+        self._data = None
+
+    def __call__(self, i: int):
+        if self._data is None:
+            import numpy as np
+
+            self._data = dict(np.load(self.npz_path))
+        return self._data[self.stems[i]]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_data": None}
+
+
 @register_dataset("synthetic")
 def load_synthetic(root=None, split: str = "train", fmt: str = "rafdb", config: SyntheticConfig | None = None,
-                   progress: bool = True, **opts):
-    """The synthetic set in format ``fmt`` (generated under ``root/fmt`` if missing), read by that format's reader."""
+                   progress: bool = True, cache=None, cache_size: int | None = None, align: bool = False, **opts):
+    """The synthetic set in format ``fmt`` (generated under ``root/fmt`` if missing), read by that format's reader.
+
+    ``cache`` / ``cache_size`` / ``align`` as for :func:`ferlib.data.load_dataset`; RAF-DB-format faces are
+    aligned from the generator's own landmarks (no detector needed).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
     written, reader, ncls = FORMATS[fmt]
@@ -38,4 +62,19 @@ def load_synthetic(root=None, split: str = "train", fmt: str = "rafdb", config: 
     ds_root = generate(root / fmt, fmt=written, cfg=cfg, progress=progress)
     if split == "val" and reader in ("rafdb", "imagefolder"):
         split = "test"
-    return load_dataset(reader, ds_root, split, **opts)
+    if not cache:
+        if align:
+            raise ValueError("align=True works on the cache: pass cache=True (or a folder) as well")
+        return load_dataset(reader, ds_root, split, **opts)
+    import warnings
+
+    from .base import SkipWarning
+    from .cache import cached
+
+    opts.setdefault("check", "exists")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkipWarning)
+        ds = load_dataset(reader, ds_root, split, **opts)
+    if written == "rafdb" and (ds_root / "synthetic_landmarks.npz").is_file():
+        ds.landmarks = SyntheticLandmarks(ds_root / "synthetic_landmarks.npz", ds.samples)
+    return cached(ds, reader, ds_root, split, opts, cache, cache_size, align, progress)
