@@ -42,6 +42,38 @@ def execute(name: str, parameters: dict | None = None, output_dir=None, kernel: 
     return out
 
 
+def script_path(notebook: Path) -> Path:
+    """The py:percent script paired with ``notebook`` by ``notebooks/jupytext.toml``: ``py/<name>.py``."""
+    return Path(notebook).parent / "py" / (Path(notebook).stem + ".py")
+
+
+def script_text(notebook: Path) -> str:
+    """``notebook`` as a py:percent script, with the folder's jupytext configuration (what Jupyter saves)."""
+    import jupytext
+    from jupytext.config import load_jupytext_config
+
+    config = load_jupytext_config(str(notebook))
+    return jupytext.writes(jupytext.read(notebook), "py:percent", config=config)
+
+
+def sync() -> list[Path]:
+    """Regenerate ``notebooks/py/*.py`` from the .ipynb files (the .ipynb are the source); drop orphans."""
+    written = []
+    for nb in list_notebooks():
+        path = script_path(nb)
+        text = script_text(nb)
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"{nb.name} -> {path.relative_to(notebooks_dir())}", flush=True)
+        written.append(path)
+    for orphan in sorted((notebooks_dir() / "py").glob("*.py")):
+        if orphan not in written:
+            orphan.unlink()
+            print(f"removed {orphan.relative_to(notebooks_dir())} (no notebook)", flush=True)
+    return written
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ferlib.notebooks", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -51,7 +83,11 @@ def main(argv=None) -> int:
     r.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="a parameter")
     a = sub.add_parser("run-all", help="run every numbered notebook on its defaults")
     a.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="a parameter")
+    sub.add_parser("sync", help="regenerate the paired py:percent scripts notebooks/py/*.py (jupytext)")
     args = ap.parse_args(argv)
+    if args.cmd == "sync":
+        sync()
+        return 0
     if args.cmd == "list":
         print("\n".join(p.name for p in list_notebooks()))
         return 0
