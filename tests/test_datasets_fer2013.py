@@ -81,3 +81,13 @@ def test_wrong_columns_named():
 def test_missing_files_hint(tmp_path):
     with pytest.raises(DatasetFormatError, match="fer2013.csv"):
         load_dataset("fer2013", tmp_path, "train")
+
+
+@pytest.mark.parametrize("last,msg", [("x", "not an integer"), ("5.5", "not an integer"), ("300", "0..255")])
+def test_bad_pixel_values(last, msg):
+    from ferlib.data.fer2013 import parse_pixels
+
+    with pytest.raises(DatasetFormatError, match=msg) as e:
+        parse_pixels(" ".join(["5"] * 2303 + [last]), "f.csv", 7)
+    assert e.value.line == 7
+    assert parse_pixels(" ".join(["5"] * 2304), "f.csv", 1).shape == (48, 48)

@@ -25,6 +25,16 @@ _FIX = "use Kaggle's fer2013.csv (header emotion,pixels,Usage) or icml_face_data
 
 def parse_pixels(text: str, path, line: int) -> np.ndarray:
     """One ``pixels`` field → uint8 [48,48]; raises naming file and line on a wrong count or value."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # older numpy warns on a bad token
+            fast = np.fromstring(text, dtype=np.int32, sep=" ")  # 3× faster than split(); same on valid rows
+    except ValueError:  # numpy ≥ 2.3 raises on a bad token: the slow path below says which problem
+        fast = np.empty(0, np.int32)
+    if fast.size == N_PIXELS and text.count(" ") + 1 >= N_PIXELS and fast.min() >= 0 and fast.max() <= 255:
+        return fast.astype(np.uint8).reshape(48, 48)
     vals = text.split()
     if len(vals) != N_PIXELS:
         raise DatasetFormatError(f"pixels has {len(vals)} values, expected {N_PIXELS} (48×48).", path=path,
