@@ -149,3 +149,11 @@ def test_emonet_lists_val8_and_val7(tmp_path):
     with pytest.raises(DatasetFormatError, match="outside 0..6") as e:
         load_dataset("affectnet", F, "val", list_file=tmp_path / "bad.txt")
     assert e.value.line == 1
+
+
+def test_empty_csv_is_an_empty_split(tmp_path):
+    from ferlib.data.affectnet import CSV_COLUMNS
+
+    _write_csv(tmp_path, ",".join(CSV_COLUMNS) + "\r\n\r\n")
+    with pytest.raises(DatasetFormatError, match="empty split 'train'"):
+        load_dataset("affectnet", tmp_path, "train")

@@ -58,6 +58,8 @@ def _csv(root: Path, split: str, num_classes: int, check: str, transform, crop_m
     name = "training.csv" if split == "train" else "validation.csv"
     path = root / LISTS / name
     rows = read_csv_rows(path, CSV_COLUMNS, what="AffectNet list", fix=_FIX)
+    if not rows:
+        raise DatasetFormatError(f"no data rows (empty split {split!r}).", path=path, fix=_FIX)
     report = SkipReport()
     paths, targets, boxes, landmarks = [], [], [], []
     for line, r in rows:
