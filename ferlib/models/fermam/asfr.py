@@ -103,7 +103,12 @@ class ASFRSS2D(nn.Module):
         return self.dropout(self.out_proj(y))
 
     def _scan(self, decay: torch.Tensor, drive: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-        """h_t = decay_t ⊙ h_{t−1} + drive_t; returns ⟨h_t, C_t⟩ [B, L, d_inner]."""
+        """h_t = decay_t ⊙ h_{t−1} + drive_t; returns ⟨h_t, C_t⟩ [B, L, d_inner], state in float32."""
+        with torch.autocast(device_type=drive.device.type, enabled=False):
+            dtype = torch.float64 if drive.dtype == torch.float64 else torch.float32
+            return self._scan_fp32(decay.to(dtype), drive.to(dtype), C.to(dtype))
+
+    def _scan_fp32(self, decay: torch.Tensor, drive: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         if self.scan_backend == "reference":
             state = drive.new_zeros(drive.shape[0], drive.shape[2], drive.shape[3])
             ys = []
