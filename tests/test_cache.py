@@ -118,3 +118,10 @@ def test_prepare_cli(tmp_path, capsys):
 def test_align_requires_cache():
     with pytest.raises(ValueError, match="cache=True"):
         load_dataset("rafdb", RAF, "train", align=True)
+
+
+def test_parallel_build_equals_serial(tmp_path):
+    a = load_dataset("rafdb", RAF, "train", cache=tmp_path / "a", cache_size=48, progress=False)
+    b = load_dataset("rafdb", RAF, "train", cache=tmp_path / "b", cache_size=48, progress=False, cache_workers=2)
+    assert np.array_equal(np.asarray(a.images), np.asarray(b.images)) and a.targets == b.targets
+    assert dict(b.skip_report.counts) == {"unreadable": 1}

@@ -97,9 +97,50 @@ def _prepare_one(ds: FERDataset, i: int, size: int, align: bool, aligner) -> np.
     return resize_square(img, size)
 
 
+def _prepare_chunk(args):
+    """Worker: ``[(i, uint8 [S,S,3] | reason)]`` for a chunk of indices (runs in a child process)."""
+    ds, idx, size, align, detector = args
+    aligner = None
+    if align:
+        from .align import FaceAligner
+
+        aligner = FaceAligner(size, detector=detector)
+    out = []
+    for i in idx:
+        try:
+            out.append((i, _prepare_one(ds, i, size, align, aligner)))
+        except DECODE_ERRORS:
+            out.append((i, "unreadable"))
+        except LookupError:
+            out.append((i, "no face detected"))
+    return out
+
+
+def _results(ds, size, align, detector, workers: int):
+    """``(i, image | reason)`` in index order, decoded by ``workers`` processes in chunks of 256."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [range(s, min(len(ds), s + 256)) for s in range(0, len(ds), 256)]
+    with ProcessPoolExecutor(workers) as pool:
+        for part in pool.map(_prepare_chunk, [(ds, c, size, align, detector) for c in chunks]):
+            yield from part
+
+
+def _serial(ds, size, align, aligner):
+    for i in range(len(ds)):
+        try:
+            yield i, _prepare_one(ds, i, size, align, aligner)
+        except DECODE_ERRORS:
+            yield i, "unreadable"
+        except LookupError:
+            yield i, "no face detected"
+
+
 def build_cache(ds: FERDataset, out: Path, size: int | None = None, align: bool = False, key: str = "",
-                progress: bool = True, detector=None) -> "CachedDataset":
-    """Decode every item of ``ds`` once into ``out`` (atomic); unreadable images are skipped and counted."""
+                progress: bool = True, detector=None, workers: int = 0) -> "CachedDataset":
+    """Decode every item of ``ds`` once into ``out`` (atomic); unreadable images are skipped and counted.
+
+    ``workers`` > 0 decodes in that many processes (the dataset and detector must pickle)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -117,14 +158,10 @@ def build_cache(ds: FERDataset, out: Path, size: int | None = None, align: bool 
                         examples={k: list(v) for k, v in ds.skip_report.examples.items()})
     mm = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(ds), 3, size, size))
     keep = []
-    for i in tqdm(range(len(ds)), desc=f"cache {out.name}", disable=not progress, leave=False):
-        try:
-            img = _prepare_one(ds, i, size, align, aligner)
-        except DECODE_ERRORS:
-            report.add("unreadable", ds.samples[i])
-            continue
-        except LookupError:
-            report.add("no face detected", ds.samples[i])
+    results = _serial(ds, size, align, aligner) if workers <= 0 else _results(ds, size, align, detector, workers)
+    for i, img in tqdm(results, total=len(ds), desc=f"cache {out.name}", disable=not progress, leave=False):
+        if isinstance(img, str):
+            report.add(img, ds.samples[i])
             continue
         mm[len(keep)] = img.transpose(2, 0, 1)
         keep.append(i)
@@ -234,7 +271,8 @@ class CachedDataset(FERDataset):
 
 
 def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, size: int | None = None,
-           align: bool = False, progress: bool = True, rebuild: bool = False, detector=None) -> CachedDataset:
+           align: bool = False, progress: bool = True, rebuild: bool = False, detector=None,
+           workers: int = 0) -> CachedDataset:
     """A valid cache of ``ds`` (built or rebuilt when missing or stale). ``cache`` = True (default root under
     ``data/cache``) or a folder to hold the caches."""
     if size is None:
@@ -248,4 +286,4 @@ def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, 
         c = CachedDataset(out, transform=ds.transform)
         c.report_skips()
         return c
-    return build_cache(ds, out, size, align, key, progress, detector)
+    return build_cache(ds, out, size, align, key, progress, detector, workers)

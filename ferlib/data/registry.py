@@ -27,12 +27,13 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cache_size: int | None = None,
-                 align: bool = False, progress: bool = True, **opts):
+                 align: bool = False, progress: bool = True, cache_workers: int = 0, **opts):
     """Read ``split`` of dataset ``name`` from ``root`` (the folder as distributed; see DESIGN §3).
 
     ``cache=True`` (or a folder) reads a uint8 tensor cache (:mod:`ferlib.data.cache`) built on first use
     and rebuilt when the sources or options change; ``cache_size`` is its side (default: the first image's
-    size), ``align=True`` aligns faces to the 5-point template while building it.
+    size), ``align=True`` aligns faces to the 5-point template while building it, ``cache_workers`` decodes
+    in that many processes.
     """
     if name not in _READERS:
         raise KeyError(f"unknown dataset {name!r}; available: {list_datasets()}")
@@ -45,7 +46,8 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
                 f"dataset root does not exist ({name}).", path=root,
                 fix=f"download {name} and point root at it; data/README.md says where each dataset is expected.")
     if name == "synthetic":  # generates, then calls load_dataset again with the real reader
-        return _READERS[name](root, split, progress=progress, cache=cache, cache_size=cache_size, align=align, **opts)
+        return _READERS[name](root, split, progress=progress, cache=cache, cache_size=cache_size, align=align,
+                              cache_workers=cache_workers, **opts)
     if align and not cache:
         raise ValueError("align=True works on the cache: pass cache=True (or a folder) as well")
     if not cache:
@@ -56,7 +58,7 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
     with warnings.catch_warnings():  # the cached dataset reports the reader's skips with its own, once
         warnings.simplefilter("ignore", SkipWarning)
         ds = _READERS[name](root, split, **opts)
-    return cached(ds, name, root, split, opts, cache, cache_size, align, progress)
+    return cached(ds, name, root, split, opts, cache, cache_size, align, progress, workers=cache_workers)
 
 
 #: The splits each dataset has (RAF-DB: val is test; AffectNet: test is val).

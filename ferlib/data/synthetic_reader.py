@@ -45,7 +45,8 @@ class SyntheticLandmarks:
 
 @register_dataset("synthetic")
 def load_synthetic(root=None, split: str = "train", fmt: str = "rafdb", config: SyntheticConfig | None = None,
-                   progress: bool = True, cache=None, cache_size: int | None = None, align: bool = False, **opts):
+                   progress: bool = True, cache=None, cache_size: int | None = None, align: bool = False,
+                   cache_workers: int = 0, **opts):
     """The synthetic set in format ``fmt`` (generated under ``root/fmt`` if missing), read by that format's reader.
 
     ``cache`` / ``cache_size`` / ``align`` as for :func:`ferlib.data.load_dataset`; RAF-DB-format faces are
@@ -77,4 +78,4 @@ def load_synthetic(root=None, split: str = "train", fmt: str = "rafdb", config: 
         ds = load_dataset(reader, ds_root, split, **opts)
     if written == "rafdb" and (ds_root / "synthetic_landmarks.npz").is_file():
         ds.landmarks = SyntheticLandmarks(ds_root / "synthetic_landmarks.npz", ds.samples)
-    return cached(ds, reader, ds_root, split, opts, cache, cache_size, align, progress)
+    return cached(ds, reader, ds_root, split, opts, cache, cache_size, align, progress, workers=cache_workers)
