@@ -362,7 +362,7 @@ def test_grefel_variant_trains():
         opt.zero_grad()
         value.backward()
         opt.step()
-        values.append(float(value))
+        values.append(float(value.detach()))
     assert all(math.isfinite(v) for v in values)
     assert values[-1] < values[0] - 0.1, values
     assert model.anchors.anchors.grad is not None and model.self_attn.V.weight.grad is not None

@@ -1,6 +1,6 @@
 """GReFEL / ARBEx losses: reliability-balanced CE + anchor loss + centre loss.
 
-Spec ``specs/grefel.md`` §4 (ARBEx ``train.py`` / ``loss.py``) and §9.5 (GReFEL paper §3.4:
+Spec ``specs/grefel.md`` §4 (ARBEx ``train.py`` / ``loss.py``) and §9.5 (GReFEL:
 L = L_cls + L_a + L_c with λ = 1 each, label smoothing 0.11 per the third-party README).
 The losses read what they need from ``output.extras`` of :class:`ferlib.models.grefel.GReFEL`:
 ``prob``, ``confidence``, ``correction``, ``distances`` [B,C,K] and ``anchors`` [C,K,E].
@@ -39,7 +39,7 @@ def anchor_loss_margin(anchors: torch.Tensor, margin: float) -> torch.Tensor:
     """Bounded anchor-margin loss (GReFEL mode): mean over pairs of anchors of *different* classes
     (every index pair) of relu(margin − ‖a_{i,k} − a_{j,l}‖/√E)². anchors [C, K, E] → scalar.
 
-    The paper's aim (§3.4: maximise the margins between anchors of different classes) without
+    The paper's aim (spec §9.5: maximise the margins between anchors of different classes) without
     ARBEx's unbounded term; the exact paper formula was not available (spec §8), so this form
     and ``margin`` (in units of √E, i.e. an RMS per-dimension gap) are our choice. At the
     default 0.5 it is inactive for the N(0, 0.5²) anchor init (gaps ≈ 0.71) and pushes classes'

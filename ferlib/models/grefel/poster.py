@@ -1,7 +1,7 @@
 """The multi-scale window cross-attention ViT of ARBEx / GReFEL (``arbex/models/poster.py``, ``vit.py``).
 
-Spec ``specs/grefel.md`` §1 and §2.3; GReFEL paper §3.1 (feature extraction with a
-landmark-guided window cross-attention ViT, the POSTER++ design). Key names are ARBEx's
+Spec ``specs/grefel.md`` §1 and §2.3; GReFEL pipeline step 1 (spec §9.1:
+landmark-guided multi-scale window cross-attention ViT, the POSTER++ design). Key names are ARBEx's
 (``vit.*`` inside the GReFEL container).
 """
 from __future__ import annotations
