@@ -55,9 +55,9 @@ class SyntheticConfig:
     size: int = 100
     num_classes: int = 7          # 7 basic expressions, 8 with contempt
     seed: int = 0
-    intensity: float = 0.8
-    intensity_jitter: float = 0.45  # per-sample intensity is intensity * U(1 - jitter, 1)
-    leak: float = 0.18            # std of random intensity on every AU
+    intensity: float = 1.0
+    intensity_jitter: float = 0.35  # per-sample intensity is intensity * U(1 - jitter, 1)
+    leak: float = 0.12            # std of random intensity on every AU
     label_noise: float = 0.03     # probability that the written label is another class
     imbalance: bool = True        # RAF-DB-like class balance
     jpeg_quality: int = 92
