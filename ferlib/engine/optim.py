@@ -49,3 +49,15 @@ def build_scheduler(optimizer, recipe, epochs: int):
         return main(epoch - warm)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def apply_schedule(scheduler) -> None:
+    """Set every group's lr to this schedule's value at ``scheduler.last_epoch``.
+
+    After ``load_state_dict`` the optimiser holds the lr the *saved* run computed; when the resumed run
+    has another length (e.g. ``epochs`` raised from 1 to 2 with a cosine schedule) its own schedule wins.
+    """
+    e = scheduler.last_epoch
+    for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * fn(e)
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]

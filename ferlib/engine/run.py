@@ -81,15 +81,25 @@ def load_splits(recipe: Recipe, data_root=None, progress: bool = True):
 
 
 def holdout(dataset, fraction: float, seed: int):
-    """A seeded, stratified split of ``dataset`` into (train, validation) subsets with the same attributes."""
-    from sklearn.model_selection import train_test_split
+    """A seeded, stratified split of ``dataset`` into (train, validation) subsets with the same attributes.
 
+    Each class gives round(fraction · its count) items to validation (a class with one item keeps it in
+    train), drawn with ``numpy.random.default_rng(seed)``.
+    """
     from .metrics import hard_targets
 
+    if not 0 < fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
     y = hard_targets(np.array([np.asarray(t) for t in dataset.targets]))
-    idx = np.arange(len(dataset))
-    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
-    return _subset(dataset, sorted(tr), "train"), _subset(dataset, sorted(va), "val")
+    rng = np.random.default_rng(seed)
+    va = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        k = min(len(members) - 1, int(round(fraction * len(members))))
+        va.extend(rng.permutation(members)[:k].tolist())
+    va = sorted(va)
+    tr = sorted(set(range(len(dataset))) - set(va))
+    return _subset(dataset, tr, "train"), _subset(dataset, va, "val")
 
 
 def _subset(dataset, indices, split):
@@ -122,9 +132,16 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     limits evaluation batches). ``val_fraction`` holds out a stratified validation split of train and
     selects the checkpoint on it; otherwise selection is on the evaluation split, as the authors' code does.
     ``callbacks``: called as ``cb(row, result)`` after each epoch (e.g. ``ferlib.viz.live.LivePlot()``).
+    ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields (precision, compile, accumulate,
+    checkpoint_every_steps, deterministic, ema, …). Under ``torchrun`` the process group is joined here;
+    every rank returns the run, only rank 0 writes.
     """
+    from .distributed import init_distributed, rank_and_world
+
+    init_distributed(device)  # torchrun: join the process group (no-op for one process)
+    rank, _ = rank_and_world()
     recipe = load_recipe(paper, dataset, epochs=epochs, batch_size=batch_size, **recipe_overrides)
-    train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False)
+    train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False and rank == 0)
     select_ds = eval_ds
     if val_fraction:
         train_ds, select_ds = holdout(train_ds, val_fraction, seed)
@@ -133,19 +150,23 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     seed_everything(seed)  # the initial weights depend on the seed too
     model = create_model(recipe.model, num_classes=recipe.num_classes, pretrained=pretrained, **recipe.model_kwargs)
     loss = build_loss(recipe)
-    opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, **(fit_options or {}))
+    fit_kw = {"selected_on": "val" if val_fraction else "test_selected", **(fit_options or {})}
+    opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, **fit_kw)
     summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
                   callbacks=callbacks)
-    summary["selected_on"] = "val" if val_fraction else "test_selected"
-    if val_fraction:  # report the test split with the checkpoint chosen on validation
+    summary["selected_on"] = opts.selected_on
+    if val_fraction and not summary.get("stopped"):  # the test split, with the checkpoint chosen on validation
         best = load_checkpoint(Path(run_dir) / "best.pt")
         model.load_state_dict(best["model"])
-        res = evaluate(model, eval_ds, recipe, device, max_batches=max_steps, progress=progress)
-        from .loop import _save_predictions
+        res = evaluate(model, eval_ds, recipe, device, max_batches=max_steps, progress=progress,
+                       precision=opts.precision)
+        if rank == 0:
+            from .loop import _save_predictions
 
-        _save_predictions(Path(run_dir), res, eval_ds)
+            _save_predictions(Path(run_dir), res, eval_ds)
         summary["test_at_val_selected"] = {k: v for k, v in res.items() if k != "predictions"}
-    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    if rank == 0:
+        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return RunResult(Path(run_dir), recipe, summary)
 
 
