@@ -287,6 +287,15 @@ def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
     return out[["run", "paper", "dataset", "variant", "seed", "class", "n", "accuracy"]]
 
 
+def one_run_per_paper(runs: pd.DataFrame, dataset: str | None = None) -> list[str]:
+    """Run directories, one per (paper, dataset): the card recipe when there is one, lowest seed first."""
+    if runs.empty:
+        return []
+    sub = runs if dataset is None else runs[runs["dataset"] == dataset]
+    sub = sub.assign(_card=sub["variant"] != "card").sort_values(["paper", "dataset", "_card", "seed", "run"], kind="stable")
+    return list(sub.groupby(["paper", "dataset"], sort=True).head(1)["run_dir"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Cross-dataset evaluation through the canonical label order
 # ---------------------------------------------------------------------------------------------

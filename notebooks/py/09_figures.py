@@ -1,0 +1,70 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 — Figures from run directories
+#
+# Every figure is drawn from what the runs saved (`predictions.npz`, `metrics.jsonl`, `config.yaml`), so it can be redrawn at any time without training: row-normalised confusion matrices in each paper's class order (`ferlib.data.labels.PAPER_ORDERS`), training curves, t-SNE of the best model's test features — one per paper, and MFER's three panels without feature loss / with LGM / with DSF (README figures; DSF is our reconstruction) — and per-class accuracy bars. Files go to `results/figures/` as PNG and SVG, named after what they show.
+#
+# When `runs_dir` holds no run yet, the notebook first trains the few it needs on the synthetic set (the baseline and MFER with each feature loss, one epoch bounded by `max_steps`).
+
+# %% tags=["parameters"]
+runs_dir = None  # type: Optional[str]  (None = results/runs)
+figures_dir = None  # type: Optional[str]  (None = results/figures)
+dataset = "synthetic"  # type: str  (dataset of the minimal runs, trained only when runs_dir is empty)
+max_steps = 20  # type: Optional[int]  (steps of each minimal run)
+minimal_papers = ["baseline", "mfer"]  # type: list  (papers of the minimal runs; MFER trains one run per feature loss)
+dataset_kwargs = None  # type: Optional[dict]  (e.g. {"n_train": 96, "n_test": 48} for a tiny synthetic set)
+tsne = True  # type: bool
+max_points = 2000  # type: int  (t-SNE points per panel)
+
+
+# %% [markdown]
+# ## The runs
+# Existing runs, or the minimal set trained now.
+
+# %%
+from IPython.display import Image, display
+
+from ferlib.paths import results_dir
+from ferlib.results import runs_table
+from ferlib.viz.figures import ensure_minimal_runs, make_figures
+
+runs_dir = runs_dir or str(results_dir() / "runs")
+ensure_minimal_runs(runs_dir, dataset=dataset, max_steps=max_steps, papers=minimal_papers, dataset_kwargs=dataset_kwargs)
+runs = runs_table(runs_dir)
+runs[["run", "paper", "dataset", "variant", "seed", "epochs_run", "selected_on", "accuracy_test_selected", "accuracy_val_selected"]]
+
+# %% [markdown]
+# ## Draw everything
+# One confusion matrix and one curve figure per (paper, dataset, variant) — the lowest seed — one t-SNE per paper (its card run), MFER's feature-loss triple, per-class accuracy per dataset.
+
+# %%
+figures = make_figures(runs_dir, figures_dir, tsne=tsne, max_points=max_points)
+figures
+
+# %% [markdown]
+# ## MFER: test features without feature loss, with LGM, with DSF (approx.)
+# The README compares these three t-SNE plots; with short runs the clusters are not expected to separate.
+
+# %%
+for png in figures.loc[figures["kind"] == "tsne_mfer_feature_loss", "png"]:
+    display(Image(filename=png))
+
+# %% [markdown]
+# ## Confusion matrices (paper class order) and per-class accuracy
+
+# %%
+for png in figures.loc[figures["kind"].isin(["confusion", "per_class_accuracy"]), "png"].head(6):
+    display(Image(filename=png))

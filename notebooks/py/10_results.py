@@ -1,0 +1,98 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 10 — Results: our runs against the papers
+#
+# Tables from run directories and the recipe cards alone, saved as CSV under `results/tables/`:
+#
+# - every run, and mean ± standard deviation over seeds per (paper, dataset, variant, epochs);
+# - ours next to each paper's reported accuracy (the cards' `reported:` fields, with their source) and the gap in percentage points, with the selection honestly labelled: **last epoch**, **best epoch selected on the test split** (`test_selected`, what the authors' code reports) and **test accuracy at the epoch selected on a held-out validation split** (`val_selected`, when a run held one out);
+# - parameters and GMACs per image measured by ferlib (`torch.utils.flop_counter`, MACs = FLOPs / 2) next to the papers' numbers;
+# - per-class accuracy in each paper's class order;
+# - cross-dataset accuracy: a run's best model on another dataset's evaluation split, classes matched through the canonical label order (`ferlib.data.labels`), classes one side lacks dropped.
+#
+# A run marked `partial` stopped before its recipe's epochs (`max_steps`): its numbers are a smoke test, not a result.
+
+# %% tags=["parameters"]
+runs_dir = None  # type: Optional[str]  (None = results/runs)
+tables_dir = None  # type: Optional[str]  (None = results/tables)
+complexity_papers = None  # type: Optional[list]  (None = every paper card; [] skips the measurement)
+complexity_dataset = "rafdb"  # type: str  (whose card settings: input size, classes)
+cross_dataset = [{"trained_on": "synthetic", "dataset": "synthetic", "fmt": "affectnet8"}]  # type: list  (targets: trained_on, dataset, data_root, reader options)
+max_steps = None  # type: Optional[int]  (limits the evaluation batches of the cross-dataset runs)
+
+
+# %% [markdown]
+# ## Every run
+
+# %%
+import pandas as pd
+
+from ferlib import results
+from ferlib.paths import results_dir
+
+pd.set_option("display.max_colwidth", 60)
+runs_dir = runs_dir or str(results_dir() / "runs")
+runs = results.runs_table(runs_dir)
+results.save_table(runs, "runs_all", tables_dir)
+runs.drop(columns=["run_dir"], errors="ignore")
+
+# %% [markdown]
+# ## Mean ± std over seeds
+
+# %%
+summary = results.summary_table(runs)
+results.save_table(summary, "summary_mean_std_over_seeds", tables_dir)
+summary[[c for c in summary.columns if not c.endswith(("_mean", "_std"))]]
+
+# %% [markdown]
+# ## Ours against the reported numbers
+# Reported accuracies from the recipe cards (GReFEL's are a third-party re-implementation's, not the paper's table; MMFRM and FERMam have none reachable, see the cards' `source`). Gaps are ours − reported, in percentage points; rows with `n_seeds` 0 were not run here.
+
+# %%
+reported = results.reported_table()
+results.save_table(reported, "reported_by_cards", tables_dir)
+comparison = results.compare_to_reported(summary, reported)
+results.save_table(comparison, "ours_vs_reported", tables_dir)
+comparison[[c for c in comparison.columns if not c.endswith(("_mean", "_std")) and c != "source"]]
+
+# %% [markdown]
+# ## Parameters and GMACs
+# Measured at each card's input size with batch 1 (multiply-accumulates of convolutions, matrix products and attention; element-wise work is not counted), next to the papers' stated numbers.
+
+# %%
+complexity = results.complexity_table(complexity_papers, complexity_dataset) if complexity_papers != [] else pd.DataFrame()
+results.save_table(complexity, "complexity_params_gmacs", tables_dir)
+complexity
+
+# %% [markdown]
+# ## Per-class accuracy
+# The best model of one run per (paper, dataset), classes in the paper's order.
+
+# %%
+per_class = results.per_class_table(results.one_run_per_paper(runs))
+results.save_table(per_class, "per_class_accuracy", tables_dir)
+per_class.pivot_table(index=["paper", "dataset", "run"], columns="class", values="accuracy", sort=False) if len(per_class) else per_class
+
+# %% [markdown]
+# ## Cross-dataset evaluation
+# For each target, one run per paper trained on `trained_on` is evaluated on the target's evaluation split. On the synthetic set the demo reads the same generator in AffectNet-8 format: another label order and an extra class (contempt), which is dropped.
+
+# %%
+cross = pd.concat([results.cross_dataset_table(results.one_run_per_paper(runs, t["trained_on"]),
+                                               [{k: v for k, v in t.items() if k != "trained_on"}], max_batches=max_steps)
+                   for t in cross_dataset], ignore_index=True) if len(runs) and cross_dataset else pd.DataFrame()
+results.save_table(cross, "cross_dataset", tables_dir)
+cross
