@@ -339,12 +339,13 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     return summary
 
 
-def _save_predictions(run_dir: Path, result: dict, dataset) -> None:
+def _save_predictions(run_dir: Path, result: dict, dataset, name: str = "predictions.npz") -> None:
+    """``name`` in ``run_dir``: logits [N,C], targets, features [N,D], classes (written atomically)."""
     p = result["predictions"]
-    tmp = run_dir / ".predictions.tmp.npz"
+    tmp = Path(run_dir) / f".{name}.tmp.npz"
     np.savez_compressed(tmp, logits=p["logits"], targets=p["targets"], features=p["features"],
                         classes=np.array(list(dataset.classes)))
-    os.replace(tmp, run_dir / "predictions.npz")
+    os.replace(tmp, Path(run_dir) / name)
 
 
 def _write_config(run_dir, recipe, opts, device, model, train, val, precision, channels_last, world) -> None:

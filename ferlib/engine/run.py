@@ -54,30 +54,38 @@ def default_data_root(dataset: str) -> Path:
     return data_dir() / DEFAULT_FOLDER.get(dataset, dataset)
 
 
-def load_splits(recipe: Recipe, data_root=None, progress: bool = True):
-    """``(train, eval)`` datasets of a recipe; a missing real dataset raises :class:`DataNotFoundError`."""
+def load_splits(recipe: Recipe, data_root=None, progress: bool = True, cache=False):
+    """``(train, eval)`` datasets of a recipe; a missing real dataset raises :class:`DataNotFoundError`.
+
+    ``cache`` = True (or a folder) reads the uint8 tensor cache at the recipe's ``stored_size``
+    (built on first use, ``ferlib.data.cache``), which the engine reads a whole batch at a time.
+    """
+    return (load_split(recipe, "train", data_root, progress, cache),
+            load_split(recipe, EVAL_SPLIT.get(recipe.dataset, "test"), data_root, progress, cache))
+
+
+def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True, cache=False):
+    """One split of the recipe's dataset (label_mode applies to train only, except on the synthetic set)."""
     name = recipe.dataset
     opts = dict(recipe.dataset_kwargs or {})
-    if recipe.label_mode:
+    if cache:
+        opts.setdefault("cache", cache)
+        opts.setdefault("cache_size", recipe.stored_size or recipe.input_size)
+    if recipe.label_mode and (split == "train" or name == "synthetic"):
         opts["label_mode"] = recipe.label_mode
     if name == "synthetic":
         opts.setdefault("progress", progress)
-        return (load_dataset("synthetic", data_root, "train", **opts),
-                load_dataset("synthetic", data_root, "test", **opts))
+        return load_dataset("synthetic", data_root, split, **opts)
     root = Path(data_root) if data_root else default_data_root(name)
     if not root.exists():
         raise DataNotFoundError(
             f"{name}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {name} "
             f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
             f"notebooks/01_prepare_data.ipynb (-p dataset {name} -p data_root <folder>).")
-    reader = READER.get(name, name)
     try:
-        train_ds = load_dataset(reader, root, "train", **opts)
-        eval_opts = {k: v for k, v in opts.items() if k != "label_mode"}
-        eval_ds = load_dataset(reader, root, EVAL_SPLIT.get(name, "test"), **eval_opts)
+        return load_dataset(READER.get(name, name), root, split, **opts)
     except DatasetFormatError as e:
         raise DatasetFormatError(f"{e} (run notebooks/01_prepare_data.ipynb to check the layout)") from None
-    return train_ds, eval_ds
 
 
 def holdout(dataset, fraction: float, seed: int):
@@ -125,23 +133,28 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
           device: str = "auto", epochs: int | None = None, batch_size: int | None = None,
           max_steps: int | None = None, pretrained: bool | str = False, seed: int = 0, resume: bool = True,
           val_fraction: float | None = None, fit_options: dict | None = None, progress: bool | None = None,
-          callbacks=(), **recipe_overrides) -> RunResult:
+          callbacks=(), cache=False, **recipe_overrides) -> RunResult:
     """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
 
     ``epochs``/``batch_size`` = None keep the paper's values. ``max_steps`` makes a smoke run (also
     limits evaluation batches). ``val_fraction`` holds out a stratified validation split of train and
     selects the checkpoint on it; otherwise selection is on the evaluation split, as the authors' code does.
     ``callbacks``: called as ``cb(row, result)`` after each epoch (e.g. ``ferlib.viz.live.LivePlot()``).
+    ``cache``: read the uint8 tensor cache (True or a folder; see :func:`load_splits`).
     ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields (precision, compile, accumulate,
     checkpoint_every_steps, deterministic, ema, …). Under ``torchrun`` the process group is joined here;
     every rank returns the run, only rank 0 writes.
     """
-    from .distributed import init_distributed, rank_and_world
+    from .distributed import barrier, init_distributed, rank_and_world
 
     init_distributed(device)  # torchrun: join the process group (no-op for one process)
     rank, _ = rank_and_world()
     recipe = load_recipe(paper, dataset, epochs=epochs, batch_size=batch_size, **recipe_overrides)
-    train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False and rank == 0)
+    if rank != 0:  # rank 0 generates / caches first; the others then read what it wrote
+        barrier()
+    train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False and rank == 0, cache=cache)
+    if rank == 0:
+        barrier()
     select_ds = eval_ds
     if val_fraction:
         train_ds, select_ds = holdout(train_ds, val_fraction, seed)
@@ -155,6 +168,8 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
                   callbacks=callbacks)
     summary["selected_on"] = opts.selected_on
+    if rank == 0:
+        _record_data_source(Path(run_dir), data_root, cache)
     if val_fraction and not summary.get("stopped"):  # the test split, with the checkpoint chosen on validation
         best = load_checkpoint(Path(run_dir) / "best.pt")
         model.load_state_dict(best["model"])
@@ -170,11 +185,31 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     return RunResult(Path(run_dir), recipe, summary)
 
 
-def load_run(run_dir) -> tuple[torch.nn.Module, Recipe]:
-    """Rebuild the best model of a run directory from its checkpoint alone."""
-    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
+def _record_data_source(run_dir: Path, data_root, cache) -> None:
+    """Add where the data came from to config.yaml (``python -m ferlib.evaluate`` reloads it from there)."""
+    import os
+
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return
+    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg.setdefault("data", {})["source"] = {"data_root": str(data_root) if data_root else None,
+                                            "cache": str(cache) if cache not in (True, False) else cache}
+    tmp = run_dir / ".config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def load_run(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, Recipe]:
+    """Rebuild the model of a run directory from its checkpoint alone (``best`` = the selected epoch,
+    ``last`` = the last one written)."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    ckpt = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt")
     if ckpt is None:
-        raise FileNotFoundError(f"{run_dir}/best.pt not found: was the run trained?")
+        raise FileNotFoundError(f"{run_dir}/{checkpoint}.pt not found: was the run trained?")
     recipe = Recipe(**{k: tuple(v) if k in ("mean", "std", "train_transforms", "test_transforms") else v
                        for k, v in ckpt["recipe"].items()})
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)

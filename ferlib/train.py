@@ -1,0 +1,118 @@
+"""``python -m ferlib.train --model NAME --dataset NAME [options]``: train a paper recipe from the shell.
+
+The same call as ``ferlib.engine.train`` (what the notebooks use), so one GPU, CPU and several GPUs
+run the same code::
+
+    python -m ferlib.train --model emonet --dataset rafdb --data-root data/RAF-DB/basic --cache
+    torchrun --nproc-per-node 4 -m ferlib.train --model fermam --dataset affectnet --checkpoint-every-steps 500
+    python -m ferlib.train --model baseline --dataset synthetic --set input_size=32 --set model_kwargs.width=8
+
+``--set key=value`` overrides any recipe field (values are YAML: ``--set lr=1e-4``,
+``--set train_transforms=[hflip]``, ``--set model_kwargs.lam=0.5``). Run ``--help`` for every option.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+
+def parse_set(items) -> dict:
+    """``["lr=1e-4", "model_kwargs.width=8"]`` → ``{"lr": 1e-4, "model_kwargs": {"width": 8}}``."""
+    out: dict = {}
+    for item in items or ():
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        parts = key.strip().split(".")
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise SystemExit(f"--set {item!r}: {p} is not a mapping")
+        d[parts[-1]] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ferlib.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="registered model name (ferlib.models.list_models())")
+    p.add_argument("--dataset", required=True,
+                   help="rafdb, affectnet, affectnet8, ferplus, fer2013 or synthetic (a dataset entry of the recipe card)")
+    p.add_argument("--data-root", default=None, help="the dataset's folder as distributed (default data/<dataset>)")
+    p.add_argument("--recipe", default=None, help="paper card in ferlib/recipes (default: the one named like --model)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size per process (default: the recipe's)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many optimiser steps (smoke runs; also limits evaluation batches)")
+    p.add_argument("--run-dir", default=None, help="run directory (default results/runs/<model>_<dataset>_<time>)")
+    p.add_argument("--run-name", default=None, help="name of the run directory under results/runs")
+    p.add_argument("--seed", type=int, default=0, help="one seed for Python, NumPy, torch and the samplers")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (torch.use_deterministic_algorithms, no cuDNN autotune, no TF32)")
+    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.pt (mid-epoch included)")
+    p.add_argument("--checkpoint-every-steps", type=int, default=None,
+                   help="also write last.pt every N optimiser steps (long AffectNet epochs, preemptible jobs)")
+    p.add_argument("--stop-after-steps", type=int, default=None,
+                   help="write last.pt and exit after N optimiser steps, even mid-epoch (job time limits)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="hold out this stratified fraction of train and select the epoch on it "
+                        "(default: select on the test split as the authors do, labelled test_selected)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="autocast dtype; auto = bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
+                   help="channels_last memory format (default: on for CUDA)")
+    p.add_argument("--accumulate", type=int, default=1,
+                   help="gradient accumulation micro-batches per update (effective batch = batch × K × processes)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--cache", nargs="?", const=True, default=False,
+                   help="read the uint8 tensor cache (built on first use; optional folder)")
+    p.add_argument("--ema", type=float, default=None, help="evaluate an EMA of the weights with this decay")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation in the per-epoch evaluation")
+    p.add_argument("--pretrained", default=None,
+                   help="pretrained weights: a registry name or a file (see ferlib.weights)")
+    p.add_argument("--progress", default=None, action=argparse.BooleanOptionalAction,
+                   help="tqdm bars (default: only on a terminal)")
+    p.add_argument("--find-unused-parameters", action="store_true", help="DDP option for models with unused branches")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override, YAML value; dotted keys reach into dicts (model_kwargs.width=8); repeatable")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ferlib.engine import train
+    from ferlib.engine.distributed import cleanup_distributed, rank_and_world
+
+    overrides = parse_set(args.set)
+    paper = args.recipe or args.model
+    from ferlib.recipes import load_card
+
+    if load_card(paper)["model"] != args.model:
+        overrides.setdefault("model", args.model)
+    fit_options = {"precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
+                   "accumulate": args.accumulate, "num_workers": args.num_workers, "deterministic": args.deterministic,
+                   "checkpoint_every_steps": args.checkpoint_every_steps, "stop_after_steps": args.stop_after_steps,
+                   "ema": args.ema, "eval_tta": args.tta, "find_unused_parameters": args.find_unused_parameters}
+    pretrained = args.pretrained if args.pretrained not in (None, "", "false", "False") else False
+    try:
+        run = train(paper, args.dataset, data_root=args.data_root, run_dir=args.run_dir, run_name=args.run_name,
+                    device=args.device, epochs=args.epochs, batch_size=args.batch_size, max_steps=args.max_steps,
+                    pretrained=pretrained, seed=args.seed, resume=args.resume, val_fraction=args.val_fraction,
+                    fit_options=fit_options, progress=args.progress, cache=args.cache, **overrides)
+        if rank_and_world()[0] == 0:
+            print(json.dumps({"run_dir": str(run.run_dir), "selected_on": run.summary.get("selected_on"),
+                              "metrics": {k: run.metrics.get(k) for k in ("accuracy", "mean_class_accuracy", "macro_f1")}}))
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
