@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	@if [ -z "$(VIRTUAL_ENV)" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[notebooks,dev]"
+	$(PY) -m pip install -q --no-deps "facenet-pytorch>=2.5"  # MTCNN with its weights inside the wheel; its metadata pins an old torch
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
