@@ -106,8 +106,8 @@ def sample_identity(rng: np.random.Generator) -> dict[str, float]:
                       * rng.uniform(0.9, 1.05, 3)),
         "bg": tuple(float(c) for c in rng.uniform(0.05, 0.95, 3)),
         "hair": tuple(float(c) for c in rng.uniform(0.0, 0.4, 3)), "hair_h": rng.uniform(0.0, 0.2),
-        "angle": rng.normal(0, 6.0), "scale": rng.uniform(0.88, 1.08),
-        "tx": rng.normal(0, 0.035), "ty": rng.normal(0, 0.035),
+        "angle": rng.normal(0, 9.0), "scale": rng.uniform(0.8, 1.1),
+        "tx": rng.normal(0, 0.07), "ty": rng.normal(0, 0.06),
         "light_dir": rng.uniform(0, 2 * math.pi), "light": rng.uniform(0.0, 0.35),
         "noise": rng.uniform(0.01, 0.05), "blur": rng.uniform(0.0, 1.0),
     }
