@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +224,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
         if same_world and ckpt.get("epoch_stats_ranks"):
             state["epoch_stats"] = dict(ckpt["epoch_stats_ranks"][rank])
         if is_main:
+            _truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
             print(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
                   f"(batch {state['batch_in_epoch']} of the epoch)", flush=True)
     elif is_main:
@@ -295,7 +297,9 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
                 print(f"stopped at step {state['step']} (epoch {epoch + 1}, batch {state['batch_in_epoch']}); "
                       f"resume=True continues from {run_dir / 'last.pt'}", flush=True)
             break
-        scheduler.step()
+        with warnings.catch_warnings():  # SAM steps through first_step/second_step, which the scheduler cannot see
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            scheduler.step()
         train_stats = all_reduce_sum({k: stats[k] for k in ("loss", "correct", "seen")}, device)
         eval_model = ema.module if ema is not None else model
         result = evaluate(eval_model, val, recipe, device, tta=opts.eval_tta, max_batches=opts.max_steps,
@@ -337,6 +341,17 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
         summary.update(stopped=True, stopped_at_step=state["step"])
     _print_summary(run_dir, summary, show or opts.progress is not False)
     return summary
+
+
+def _truncate_metrics(path: Path, epochs: int) -> None:
+    """Keep the rows of the epochs a checkpoint has seen (a fallback to ``last.pt.prev`` may be older)."""
+    if not path.exists():
+        path.write_text("")
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in rows if json.loads(line)["epoch"] <= epochs]
+    if len(keep) != len(rows):
+        path.write_text("".join(line + "\n" for line in keep))
 
 
 def _save_predictions(run_dir: Path, result: dict, dataset, name: str = "predictions.npz") -> None:
