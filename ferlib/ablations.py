@@ -232,6 +232,26 @@ def model_accepts(model: str, option: str) -> bool:
     return True
 
 
+def _build_on_meta(recipe) -> str | None:
+    """Build the recipe's model on the meta device (no memory, no compute): the error of an option
+    the model does not take or a value it refuses, else None. Other failures are left to training."""
+    import torch
+
+    from ferlib.models import create_model
+
+    try:
+        with torch.device("meta"):
+            create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
+    except TypeError as e:
+        if "unexpected keyword" in str(e):
+            return str(e)
+    except ValueError as e:
+        return str(e)
+    except Exception:  # noqa: BLE001 - e.g. an op without a meta kernel: not the option's fault
+        return None
+    return None
+
+
 def check_variant(sweep: Sweep, variant: Variant, dataset: str) -> str | None:
     """``None`` when the variant can run on ``dataset``; otherwise why not (a note for the table)."""
     from ferlib.engine.run import build_loss
@@ -244,6 +264,10 @@ def check_variant(sweep: Sweep, variant: Variant, dataset: str) -> str | None:
     for opt in (variant.overrides.get("model_kwargs") or {}):
         if not model_accepts(recipe.model, opt):
             return f"{sweep.name}/{variant.label}: model {recipe.model!r} has no option {opt!r} yet"
+    if variant.overrides.get("model_kwargs"):
+        why = _build_on_meta(recipe)
+        if why:
+            return f"{sweep.name}/{variant.label}: model {recipe.model!r} rejects {variant.overrides['model_kwargs']} ({why})"
     try:
         build_loss(recipe)
     except (KeyError, TypeError, ValueError) as e:
