@@ -27,6 +27,11 @@ def parse_set(items) -> dict:
             raise SystemExit(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw != "" else None
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         parts = key.strip().split(".")
         d = out
         for p in parts[:-1]:

@@ -76,7 +76,6 @@ def test_stop_mid_epoch_then_resume_from_fallback_is_bit_identical(tmp_path):
     assert part.summary["test_selected"] == full.summary["test_selected"]
 
 
-@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     """A `python -m ferlib.train` process is SIGKILLed after a mid-epoch step checkpoint; --resume ends
     with the weights of an uninterrupted run (CPU, --deterministic)."""
