@@ -34,8 +34,25 @@ figures: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
+# JupyterLab on the project's kernel (python3 from the venv), notebooks/ as root. LAB_IP=0.0.0.0 to reach it
+# from another machine (an SSH tunnel to 127.0.0.1 is safer); the token is printed with the URL.
+LAB_IP ?= 127.0.0.1
+LAB_PORT ?= 8888
 lab: $(STAMP)
-	$(PY) -m jupyter lab --notebook-dir=notebooks --allow-root --no-browser --ip=127.0.0.1
+	@token=$${JUPYTER_TOKEN:-$$($(PY) -c 'import secrets; print(secrets.token_hex(24))')}; \
+	printf '\n  JupyterLab (kernel python3 = %s, root notebooks/) will be at:\n\n    http://%s:%s/lab?token=%s\n\n' \
+	  "$$($(PY) -c 'import sys; print(sys.executable)')" "$(LAB_IP)" "$(LAB_PORT)" "$$token"; \
+	JUPYTER_TOKEN=$$token exec $(PY) -m jupyter lab --ServerApp.root_dir=notebooks --allow-root --no-browser \
+	  --ip=$(LAB_IP) --port=$(LAB_PORT) --ServerApp.port_retries=0
+
+# The JupyterLab browser test (tests/test_browser.py): Debian's chromium + the playwright package, then pytest -m browser.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing Debian's chromium"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+	@$(PY) -c "import playwright.sync_api" 2>/dev/null || $(PY) -m pip install -q playwright
+	$(PY) -m pytest -m browser -q -rs -s --durations=5
 
 clean:
 	rm -rf results/runs results/notebooks results/figures data/synthetic data/cache .pytest_cache

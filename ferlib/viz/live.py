@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 #: (metric key in the metrics row, label, panel): panel 0 = loss, 1 = accuracy.
 SERIES = (("train_loss", "train loss", 0), ("train_accuracy", "train", 1), ("eval_accuracy", "eval", 1),
@@ -83,6 +84,8 @@ class LivePlot:
         axes[1].legend(loc="lower right", fontsize=8)
         for ax in axes:
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
             ax.grid(alpha=0.3)
         fig.suptitle(f"{self.title + ' — ' if self.title else ''}{self.summary()}", fontsize=9)
         fig.tight_layout()
