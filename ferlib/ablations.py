@@ -452,8 +452,10 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
         rows.append({"sweep": e.sweep, "paper": e.paper, "dataset": dataset, "variant": e.variant,
                      "value": e.value, "seed": e.seed, "status": status, **run_record(run_dir),
                      "overrides": json.dumps(e.overrides, sort_keys=True), "run_dir": str(run_dir)})
-    runs = pd.DataFrame(rows)
-    table = aggregate(runs) if len(runs) else pd.DataFrame()
+    columns = ["sweep", "paper", "dataset", "variant", "value", "seed", "status", "epochs_run", "steps", "selected_on",
+               "selected_epoch", *RUN_METRICS, "overrides", "run_dir"]
+    runs = pd.DataFrame(rows, columns=columns)
+    table = aggregate(runs) if len(runs) else pd.DataFrame(columns=["sweep", "paper", "variant", "n_seeds"])
     files = []
     for sweep in sweeps:
         if not len(runs) or not (runs["sweep"] == sweep.name).any():

@@ -133,3 +133,9 @@ def test_real_paper_preset_entry(env):
     best = torch.load(run_dir / "best.pt", weights_only=True)
     assert best["recipe"]["model_kwargs"]["lam"] == 0.5
     assert A.run_entry(entry, "synthetic", epochs=1, max_steps=1, dataset_kwargs=TINY)[1] == "skipped"
+
+
+def test_grid_with_nothing_to_run(env):
+    res = A.run_grid("synthetic", {"paper": "nopaper", "name": "none", "variants": {"x": {}}})
+    assert res.runs.empty and "accuracy_selected" in res.runs and "status" in res.runs
+    assert res.files == [] and len(res.skipped) == 1 and res.skipped[0].startswith("none/x: no recipe")
