@@ -71,6 +71,16 @@ def average_gradients(params) -> None:
             p.grad.div_(world)
 
 
+@torch.no_grad()
+def broadcast_state(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank (BatchNorm running statistics drift apart
+    under DDP, since each rank updates them from its own batches; evaluation uses rank 0's, as saved)."""
+    if not is_distributed():
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src)
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

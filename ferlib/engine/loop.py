@@ -36,7 +36,7 @@ import yaml
 from ferlib.data.transforms import build_batch_transform
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import all_gather_objects, all_reduce_sum, barrier, is_distributed, rank_and_world
+from .distributed import all_gather_objects, all_reduce_sum, barrier, broadcast_state, is_distributed, rank_and_world
 from .env import environment, resolve_device, rng_state, seed_everything, set_rng_state
 from .loader import EpochSampler, ResumableSampler, batches_per_epoch, collate_uint8, make_loader, train_sampler
 from .metrics import classification_metrics
@@ -302,6 +302,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             scheduler.step()
         train_stats = all_reduce_sum({k: stats[k] for k in ("loss", "correct", "seen")}, device)
         eval_model = ema.module if ema is not None else model
+        broadcast_state(eval_model)
         result = evaluate(eval_model, val, recipe, device, tta=opts.eval_tta, max_batches=opts.max_steps,
                           progress=show, precision=precision, channels_last=channels_last)
         state["epoch"] += 1
@@ -339,7 +340,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     summary = _summarise(run_dir, sel, opts.selected_on)
     if stopped:
         summary.update(stopped=True, stopped_at_step=state["step"])
-    _print_summary(run_dir, summary, show or opts.progress is not False)
+    _print_summary(run_dir, summary)
     return summary
 
 
@@ -394,8 +395,8 @@ def _summarise(run_dir: Path, sel: str, selected_on: str = "test_selected") -> d
     return summary
 
 
-def _print_summary(run_dir: Path, summary: dict, show: bool) -> None:
-    if not show or "selected" not in summary:
+def _print_summary(run_dir: Path, summary: dict) -> None:
+    if "selected" not in summary:
         return
     last, sel, split = summary["last"], summary["selected"], summary["selected_on"]
     print(f"done: {summary['epochs_run']} epochs, {summary['steps']} steps | last epoch: acc {last['accuracy']:.4f} "
