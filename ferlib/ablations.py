@@ -390,7 +390,9 @@ def format_mean_std(mean: float, std: float, digits: int = 4) -> str:
 
 
 def plot_sweep(runs: pd.DataFrame, sweep: Sweep | str, dataset: str = "", ax=None):
-    """Bars of mean accuracy (± std over seeds) per variant, last epoch and selected epoch, seeds as dots."""
+    """Bars of mean accuracy (± std over seeds) per variant, seeds as dots: last and selected epoch on
+    the test split, or, for runs that held out a validation split, validation and test accuracy at
+    the epoch selected on validation."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -398,10 +400,16 @@ def plot_sweep(runs: pd.DataFrame, sweep: Sweep | str, dataset: str = "", ax=Non
     sub = runs[runs["sweep"] == name]
     sel_on = sub["selected_on"].dropna().unique()
     sel_label = f"selected ({', '.join(map(str, sel_on))})" if len(sel_on) else "selected"
-    long = pd.concat([
-        sub.assign(metric="last epoch", accuracy=sub["accuracy_last"]),
-        sub.assign(metric=sel_label, accuracy=sub["accuracy_selected"]),
-    ])
+    if sub["accuracy_test_at_val_selected"].notna().any():  # selected on a held-out split: show test numbers
+        long = pd.concat([
+            sub.assign(metric="validation, selected epoch", accuracy=sub["accuracy_selected"]),
+            sub.assign(metric="test, epoch selected on validation", accuracy=sub["accuracy_test_at_val_selected"]),
+        ])
+    else:
+        long = pd.concat([
+            sub.assign(metric="last epoch", accuracy=sub["accuracy_last"]),
+            sub.assign(metric=sel_label, accuracy=sub["accuracy_selected"]),
+        ])
     order = list(dict.fromkeys(sub["variant"]))
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(order) + 2), 3.6))

@@ -139,3 +139,11 @@ def test_grid_with_nothing_to_run(env):
     res = A.run_grid("synthetic", {"paper": "nopaper", "name": "none", "variants": {"x": {}}})
     assert res.runs.empty and "accuracy_selected" in res.runs and "status" in res.runs
     assert res.files == [] and len(res.skipped) == 1 and res.skipped[0].startswith("none/x: no recipe")
+
+
+def test_grid_selected_on_validation(env):
+    grid = {"paper": "baseline", "name": "val", "variants": {"card": {}}}
+    res = A.run_grid("synthetic", grid, epochs=1, max_steps=1, seeds=[0], dataset_kwargs=TINY, val_fraction=0.25)
+    row = res.runs.iloc[0]
+    assert row.selected_on == "val" and 0.0 <= row.accuracy_test_at_val_selected <= 1.0
+    assert res.table["accuracy_test_at_val_selected"].item() == f"{row.accuracy_test_at_val_selected:.4f}"
