@@ -17,13 +17,13 @@
 #
 # Each ablation is a *sweep*: one paper's recipe card for `dataset` with a few overrides (`model_kwargs`, `loss_kwargs` or any recipe field), trained once per seed through `ferlib.engine.train`. The presets reproduce the papers' ablations — EMO-Net's fusion weight λ (README: λ 0.5 / 0.6 checkpoints, 0.8 as coded), FERMam's label-smoothing term (CE + w·LSCE(ε), train.py), MMFRM's RFLoss (paper ablation: with / without; ours: off / as coded / intended, specs/mmfrm.md §5), GReFEL's loss terms (L_cls, +L_anchor, +L_center, all; anchors per class, paper §3), MFER's feature loss (none / LGM / DSF, README t-SNE figures) — and the switches between each upstream code's behaviour and the paper's apparent intent (`grid="code_vs_paper"`).
 #
-# A finished run (its `summary.json` shows the expected epochs or `max_steps` steps) is skipped; an interrupted one resumes. The defaults (EMO-Net λ on the synthetic set, one epoch, one seed) take a few minutes on a CPU; `-p grid all -p dataset rafdb -p seeds '[0, 1, 2]'` is the full study (GPU).
+# A finished run (its `summary.json` shows the expected epochs or `max_steps` steps) is skipped; an interrupted one resumes. The defaults (EMO-Net λ on the synthetic set, 30 steps per run, one seed) take about five minutes on two busy CPU cores (a whole epoch per run: `-p max_steps None`, about two minutes per run); such short runs only show that the machinery works. `-p grid all -p dataset rafdb -p epochs None -p max_steps None -p seeds '[0, 1, 2]'` is the full study (GPU).
 
 # %% tags=["parameters"]
 dataset = "synthetic"  # type: str  (synthetic, rafdb, affectnet, affectnet8, ferplus, fer2013)
 grid = "emonet_lambda"  # type: Union[str, dict, list]  (a preset, "papers", "code_vs_paper", "all", or {"paper": ..., "variants": {label: overrides}})
 epochs = 1  # type: Optional[int]  (None = the card's value)
-max_steps = None  # type: Optional[int]  (a number makes smoke runs)
+max_steps = 30  # type: Optional[int]  (steps per run; None = whole epochs)
 seeds = [0]  # type: list
 data_root = None  # type: Optional[str]  (None = data/<dataset>)
 val_fraction = None  # type: Optional[float]  (hold out a validation split and select on it instead of the test split)
