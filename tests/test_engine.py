@@ -92,3 +92,144 @@ def test_metrics_against_hand_computed():
     assert m["confusion_matrix"] == [[2, 0, 0], [1, 1, 0], [0, 1, 1]]
     # F1 per class: a 2/(2+1)*... precision a=2/3 recall 1 -> 0.8; b p=.5 r=.5 -> .5; c p=1 r=.5 -> 2/3
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+# ---- optimisers, schedules, accumulation, SAM, clipping, EMA (unit level, no training run) ----
+
+from torch import nn  # noqa: E402
+
+from ferlib.engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from ferlib.engine.step import Stepper  # noqa: E402
+from ferlib.models.registry import ModelOutput  # noqa: E402
+from ferlib.recipes import load_recipe  # noqa: E402
+
+
+class _Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return ModelOutput(self.fc(x), x, {})
+
+
+def _ce(out, y):
+    return nn.functional.cross_entropy(out.logits, y)
+
+
+def _data(n=12):
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _lrs(schedule, epochs=6, warmup=0, **kw):
+    import dataclasses
+
+    # dataclasses.replace: load_recipe treats None overrides as "keep the card's value"
+    recipe = dataclasses.replace(load_recipe("baseline", "synthetic"), lr=1.0, schedule=schedule, schedule_kwargs=kw,
+                                 warmup_epochs=warmup)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, recipe, epochs)
+    out = []
+    for _ in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_schedules_follow_their_formulas():
+    import math
+
+    assert _lrs(None) == [1.0] * 6
+    assert _lrs("exponential", gamma=0.5) == pytest.approx([0.5 ** e for e in range(6)])
+    assert _lrs("step", step_size=2, gamma=0.1) == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert _lrs("cosine") == pytest.approx([0.5 * (1 + math.cos(math.pi * e / 6)) for e in range(6)])
+    # 2 warm-up epochs at 1/3, 2/3, then the cosine over the remaining 4
+    assert _lrs("cosine", warmup=2) == pytest.approx([1 / 3, 2 / 3] + [0.5 * (1 + math.cos(math.pi * e / 4))
+                                                                        for e in range(4)])
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        _lrs("linear")
+
+
+def test_optimizers_and_sam_wrapper():
+    from ferlib.optim import SAM
+
+    p = [nn.Parameter(torch.zeros(2))]
+    for name, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
+        opt = build_optimizer(p, load_recipe("baseline", "synthetic", optimizer=name, lr=0.1, weight_decay=0.01))
+        assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["weight_decay"] == 0.01
+    sam = build_optimizer(p, load_recipe("baseline", "synthetic", sam=True, sam_rho=0.1))
+    assert isinstance(sam, SAM) and type(sam.base_optimizer) is torch.optim.Adam and sam.param_groups[0]["rho"] == 0.1
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        build_optimizer(p, load_recipe("baseline", "synthetic", optimizer="lamb"))
+
+
+def _train_linear(sizes_per_update, accumulate, sam=False, grad_clip=None, ema=None, lr=0.3):
+    """Weights after updates whose micro-batch sizes are ``sizes_per_update`` (list of lists)."""
+    from ferlib.optim import SAM
+
+    model = _Linear()
+    x, y = _data(sum(map(sum, sizes_per_update)))
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=lr) if sam else torch.optim.SGD(model.parameters(), lr=lr)
+    avg = None
+    if ema is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        avg = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True)
+    micro = max(max(s) for s in sizes_per_update)
+    st = Stepper(model, _ce, opt, list(model.parameters()), [], torch.device("cpu"), "fp32", accumulate, micro,
+                 grad_clip, avg, model)
+    i, history = 0, []
+    for group in sizes_per_update:
+        for j, n in enumerate(group):
+            _, _, updated = st.micro(x[i:i + n], y[i:i + n], boundary=j == len(group) - 1)
+            assert updated == (j == len(group) - 1)
+            i += n
+        history.append(model.fc.weight.detach().clone())
+    return model, history, avg
+
+
+def test_accumulation_gives_the_big_batch_update():
+    big, _, _ = _train_linear([[8], [8], [6]], accumulate=1)
+    acc, _, _ = _train_linear([[4, 4], [4, 4], [4, 2]], accumulate=2)  # last group short: 6 images
+    torch.testing.assert_close(acc.fc.weight, big.fc.weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(acc.fc.bias, big.fc.bias, rtol=1e-5, atol=1e-6)
+    one, _, _ = _train_linear([[4], [4], [4], [4], [4], [2]], accumulate=1)
+    assert not torch.allclose(one.fc.weight, big.fc.weight)  # updating per micro-batch is different
+
+
+def test_sam_with_accumulation_is_sam_on_the_big_batch():
+    big, _, _ = _train_linear([[8], [8]], accumulate=1, sam=True)
+    acc, _, _ = _train_linear([[4, 4], [4, 4]], accumulate=2, sam=True)
+    plain, _, _ = _train_linear([[8], [8]], accumulate=1, sam=False)
+    torch.testing.assert_close(acc.fc.weight, big.fc.weight, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(big.fc.weight, plain.fc.weight)
+
+
+def test_grad_clip_bounds_the_sgd_step():
+    before = _Linear().fc.weight.detach().clone()
+    clipped, _, _ = _train_linear([[8]], accumulate=1, grad_clip=1e-3, lr=1.0)
+    free, _, _ = _train_linear([[8]], accumulate=1, lr=1.0)
+    bias0 = _Linear().fc.bias.detach()
+    step = torch.cat([(clipped.fc.weight - before).flatten(), (clipped.fc.bias - bias0).flatten()])
+    assert float(step.norm()) == pytest.approx(1e-3, rel=1e-4)  # lr 1 × gradient clipped to norm 1e-3
+    assert (free.fc.weight - before).norm() > 1e-2
+
+
+def test_ema_is_updated_once_per_optimizer_step():
+    model, hist, avg = _train_linear([[4, 4], [4, 4], [4, 4]], accumulate=2, ema=0.5)
+    expected = hist[0]
+    for w in hist[1:]:
+        expected = 0.5 * expected + 0.5 * w
+    torch.testing.assert_close(avg.module.fc.weight, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_sam_with_fp16_is_refused():
+    from ferlib.optim import SAM
+
+    model = _Linear()
+    with pytest.raises(ValueError, match="SAM with fp16"):
+        Stepper(model, _ce, SAM(model.parameters(), torch.optim.SGD, lr=0.1), list(model.parameters()), [],
+                torch.device("cpu"), "fp16")
