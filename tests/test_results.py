@@ -190,6 +190,7 @@ def test_figures_from_fabricated_runs(tmp_path, monkeypatch):
     fake_run(r, "e", paper="emonet", targets=np.arange(21) % 7)
     for fl, seed in ((None, 0), ("lgm", 0), ("dsf", 0), ("lgm", 1)):
         fake_run(r, f"mfer_{fl}_{seed}", paper="mfer", seed=seed, overrides={"loss_kwargs": {"feature_loss": fl}})
+    (fake_run(r, "interrupted", paper="mmfrm") / "predictions.npz").unlink()   # cannot be drawn: left out
     panels = figures.mfer_feature_loss_runs(r)
     assert list(panels) == ["without feature loss", "with LGM loss", "with DSF loss (our approximation)"]
     assert panels["with LGM loss"].name == "mfer_lgm_0"

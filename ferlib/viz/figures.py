@@ -188,6 +188,8 @@ def make_figures(runs_dir=None, out_dir=None, tsne: bool = True, curves: bool = 
         rows.append({"kind": kind, "paper": paper, "dataset": dataset, "run": run,
                      "png": str(files[0]), "svg": str(files[1])})
 
+    if not runs.empty:  # runs written by an older engine without a recipe or predictions cannot be drawn
+        runs = runs[runs["paper"].notna() & runs["run_dir"].map(lambda d: (Path(d) / "predictions.npz").exists())]
     if runs.empty:
         return pd.DataFrame(rows, columns=["kind", "paper", "dataset", "run", "png", "svg"])
     reps = representative_runs(runs)
