@@ -99,6 +99,7 @@ def test_aggregate_mean_std_exact():
     assert "accuracy_test_at_val_selected" not in t              # absent metrics are left out
 
 
+@pytest.mark.slow
 def test_grid_runs_skips_complete_and_reruns_changed(env):
     kw = dict(epochs=1, max_steps=1, seeds=[0], dataset_kwargs=TINY)
     first = A.run_grid("synthetic", LS_GRID, **kw)
@@ -123,6 +124,7 @@ def test_grid_runs_skips_complete_and_reruns_changed(env):
     assert "label_smoothing: 0.2" in cfg
 
 
+@pytest.mark.slow
 def test_real_paper_preset_entry(env):
     """One EMO-Net λ entry of the preset, one step: the override reaches the model."""
     import torch
@@ -141,6 +143,7 @@ def test_grid_with_nothing_to_run(env):
     assert res.files == [] and len(res.skipped) == 1 and res.skipped[0].startswith("none/x: no recipe")
 
 
+@pytest.mark.slow
 def test_grid_selected_on_validation(env):
     grid = {"paper": "baseline", "name": "val", "variants": {"card": {}}}
     res = A.run_grid("synthetic", grid, epochs=1, max_steps=1, seeds=[0], dataset_kwargs=TINY, val_fraction=0.25)
