@@ -256,8 +256,8 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
         if hasattr(loss, "set_epoch"):
             loss.set_epoch(epoch)
         net.train()
-        stats = state["epoch_stats"]
-        t0 = time.time() - stats["time_s"]
+        meter = _EpochMeter(state["epoch_stats"], device)
+        t0 = time.time() - meter.time_s
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not show,
                    initial=state["batch_in_epoch"], total=n_batches)
         for x, y in bar:
@@ -268,20 +268,15 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             b = state["batch_in_epoch"]
             boundary = (b + 1) % stepper.k == 0 or b + 1 == n_batches
             value, out, updated = stepper.micro(x, y, boundary)
-            value = float(value)
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"loss is {value} at epoch {epoch + 1}, step {state['step']} (batch {b} "
-                    f"of the epoch, {len(y)} images); lower the learning rate or check the data")
+            # checks the previous batch's loss: the device keeps one step queued instead of syncing every step
+            meter.add(value, out.logits, y, (epoch + 1, state["step"], b))
             state["batch_in_epoch"] += 1
-            stats["seen"] += len(y)
-            stats["loss"] += value * len(y)
-            stats["correct"] += int((out.logits.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum())
-            bar.set_postfix(loss=f"{stats['loss'] / stats['seen']:.4f}", acc=f"{stats['correct'] / stats['seen']:.3f}")
+            if show and (b % 10 == 0 or b + 1 == n_batches):
+                bar.set_postfix(**meter.postfix())
             if not updated:
                 continue
             state["step"] += 1
-            stats["time_s"] = time.time() - t0
+            meter.time_s = time.time() - t0
             if opts.max_steps is not None and state["step"] >= opts.max_steps:
                 done = True
                 break
@@ -289,7 +284,9 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
                 stopped = True
                 break
             if opts.checkpoint_every_steps and state["step"] % opts.checkpoint_every_steps == 0:
+                state["epoch_stats"] = meter.as_dict()
                 checkpoint(run_dir / "last.pt")
+        state["epoch_stats"] = stats = meter.as_dict()
         bar.close()
         if stopped:
             checkpoint(run_dir / "last.pt")
@@ -342,6 +339,47 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
         summary.update(stopped=True, stopped_at_step=state["step"])
     _print_summary(run_dir, summary)
     return summary
+
+
+class _EpochMeter:
+    """Loss sum, correct count and images of the epoch so far, summed on the device (no per-step sync).
+
+    The finiteness of each batch's loss is checked when the next batch has been queued (or at
+    :meth:`as_dict`), and a non-finite loss raises ``FloatingPointError`` naming its epoch, step and batch.
+    """
+
+    def __init__(self, stats: dict, device: torch.device):
+        dt = torch.float64 if device.type != "mps" else torch.float32
+        self.loss = torch.tensor(float(stats["loss"]), dtype=dt, device=device)
+        self.correct = torch.tensor(int(stats["correct"]), dtype=torch.int64, device=device)
+        self.seen, self.time_s, self.pending = int(stats["seen"]), float(stats["time_s"]), None
+
+    def add(self, value: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, where: tuple) -> None:
+        self._check()
+        n = int(y.shape[0])
+        self.loss += value.to(self.loss.dtype) * n
+        self.correct += (logits.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()
+        self.seen += n
+        self.pending = (value, where, n)
+
+    def _check(self) -> None:
+        if self.pending is None:
+            return
+        value, (epoch, step, batch), n = self.pending
+        self.pending = None
+        v = float(value)
+        if not math.isfinite(v):
+            raise FloatingPointError(
+                f"loss is {v} at epoch {epoch}, step {step} (batch {batch} of the epoch, {n} images); "
+                f"lower the learning rate or check the data")
+
+    def postfix(self) -> dict:
+        seen = max(1, self.seen)
+        return {"loss": f"{float(self.loss) / seen:.4f}", "acc": f"{int(self.correct) / seen:.3f}"}
+
+    def as_dict(self) -> dict:
+        self._check()
+        return {"loss": float(self.loss), "correct": int(self.correct), "seen": self.seen, "time_s": self.time_s}
 
 
 def _truncate_metrics(path: Path, epochs: int) -> None:
