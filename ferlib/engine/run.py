@@ -145,7 +145,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     checkpoint_every_steps, deterministic, ema, …). Under ``torchrun`` the process group is joined here;
     every rank returns the run, only rank 0 writes.
     """
-    from .distributed import barrier, init_distributed, rank_and_world
+    from .distributed import all_gather_objects, barrier, init_distributed, rank_and_world
 
     init_distributed(device)  # torchrun: join the process group (no-op for one process)
     rank, _ = rank_and_world()
@@ -160,6 +160,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
         train_ds, select_ds = holdout(train_ds, val_fraction, seed)
     if run_dir is None:
         run_dir = results_dir() / "runs" / (run_name or f"{paper}_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = all_gather_objects(run_dir)[0]  # every rank uses rank 0's time stamp
     seed_everything(seed)  # the initial weights depend on the seed too
     model = create_model(recipe.model, num_classes=recipe.num_classes, pretrained=pretrained, **recipe.model_kwargs)
     loss = build_loss(recipe)
