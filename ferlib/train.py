@@ -97,8 +97,11 @@ def main(argv=None) -> int:
 
     overrides = parse_set(args.set)
     paper = args.recipe or args.model
-    from ferlib.recipes import load_card
+    from ferlib.recipes import list_recipes, load_card
 
+    if paper not in list_recipes():
+        raise SystemExit(f"no recipe card named {paper!r} (ferlib/recipes/{paper}.yaml); pass --recipe, one of "
+                         f"{list_recipes()}")
     if load_card(paper)["model"] != args.model:
         overrides.setdefault("model", args.model)
     fit_options = {"precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,

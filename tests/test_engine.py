@@ -25,12 +25,17 @@ def test_run_dir_holds_every_file_of_the_contract(syn_root, tmp_path):
         assert (d / name).is_file(), name
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     assert cfg["recipe"]["paper"] == "baseline" and cfg["environment"]["torch"] == torch.__version__
+    assert cfg["environment"]["device"] == "cpu" and "git_commit" in cfg["environment"]
+    assert cfg["resolved"] == {"precision": "fp32", "channels_last": False, "world_size": 1, "effective_batch_size": 16}
+    assert cfg["data"]["eval"]["selected_on"] == "test_selected"
     rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 6
     with np.load(d / "predictions.npz") as z:
         assert z["logits"].shape == (24, 7) and z["features"].shape == (24, 64) and z["targets"].shape == (24,)
         assert list(z["classes"]) == ["surprise", "fear", "disgust", "happy", "sad", "anger", "neutral"]
     assert run.summary["selected_on"] == "test_selected"
+    assert run.summary["test_selected"] == run.metrics and run.summary["test_last"]["accuracy"] == rows[-1]["eval_accuracy"]
+    assert {r["selected_on"] for r in rows} == {"test_selected"} and {r["eval_split"] for r in rows} == {"test"}
 
 
 def test_checkpoint_reloads_to_the_same_predictions(syn_root, tmp_path):
@@ -58,7 +63,7 @@ def test_resume_equals_uninterrupted(syn_root, tmp_path):
 def test_validation_holdout_is_labelled(syn_root, tmp_path):
     run = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "v", epochs=1,
                 val_fraction=0.25, **TINY)
-    assert run.summary["selected_on"] == "val"
+    assert run.summary["selected_on"] == "val" and "val_selected" in run.summary and "test_selected" not in run.summary
     assert run.summary["test_at_val_selected"]["n"] == 24
 
 
