@@ -84,7 +84,7 @@ class LivePlot:
         axes[1].legend(loc="lower right", fontsize=8)
         for ax in axes:
             ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
             ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
             ax.grid(alpha=0.3)
         fig.suptitle(f"{self.title + ' — ' if self.title else ''}{self.summary()}", fontsize=9)

@@ -38,6 +38,7 @@ from ferlib.data import load_dataset
 from ferlib.engine import train
 from ferlib.engine.baselines import pixel_logistic_regression
 from ferlib.viz import plot_confusion, plot_curves, plot_samples, plot_tsne
+from ferlib.viz.live import LivePlot
 
 train_ds = load_dataset(dataset, data_root, "train")
 test_ds = load_dataset(dataset, data_root, "test")
@@ -57,11 +58,12 @@ print(f"logistic regression on raw pixels: {pixel_acc:.3f} test accuracy")
 
 # %% [markdown]
 # ## Train
-# One engine for every paper: the recipe card says what to train, the engine how.
+# One engine for every paper: the recipe card says what to train, the engine how. The progress bar and the curves (loss, accuracy per epoch) update while it trains.
 
 # %%
 run = train(model, dataset, data_root=data_root, run_name=run_name, epochs=epochs, batch_size=batch_size,
-            device=device, max_steps=max_steps, seed=seed, resume=False)
+            device=device, max_steps=max_steps, seed=seed, resume=False,
+            callbacks=[LivePlot(title=model)])
 run
 
 # %% [markdown]
