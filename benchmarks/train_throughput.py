@@ -5,8 +5,8 @@
     contiguous (NCHW) tensors, a plain forward / cross-entropy / backward / Adam step;
 (b) ferlib: images decoded once into the uint8 cache, batches gathered from the memmap
     (``ferlib.engine.loader``), flip + normalisation on the whole batch on the training device, the
-    engine's :class:`~ferlib.engine.step.Stepper`; channels_last, plus bf16 autocast and ``torch.compile``
-    on GPU (``--no-compile`` to skip).
+    engine's :class:`~ferlib.engine.step.Stepper`, channels_last; on GPU also bf16 autocast and
+    ``torch.compile`` (``--no-compile`` to skip; ``--compile`` on CPU, where compiling takes minutes).
 
 The timed steps of (a) and (b) alternate (a, b, a, b, …) so that a machine shared with other work slows
 both alike; the reported rate is images / median step time (data loading included). Peak memory: CUDA
@@ -206,7 +206,8 @@ def main(argv=None) -> dict:
     p.add_argument("--root", default=None, help="synthetic data folder (default data/synthetic)")
     p.add_argument("--cache-dir", default=None, help="cache folder (default data/cache)")
     p.add_argument("--infer-batches", default=None, help="inference batch sizes (default 1,256 on GPU, 1,32 on CPU)")
-    p.add_argument("--no-compile", action="store_true", help="GPU: skip torch.compile in (b)")
+    p.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
+                   help="torch.compile the model in (b) (default: on GPU only; on CPU compiling takes minutes per model)")
     p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
                    help="(b) channels_last (default: on)")
     p.add_argument("--profile", default=None, action=argparse.BooleanOptionalAction,
@@ -228,7 +229,7 @@ def main(argv=None) -> dict:
     infer = [int(b) for b in (a.infer_batches or ("1,256" if gpu else "1,32")).split(",")]
     channels_last = True if a.channels_last is None else a.channels_last
     precision = "bf16" if gpu else "fp32"
-    compile_ = gpu and not a.no_compile
+    compile_ = gpu if a.compile is None else a.compile
 
     files = load_dataset("synthetic", a.root, "train", progress=False)
     t0 = time.perf_counter()
