@@ -298,7 +298,7 @@ def save_and_read(page, lab: Lab, name: str):
     return nbformat.read(path, as_version=4)
 
 
-def test_quickstart_run_all_in_jupyterlab(lab, page):
+def test_quickstart_run_all_in_jupyterlab(page, lab):
     t0 = time.monotonic()
     open_notebook(page, lab, "00_quickstart")
     page.evaluate(WATCH_PROGRESS_JS)
@@ -339,7 +339,7 @@ def test_quickstart_run_all_in_jupyterlab(lab, page):
     print(f"\nquickstart through the UI: {elapsed:.0f}s")
 
 
-def test_explore_data_widget_responds(lab, page):
+def test_explore_data_widget_responds(page, lab):
     t0 = time.monotonic()
     open_notebook(page, lab, "02_explore_data")
     snap = run_all(page, lab, "02_explore_data", EXPLORE_S)
