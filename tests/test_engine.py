@@ -238,3 +238,30 @@ def test_sam_with_fp16_is_refused():
     with pytest.raises(ValueError, match="SAM with fp16"):
         Stepper(model, _ce, SAM(model.parameters(), torch.optim.SGD, lr=0.1), list(model.parameters()), [],
                 torch.device("cpu"), "fp16")
+
+
+def test_cached_batches_equal_the_per_image_path(syn_root, tmp_path):
+    """The uint8-cache loader (one memmap gather per batch) yields the images and targets of the per-image
+    loader, in the sampler's order, also through a Subset (the validation hold-out)."""
+    from torch.utils.data import Subset
+
+    from ferlib.data import load_dataset
+    from ferlib.engine import EpochSampler
+    from ferlib.engine.loader import CachedBatches, make_loader
+
+    kw = dict(n_train=48, n_test=24, progress=False)
+    files = load_dataset("synthetic", syn_root, "train", **kw)
+    side = int(files[0][0].shape[-1])  # cache at the native size: no resize, bytes must match
+    cached = load_dataset("synthetic", syn_root, "train", cache=tmp_path / "c", cache_size=side, **kw)
+    sampler = EpochSampler(len(files), seed=4)
+    sampler.set_epoch(1, start=5)
+    fast, slow = make_loader(cached, 16, sampler), make_loader(files, 16, sampler)
+    assert isinstance(fast.dataset, CachedBatches) and not isinstance(slow.dataset, CachedBatches)
+    pairs = list(zip(fast, slow))
+    assert len(pairs) == 3 and [len(y) for (_, y), _ in pairs] == [16, 16, 11]
+    for (xa, ya), (xb, yb) in pairs:
+        assert xa.dtype == torch.uint8 and torch.equal(xa, xb) and torch.equal(ya, yb)
+    sub_c, sub_f = Subset(cached, [3, 1, 40]), Subset(files, [3, 1, 40])
+    (xa, ya), = make_loader(sub_c, 8)
+    (xb, yb), = make_loader(sub_f, 8)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
