@@ -317,7 +317,7 @@ def test_quickstart_run_all_in_jupyterlab(page, lab):
     snap = run_all(page, lab, "00_quickstart", QUICKSTART_S, watch=watch)
     elapsed = time.monotonic() - t0
     saw_progress = page.evaluate("() => window.__ferlibSawProgress === true")
-    assert not errors(snap), f"error outputs in the quickstart:\n" + "\n---\n".join(errors(snap))
+    assert not errors(snap), "error outputs in the quickstart:\n" + "\n---\n".join(errors(snap))
     assert all(re.search(r"\[\d+\]", c["prompt"]) for c in snap), [c["prompt"] for c in snap]
     assert saw_progress, "no tqdm notebook progress bar (ipywidgets) was ever shown"
 
