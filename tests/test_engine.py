@@ -219,7 +219,7 @@ def test_grad_clip_bounds_the_sgd_step():
     free, _, _ = _train_linear([[8]], accumulate=1, lr=1.0)
     bias0 = _Linear().fc.bias.detach()
     step = torch.cat([(clipped.fc.weight - before).flatten(), (clipped.fc.bias - bias0).flatten()])
-    assert float(step.norm()) == pytest.approx(1e-3, rel=1e-4)  # lr 1 × gradient clipped to norm 1e-3
+    assert float(step.detach().norm()) == pytest.approx(1e-3, rel=1e-4)  # lr 1 × gradient clipped to norm 1e-3
     assert (free.fc.weight - before).norm() > 1e-2
 
 
