@@ -42,6 +42,7 @@ from ferlib.data.labels import paper_order
 from ferlib.engine import train
 from ferlib.models import create_model
 from ferlib.recipes import load_recipe
+from ferlib.viz.live import LivePlot
 from ferlib.viz import plot_confusion, plot_curves
 
 model_kwargs = {"scan_backend": scan_backend, "pretrained_backbones": pretrained is True}
@@ -66,7 +67,7 @@ del model
 # One engine call: the card's recipe, SAM's two passes per batch, evaluation on the test split after every epoch (the authors select the best epoch on it).
 
 # %%
-run = train("fermam", dataset, data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
+run = train("fermam", dataset, callbacks=[LivePlot(title="fermam")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
             batch_size=batch_size, device=device, max_steps=max_steps, seed=seed,
             pretrained=pretrained if isinstance(pretrained, str) else False, resume=False, model_kwargs=model_kwargs)
 run

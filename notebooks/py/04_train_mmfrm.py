@@ -38,6 +38,7 @@ rfloss = None  # type: Optional[str]  (off, as_coded, intended; None = the card'
 from ferlib.engine import train
 from ferlib.models import create_model
 from ferlib.recipes import load_recipe
+from ferlib.viz.live import LivePlot
 from ferlib.viz import plot_confusion, plot_curves
 
 loss_kwargs = None if rfloss is None else {"variant": rfloss}
@@ -61,7 +62,7 @@ print(f"expression network {sum(p.numel() for p in model.network.parameters()):,
 # One engine call; the loss's `set_epoch` switches RFLoss on at the card's epoch.
 
 # %%
-run = train("mmfrm", dataset, data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
+run = train("mmfrm", dataset, callbacks=[LivePlot(title="mmfrm")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
             batch_size=batch_size, device=device, max_steps=max_steps, seed=seed, pretrained=pretrained,
             resume=False, loss_kwargs=loss_kwargs, model_kwargs=None)
 run

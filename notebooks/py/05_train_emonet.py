@@ -38,6 +38,7 @@ lam = None  # type: Optional[float]  (shortcut weight λ: 0.8 as coded; None = t
 from ferlib.engine import train
 from ferlib.models import create_model
 from ferlib.recipes import load_recipe
+from ferlib.viz.live import LivePlot
 from ferlib.viz import plot_confusion, plot_curves
 
 model_kwargs = None if lam is None else {"lam": lam}
@@ -59,7 +60,7 @@ print(f"λ = {model.lam}, {sum(p.numel() for p in model.parameters()):,} paramet
 # One engine call with the card's recipe and the chosen λ.
 
 # %%
-run = train("emonet", dataset, data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
+run = train("emonet", dataset, callbacks=[LivePlot(title="emonet")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
             batch_size=batch_size, device=device, max_steps=max_steps, seed=seed, pretrained=pretrained,
             resume=False, model_kwargs=model_kwargs, loss_kwargs=None)
 run

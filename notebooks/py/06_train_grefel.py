@@ -42,6 +42,7 @@ num_anchors = 10  # type: int  (anchors per class)
 from ferlib.engine import train
 from ferlib.models import create_model
 from ferlib.recipes import load_recipe
+from ferlib.viz.live import LivePlot
 from ferlib.viz import plot_confusion, plot_curves
 
 model_kwargs = {"num_anchors": num_anchors}
@@ -67,7 +68,7 @@ print(f"{model.variant}: {total:,} parameters, {trainable:,} trainable, anchors 
 # One engine call with the card's recipe, the chosen loss weights and number of anchors.
 
 # %%
-run = train("grefel", dataset, data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
+run = train("grefel", dataset, callbacks=[LivePlot(title="grefel")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
             batch_size=batch_size, device=device, max_steps=max_steps, seed=seed, pretrained=pretrained,
             resume=False, model_kwargs=model_kwargs, loss_kwargs=loss_kwargs)
 run

@@ -41,6 +41,7 @@ feature_loss_weight = None  # type: Optional[float]  (None = the card's 1.0, unw
 from ferlib.engine import train
 from ferlib.models import create_model
 from ferlib.recipes import load_recipe
+from ferlib.viz.live import LivePlot
 from ferlib.viz import plot_confusion, plot_curves, plot_tsne
 
 loss_kwargs = {k: v for k, v in {"feature_loss": feature_loss, "feature_loss_weight": feature_loss_weight}.items() if v is not None}
@@ -64,7 +65,7 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; feature width
 # One engine call with the card's recipe and the chosen feature loss.
 
 # %%
-run = train("mfer", dataset, data_root=data_root, run_name=run_name.format(dataset=dataset, feature_loss=feature_loss or "none"),
+run = train("mfer", dataset, callbacks=[LivePlot(title="mfer")], data_root=data_root, run_name=run_name.format(dataset=dataset, feature_loss=feature_loss or "none"),
             epochs=epochs, batch_size=batch_size, device=device, max_steps=max_steps, seed=seed,
             pretrained=pretrained, resume=False, loss_kwargs=loss_kwargs)
 run
