@@ -20,32 +20,14 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
-from torchvision import transforms as T
 
 from ferlib.data import load_dataset
 from ferlib.data.transforms import build_batch_transform
 from ferlib.paths import results_dir
 from ferlib.recipes import Recipe
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class PILFolder(Dataset):
-    """The authors' loader: open the JPEG every time, per-sample torchvision transforms."""
-
-    def __init__(self, paths, targets, size):
-        self.paths, self.targets = list(paths), list(targets)
-        self.tf = T.Compose([T.Resize((size, size)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        with Image.open(self.paths[i]) as im:
-            img = im.convert("RGB")
-        return self.tf(img), self.targets[i]
+from authors_pipeline import MEAN, STD, PILFolder  # noqa: E402  (sibling script module)
 
 
 class CacheBatches(Dataset):

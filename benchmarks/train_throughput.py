@@ -31,28 +31,10 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
+from torch.utils.data import DataLoader
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from authors_pipeline import MEAN, STD, PILFolder  # noqa: E402  (sibling script module)
 PAPER_MODELS = ("emonet", "baseline", "fermam", "mmfrm", "grefel", "mfer")
-
-
-class PILFolder(Dataset):
-    """The authors' loader: open the JPEG at every access, per-sample torchvision transforms."""
-
-    def __init__(self, paths, targets, size: int):
-        self.paths, self.targets = list(paths), [int(t) for t in targets]
-        self.tf = T.Compose([T.Resize((size, size)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        with Image.open(self.paths[i]) as im:
-            img = im.convert("RGB")
-        return self.tf(img), self.targets[i]
 
 
 def rss_mb() -> float:

@@ -94,26 +94,32 @@ def _csv(root: Path, split: str, num_classes: int, check: str, transform, crop_m
     return ds
 
 
+def _read_pairs(lst: Path, split: str, n_codes: int, form: str, fix: str) -> list[tuple[str, int]]:
+    """``[(name, code)]`` from a space-separated ``<name> <code>`` list; codes must lie in 0..n_codes-1."""
+    rows = []
+    for n, line in enumerate(lst.read_text(encoding="utf-8-sig").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise DatasetFormatError(f"expected {form}, got {line!r}.", path=lst, line=n, fix=fix)
+        code = int(parts[1])
+        if code >= n_codes:
+            raise DatasetFormatError(f"code {code} is outside 0..{n_codes - 1}.", path=lst, line=n, fix=fix)
+        rows.append((parts[0], code))
+    if not rows:
+        raise DatasetFormatError(f"empty split {split!r}.", path=lst, fix=fix)
+    return rows
+
+
 def _fermam7(root: Path, split: str, check: str, transform):
     folder = root / ("train_set" if split == "train" else "valid_set")
     lst = folder / ("train_annotations_7class.txt" if split == "train" else "valid_annotations_7class.txt")
     fix = "FERMam's 7-class list holds '<file name> <code 0..6>' per line."
     if not lst.is_file():
         raise DatasetFormatError("FERMam 7-class annotation list not found.", path=lst, fix=fix)
-    paths, targets = [], []
-    for n, line in enumerate(lst.read_text(encoding="utf-8-sig").splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise DatasetFormatError(f"expected '<file> <code>', got {line!r}.", path=lst, line=n, fix=fix)
-        code = int(parts[1])
-        if code > 6:
-            raise DatasetFormatError(f"code {code} is outside 0..6.", path=lst, line=n, fix=fix)
-        paths.append(folder / "images" / parts[0])
-        targets.append(code)
-    if not paths:
-        raise DatasetFormatError(f"empty split {split!r}.", path=lst, fix=fix)
+    rows = _read_pairs(lst, split, 7, "'<file> <code>'", fix)
+    paths, targets = [folder / "images" / name for name, _ in rows], [code for _, code in rows]
     report = SkipReport()
     keep = decodable_indices(paths, report, check)
     ds = FERDataset([paths[i] for i in keep], [targets[i] for i in keep], LABEL_SETS["affectnet"], root, split,
@@ -128,19 +134,8 @@ def _list(root: Path, split: str, list_file, num_classes: int, check: str, trans
     fix = "an EMO-Net AffectNet list holds '<subdir>/<file> <label>' per line."
     if not lst.is_file():
         raise DatasetFormatError("AffectNet list file not found.", path=lst, fix=fix)
-    paths, targets = [], []
-    for n, line in enumerate(lst.read_text(encoding="utf-8-sig").splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise DatasetFormatError(f"expected '<subdir>/<file> <label>', got {line!r}.", path=lst, line=n, fix=fix)
-        if int(parts[1]) >= num_classes:
-            raise DatasetFormatError(f"label {parts[1]} is outside 0..{num_classes - 1}.", path=lst, line=n, fix=fix)
-        paths.append(root / IMAGES / parts[0])
-        targets.append(int(parts[1]))
-    if not paths:
-        raise DatasetFormatError(f"empty split {split!r}.", path=lst, fix=fix)
+    rows = _read_pairs(lst, split, num_classes, "'<subdir>/<file> <label>'", fix)
+    paths, targets = [root / IMAGES / name for name, _ in rows], [code for _, code in rows]
     report = SkipReport()
     keep = decodable_indices(paths, report, check)
     ls = LABEL_SETS["affectnet8" if num_classes == 8 else "emonet_affectnet7"]
