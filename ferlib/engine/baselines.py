@@ -15,7 +15,7 @@ def _pixels(dataset, size: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def pixel_logistic_regression(train, test, size: int = 32, max_iter: int = 300) -> float:
+def pixel_logistic_regression(train, test, size: int = 24, max_iter: int = 200) -> float:
     """Test accuracy of a logistic regression on raw (resized, standardised) pixels."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
