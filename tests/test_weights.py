@@ -293,3 +293,11 @@ def test_nothing_matching_fails_loudly(tmp_path):
     torch.save(MobileFaceNet((112, 112), 136).state_dict(), path)
     with pytest.raises(KeyMismatchError, match="no key of the checkpoint matches"):
         load_pretrained(IR50(num_stages=3), path, strict=False)
+
+
+def test_readme_weights_table_is_the_generated_one():
+    """data/README.md carries the registry's table verbatim: regenerate it when the registry changes."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "data" / "README.md").read_text()
+    assert weights_table_markdown().strip() in readme
