@@ -6,6 +6,8 @@ import numpy as np
 import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
+from ferlib.engine.metrics import hard_targets
+
 from .io import load_predictions, save_figure
 
 
@@ -31,7 +33,7 @@ def plot_confusion(run_dir=None, *, logits=None, targets=None, classes=None, ord
         logits, targets, classes = p["logits"], p["targets"], [str(c) for c in p["classes"]]
     classes = list(classes)
     targets = np.asarray(targets)
-    y_true = targets.argmax(1) if targets.ndim == 2 else targets
+    y_true = hard_targets(targets)
     idx = None
     if order is not None:
         idx = [classes.index(o) if isinstance(o, str) else int(o) for o in order]

@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
+
+from ferlib.engine.metrics import hard_targets
 
 from .confusion import plot_confusion
 from .curves import plot_curves
@@ -62,7 +63,7 @@ def confusion_in_paper_order(run_dir, out_dir=None) -> tuple[plt.Figure, list[Pa
     p = load_predictions(run_dir)
     classes = [str(c) for c in p["classes"]]
     order = class_order(info["paper"], info["dataset"], classes)
-    acc = float((p["logits"].argmax(1) == _hard(p["targets"])).mean())
+    acc = float((p["logits"].argmax(1) == hard_targets(p["targets"])).mean())
     sel = "epoch chosen on the test split" if info["selected_on"] == "test_selected" else "epoch chosen on validation"
     title = f"{info['paper']} on {info['dataset']}: accuracy {acc:.3f}\n({sel}; {info['paper']}'s class order)"
     path = Path(out_dir or default_figures_dir()) / _stem("confusion", info)
@@ -166,9 +167,6 @@ def ensure_minimal_runs(runs_dir=None, dataset: str = "synthetic", max_steps: in
     return out
 
 
-def _hard(targets) -> np.ndarray:
-    t = np.asarray(targets)
-    return t.argmax(1) if t.ndim == 2 else t
 
 
 def make_figures(runs_dir=None, out_dir=None, tsne: bool = True, curves: bool = True, confusion: bool = True,

@@ -7,6 +7,8 @@ import seaborn as sns
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
+from ferlib.engine.metrics import hard_targets
+
 from .io import load_predictions, save_figure
 
 
@@ -31,7 +33,7 @@ def plot_tsne(run_dir=None, *, features=None, targets=None, classes=None, title:
         p = load_predictions(run_dir)
         features, targets, classes = p["features"], p["targets"], [str(c) for c in p["classes"]]
     targets = np.asarray(targets)
-    y = targets.argmax(1) if targets.ndim == 2 else targets
+    y = hard_targets(targets)
     emb, idx = tsne_embedding(features, seed, max_points)
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 5))

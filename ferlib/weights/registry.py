@@ -225,51 +225,24 @@ _EMONET_NOTE = ("Plain state_dict of MobileNetV2(num_classes={n}) (emonet_keys.t
                 "with shortcut weight λ = {lam} (the code hard-codes 0.8): build the model with "
                 "lam={lam}. Eval transform: Resize 256 → CenterCrop 224.")
 
-register_weights(WeightsEntry(
-    name="emonet_rafdb_lam0.5",
-    filename="RAFDB_a_0.5_0.913.pth",
-    produced_by="EMO-Net authors, RAF-DB training (README row λ 0.5)",
-    source=_EMONET_SRC.format("RAFDB_a_0.5_0.913.pth"),
-    categories=_RAF,
-    model_kwargs={"num_classes": 7, "lam": 0.5},
-    metrics={"rafdb": 91.30},
-    notes=_EMONET_NOTE.format(n=7, lam=0.5),
-    **_EMONET_COMMON,
-))
-register_weights(WeightsEntry(
-    name="emonet_rafdb_lam0.6",
-    filename="rafdb_a_0.6_0.915.pth",
-    produced_by="EMO-Net authors, RAF-DB training (README row λ 0.6)",
-    source=_EMONET_SRC.format("rafdb_a_0.6_0.915.pth"),
-    categories=_RAF,
-    model_kwargs={"num_classes": 7, "lam": 0.6},
-    metrics={"rafdb": 91.52},
-    notes=_EMONET_NOTE.format(n=7, lam=0.6),
-    **_EMONET_COMMON,
-))
-register_weights(WeightsEntry(
-    name="emonet_affectnet7_lam0.6",
-    filename="affectNet7_a_0.6_0.65457.pth",
-    produced_by="EMO-Net authors, AffectNet 7-class training",
-    source=_EMONET_SRC.format("affectNet7_a_0.6_0.65457.pth"),
-    categories=_AFFECTNET7,
-    model_kwargs={"num_classes": 7, "lam": 0.6},
-    metrics={"affectnet": 65.456},
-    notes=_EMONET_NOTE.format(n=7, lam=0.6) + " Classes in AffectNet's native order.",
-    **_EMONET_COMMON,
-))
-register_weights(WeightsEntry(
-    name="emonet_affectnet8_lam0.6",
-    filename="affectNet8_a_0.6_0.6208.pth",
-    produced_by="EMO-Net authors, AffectNet 8-class training",
-    source=_EMONET_SRC.format("affectNet8_a_0.6_0.6208.pth"),
-    categories=_RAF_PLUS_CONTEMPT,
-    model_kwargs={"num_classes": 8, "lam": 0.6},
-    metrics={"affectnet8": 62.08},
-    notes=_EMONET_NOTE.format(n=8, lam=0.6) + " Classes in RAF-DB order + contempt (the authors' "
-          "8-class lists), NOT AffectNet's native order (emonet.md §7).",
-    **_EMONET_COMMON,
-))
+# (entry, file, what produced it, categories, dataset, λ, reported accuracy, extra note)
+_EMONET_RELEASES = (
+    ("emonet_rafdb_lam0.5", "RAFDB_a_0.5_0.913.pth", "RAF-DB training (README row λ 0.5)", _RAF, "rafdb", 0.5,
+     91.30, ""),
+    ("emonet_rafdb_lam0.6", "rafdb_a_0.6_0.915.pth", "RAF-DB training (README row λ 0.6)", _RAF, "rafdb", 0.6,
+     91.52, ""),
+    ("emonet_affectnet7_lam0.6", "affectNet7_a_0.6_0.65457.pth", "AffectNet 7-class training", _AFFECTNET7,
+     "affectnet", 0.6, 65.456, " Classes in AffectNet's native order."),
+    ("emonet_affectnet8_lam0.6", "affectNet8_a_0.6_0.6208.pth", "AffectNet 8-class training", _RAF_PLUS_CONTEMPT,
+     "affectnet8", 0.6, 62.08, " Classes in RAF-DB order + contempt (the authors' 8-class lists), NOT "
+     "AffectNet's native order (emonet.md §7)."),
+)
+for _name, _file, _how, _cats, _ds, _lam, _acc, _extra in _EMONET_RELEASES:
+    register_weights(WeightsEntry(
+        name=_name, filename=_file, produced_by=f"EMO-Net authors, {_how}", source=_EMONET_SRC.format(_file),
+        categories=_cats, model_kwargs={"num_classes": len(_cats), "lam": _lam}, metrics={_ds: _acc},
+        notes=_EMONET_NOTE.format(n=len(_cats), lam=_lam) + _extra, **_EMONET_COMMON,
+    ))
 
 register_weights(WeightsEntry(
     name="mmfrm_landmark",
