@@ -131,3 +131,23 @@ def test_notebook_05_runs_with_lam_parameter(tmp_path, monkeypatch):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["model_kwargs"]["lam"] == 0.6
     assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()
+
+
+def test_recipe_card_follows_the_code():
+    """Spec emonet.md §5–§6: SGD lr 1e-3 (momentum 0.9, wd 1e-5), batch 16, 100 epochs, no scheduler;
+    RandomResizedCrop 224 + flip; evaluation Resize(256) → CenterCrop(224); λ of each reported number."""
+    from ferlib.data.transforms import build_batch_transform
+    from ferlib.recipes import load_recipe
+
+    r = load_recipe("emonet", "rafdb")
+    assert (r.optimizer, r.lr, r.weight_decay, r.optimizer_kwargs, r.schedule) == (
+        "sgd", 1e-3, 1e-5, {"momentum": 0.9}, None)
+    assert (r.batch_size, r.epochs, r.input_size, r.loss) == (16, 100, 224, "cross_entropy")
+    assert r.train_transforms == ("random_resized_crop", "hflip") and r.test_transforms == ("resize_center_crop",)
+    assert r.model_kwargs["lam"] == 0.5 and load_recipe("emonet", "affectnet").model_kwargs["lam"] == 0.6
+    # a 100×120 image: shorter side → 256 (256×307), centre 224×224 — not a squash to 224×224
+    x = torch.zeros(1, 3, 120, 100, dtype=torch.uint8)
+    x[..., :10, :] = 255                                   # a top band the centre crop must cut away
+    out = build_batch_transform(r, train=False)(x)
+    assert out.shape == (1, 3, 224, 224)
+    assert out[0, 0, 0].max() < 0                            # first row is black after normalisation

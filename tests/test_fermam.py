@@ -184,7 +184,24 @@ def test_constructor_options_reach_the_blocks():
                for s in (model.fusion.ssm1, model.fusion.ssm2, model.fusion.ssm3))
 
 
+@pytest.mark.parametrize("mode, kept", [("conv_only", 1), ("ssm_only", 0)])
+def test_conv_ssm_ablation_passes_the_disabled_half_through(mode, kept):
+    """Spec §4: in "conv_only" the SS2D half (channels 256-511) is passed on unchanged, in "ssm_only"
+    the conv half; after the two-group shuffle that half sits at output channels 2i+kept."""
+    model = create_model("fermam", conv_ssm_mode=mode).eval()
+    assert model.ir_ssm.mode == mode
+    x = torch.randn(2, 7, 7, 512)
+    with torch.no_grad():
+        branch_out = model.ir_ssm(x) - x          # the upstream residual adds the unshuffled input
+    half = x[..., 256:] if kept else x[..., :256]
+    torch.testing.assert_close(branch_out[..., kept::2], half)
+    other = x[..., :256] if kept else x[..., 256:]
+    assert (branch_out[..., 1 - kept::2] - other).abs().max() > 1e-2
+
+
 def test_invalid_options_raise():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        create_model("fermam", conv_ssm_mode="conv")
     with pytest.raises(ValueError, match="ir_tokens"):
         create_model("fermam", ir_tokens="patches")
     with pytest.raises(ValueError, match="merge"):

@@ -148,3 +148,48 @@ def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
     assert config["recipe"]["loss"] == "ce_rfloss"
     assert config["recipe"]["loss_kwargs"]["variant"] == "intended"
     assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()
+
+
+def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkeypatch):
+    """Spec §3: the trunk comes from pytorch_face_landmark's ``mobilefacenet_model_best.pth.tar``
+    (a ``{'state_dict': …}`` with a 136-d head); the tapped map then equals the authors' MobileFaceNet."""
+    import dataclasses
+
+    import ferlib.weights.registry as registry
+    from ferlib.weights import DroppedKeysWarning, WeightsNotFoundError, get_weights
+    from ferlib.weights.load import sha256_of
+
+    monkeypatch.setenv("FERLIB_HOME", str(tmp_path))
+    monkeypatch.delenv("FERLIB_DATA", raising=False)
+    with pytest.raises(WeightsNotFoundError, match="mobilefacenet_model_best.pth.tar"):
+        create_model("mmfrm", pretrained_landmark=True)
+    state = reference_state("mobilefacenet_keys.txt", model="mobilefacenet")
+    path = tmp_path / "pretrained" / "mobilefacenet_model_best.pth.tar"
+    path.parent.mkdir()
+    torch.save({"epoch": 120, "state_dict": state}, path)
+    entry = dataclasses.replace(get_weights("mobilefacenet_landmark"), size=path.stat().st_size, sha256=sha256_of(path))
+    monkeypatch.setitem(registry._WEIGHTS, "mobilefacenet_landmark", entry)
+    with pytest.warns(DroppedKeysWarning):
+        model = create_model("mmfrm", pretrained_landmark=True, landmark_mode="eval")
+    torch.testing.assert_close(model.landmark.conv_23.conv.conv.weight, state["conv_23.conv.conv.weight"])
+    with torch.no_grad():
+        taps = model.landmark.forward_taps(load_ref("mobilefacenet_input.pt"))
+    torch.testing.assert_close(taps["conv_6_sep"], load_ref("mobilefacenet_output.pt")["conv_features"],
+                               rtol=1e-4, atol=1e-5)
+    assert all(not p.requires_grad for p in model.landmark.parameters())
+
+
+def test_recipe_card_follows_the_code():
+    """Spec §4 / §11.10: Adam (default lr, coupled wd 1e-4), ExponentialLR 0.9, batch 32, 200 epochs,
+    basic_aug (flip or noise) + RandomErasing(0.02-0.25) with no other flip, CE → 0.9·CE + 0.2·RF at 51."""
+    from ferlib.recipes import load_recipe
+
+    r = load_recipe("mmfrm", "rafdb")
+    assert (r.optimizer, r.lr, r.weight_decay, r.schedule, r.schedule_kwargs) == (
+        "adam", 1e-3, 1e-4, "exponential", {"gamma": 0.9})
+    assert (r.batch_size, r.epochs, r.input_size, r.color_order) == (32, 200, 112, "RGB")
+    assert r.train_transforms == ("basic_aug", "random_erasing") and r.test_transforms == ()
+    assert r.transform_kwargs["erasing"]["scale"] == [0.02, 0.25]
+    assert (r.loss, r.loss_kwargs["start_epoch"], r.loss_kwargs["ce_weight"], r.loss_kwargs["rf_weight"]) == (
+        "ce_rfloss", 50, 0.9, 0.2)
+    assert r.model_kwargs["pretrained_landmark"] is False and r.model_kwargs["landmark_mode"] == "train"

@@ -18,7 +18,11 @@ option               default (upstream)          alternative
 ``shuffled_residual`` False (§4)                 True: add the input shuffled like the output
 ``cls_pool``         "token0" (§8)               "mean": mean of the fused tokens
 ``landmark_bn_train`` True (§2)                  False: landmark net always in eval mode
+``conv_ssm_mode``    "conv_ssm" (§4)             "conv_only" / "ssm_only": the Conv-SSM ablation
 ===================  ==========================  ==============================================
+
+``conv_ssm_mode`` is not a code-vs-paper switch but the paper's own Conv-SSM ablation: the disabled
+half of ``ir_ssm`` passes its channels through unchanged, as upstream's ``mode`` argument does.
 """
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ class FERMam(nn.Module):
         asfr_input_gate: str = "upstream",
         asfr_skip: str = "upstream",
         shuffled_residual: bool = False,
+        conv_ssm_mode: str = "conv_ssm",
         cls_pool: str = "token0",
         landmark_bn_train: bool = True,
         dropout: float = 0.1,
@@ -86,6 +91,7 @@ class FERMam(nn.Module):
         self.ir_ssm = SSConvSSM(
             hidden_dim=512,
             d_state=16,
+            mode=conv_ssm_mode,
             shuffled_residual=shuffled_residual,
             merge=ss2d_merge,
             dt_init=ss2d_dt_init,
