@@ -418,3 +418,29 @@ def test_notebook_06_runs_with_loss_parameters(tmp_path, monkeypatch):
     assert config["recipe"]["loss_kwargs"]["lambda_center"] == 0.5
     assert config["recipe"]["loss_kwargs"]["label_smoothing"] == 0.11
     assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()
+
+
+def test_ferplus_card_augmentations_follow_the_spec():
+    """specs/grefel.md §9.6: Resize 256 → RandomCrop 224, rotation ±30°, shear ±15°, perspective 0.3,
+    ColorJitter 0.4, flip; every step is a real transform (no approximation)."""
+    from torchvision.transforms import v2
+
+    from ferlib.data.transforms import _pipeline, build_batch_transform
+    from ferlib.recipes import load_recipe
+
+    r = load_recipe("grefel", "ferplus")
+    assert r.train_transforms == ("resize", "random_crop", "rotation", "affine", "perspective", "color_jitter", "hflip")
+    steps = [m for _, m in _pipeline(r)]
+    per_image = [t for s in steps if isinstance(s, v2.Compose) for t in s.transforms]
+    resize = next(t for t in per_image if isinstance(t, v2.Resize))
+    affine = next(t for t in per_image if isinstance(t, v2.RandomAffine))
+    rotation = next(t for t in per_image if isinstance(t, v2.RandomRotation))
+    perspective = next(t for t in per_image if isinstance(t, v2.RandomPerspective))
+    jitter = next(t for t in per_image if isinstance(t, v2.ColorJitter))
+    assert resize.size == [256] and list(rotation.degrees) == [-30.0, 30.0]
+    assert list(affine.shear) == [-15.0, 15.0] and list(affine.degrees) == [0.0, 0.0]
+    assert perspective.distortion_scale == 0.3 and jitter.brightness == (0.6, 1.4)
+    t = build_batch_transform(r, train=True)
+    assert not t.pre_resize                               # the 256 stored image is not squashed to 224 first
+    out = t(torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8))
+    assert out.shape == (2, 3, 224, 224)
