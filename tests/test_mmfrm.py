@@ -147,7 +147,15 @@ def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["loss"] == "ce_rfloss"
     assert config["recipe"]["loss_kwargs"]["variant"] == "intended"
+    assert config["recipe"]["model_kwargs"]["pretrained_landmark"] is False
     assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()
+    # -p pretrained True without the landmark checkpoint stops at the model cell, naming the file
+    monkeypatch.setenv("FERLIB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FERLIB_DATA", raising=False)
+    with pytest.raises(papermill.PapermillExecutionError, match="mobilefacenet_model_best.pth.tar"):
+        papermill.execute_notebook(str(_REPO / "notebooks" / "04_train_mmfrm.ipynb"), str(tmp_path / "out2.ipynb"),
+                                   parameters=dict(max_steps=1, pretrained=True, run_name="nb04b"),
+                                   kernel_name="python3", cwd=str(tmp_path))
 
 
 def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkeypatch):

@@ -204,3 +204,24 @@ def test_figures_from_fabricated_runs(tmp_path, monkeypatch):
             assert (out / p.split("/")[-1]).stat().st_size > 1000
     assert (out / "tsne_mfer_feature_loss_rafdb.png").exists()
     assert (out / "confusion_emonet_rafdb__e.svg").exists()
+
+
+def test_readme_reported_table_matches_the_cards():
+    """README's "What each paper reported" rows carry exactly the cards' accuracies (in percent)."""
+    import re
+
+    from ferlib.results import reported_table
+    from ferlib.testing import _REPO
+
+    readme = (_REPO / "README.md").read_text()
+    section = readme.split("## What each paper reported")[1].split("\n## ")[0]
+    names = {"emonet": "EMO-Net", "mfer": "MFER", "grefel": "GReFEL", "fermam": "FERMam", "mmfrm": "MMFRM"}
+    rep = reported_table()
+    for paper, label in names.items():
+        row = next(line for line in section.splitlines() if line.startswith(f"| {label} |"))
+        shown = sorted(float(v) for v in re.findall(r"\d+\.\d+", row.split("|")[2]) if float(v) > 1)  # not λ
+        acc = rep[(rep.paper == paper) & rep.metric.str.startswith("accuracy")]["value"]
+        other = rep[(rep.paper == paper) & ~rep.metric.str.startswith("accuracy")]
+        expected = sorted([round(100 * v, 3) for v in acc] + [
+            v for v in other["value"] if paper == "fermam"])    # FERMam's row also shows its derived size
+        assert shown == pytest.approx(expected), (paper, row)

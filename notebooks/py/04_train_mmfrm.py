@@ -22,7 +22,7 @@ dataset = "synthetic"  # type: str  (synthetic, rafdb)
 data_root = None  # type: Optional[str]  (None = data/<dataset>)
 epochs = None  # type: Optional[int]  (None = the card's value)
 batch_size = None  # type: Optional[int]  (None = the card's value)
-pretrained = False  # type: bool
+pretrained = False  # type: Union[bool, str]  (True = landmark trunk from mobilefacenet_model_best.pth.tar; a path = an MMFRM state file)
 device = "auto"  # type: str  (auto, cpu, cuda)
 run_name = "mmfrm_{dataset}"  # type: str
 max_steps = None  # type: Optional[int]  (a number makes a smoke run)
@@ -42,14 +42,15 @@ from ferlib.viz.live import LivePlot
 from ferlib.viz import plot_confusion, plot_curves
 
 loss_kwargs = None if rfloss is None else {"variant": rfloss}
-recipe = load_recipe("mmfrm", dataset, loss_kwargs=loss_kwargs)
+model_kwargs = {"pretrained_landmark": pretrained is True}
+recipe = load_recipe("mmfrm", dataset, loss_kwargs=loss_kwargs, model_kwargs=model_kwargs)
 print(recipe.loss, recipe.loss_kwargs)
 print(recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.schedule, recipe.schedule_kwargs)
 print("input", recipe.input_size, "epochs", recipe.epochs, "batch", recipe.batch_size)
 
 # %% [markdown]
 # ## The model
-# Two upstream networks in one module: `landmark.*` (MobileFaceNet, not optimised, left in train mode as upstream leaves it) and `network.*` (the expression network, whose keys equal the authors'). Only the expression network is trained.
+# Two upstream networks in one module: `landmark.*` (MobileFaceNet, not optimised, left in train mode as upstream leaves it) and `network.*` (the expression network, whose keys equal the authors'). Only the expression network is trained. Upstream trains with a random landmark net (its checkpoint path never resolves); `-p pretrained True` loads the landmark trunk from pytorch_face_landmark's `mobilefacenet_model_best.pth.tar` instead (our choice, `data/README.md` says where the file goes).
 
 # %%
 model = create_model("mmfrm", num_classes=recipe.num_classes, **recipe.model_kwargs)
@@ -63,8 +64,8 @@ print(f"expression network {sum(p.numel() for p in model.network.parameters()):,
 
 # %%
 run = train("mmfrm", dataset, callbacks=[LivePlot(title="mmfrm")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
-            batch_size=batch_size, device=device, max_steps=max_steps, seed=seed, pretrained=pretrained,
-            resume=False, loss_kwargs=loss_kwargs, model_kwargs=None)
+            batch_size=batch_size, device=device, max_steps=max_steps, seed=seed, pretrained=pretrained if isinstance(pretrained, str) else False,
+            resume=False, loss_kwargs=loss_kwargs, model_kwargs=model_kwargs)
 run
 
 # %% [markdown]
