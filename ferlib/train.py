@@ -3,7 +3,7 @@
 The same call as ``ferlib.engine.train`` (what the notebooks use), so one GPU, CPU and several GPUs
 run the same code::
 
-    python -m ferlib.train --model emonet --dataset rafdb --data-root data/RAF-DB/basic --cache
+    python -m ferlib.train --model emonet --dataset rafdb --data-root data/RAF-DB/basic
     torchrun --nproc-per-node 4 -m ferlib.train --model fermam --dataset affectnet --checkpoint-every-steps 500
     python -m ferlib.train --model baseline --dataset synthetic --set input_size=32 --set model_kwargs.width=8
 
@@ -76,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accumulate", type=int, default=1,
                    help="gradient accumulation micro-batches per update (effective batch = batch × K × processes)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--cache", nargs="?", const=True, default=False,
-                   help="read the uint8 tensor cache (built on first use; optional folder)")
+    p.add_argument("--cache", nargs="?", const=True, default="auto",
+                   help="read the uint8 tensor cache, built on first use (optional folder; default for real "
+                        "datasets, unless the disk lacks room)")
+    p.add_argument("--no-cache", dest="cache", action="store_const", const=False,
+                   help="read the image files every epoch instead of the cache")
     p.add_argument("--ema", type=float, default=None, help="evaluate an EMA of the weights with this decay")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation in the per-epoch evaluation")
     p.add_argument("--pretrained", default=None,

@@ -265,3 +265,45 @@ def test_cached_batches_equal_the_per_image_path(syn_root, tmp_path):
     (xa, ya), = make_loader(sub_c, 8)
     (xb, yb), = make_loader(sub_f, 8)
     assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def _raf_fixture_run(tmp_path, monkeypatch, **kw):
+    from ferlib.testing import FIXTURES_DIR
+
+    monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "data"))
+    return train("baseline", "rafdb", data_root=FIXTURES_DIR / "rafdb" / "basic", run_dir=tmp_path / kw.pop("name", "r"),
+                 epochs=1, batch_size=8, input_size=32, stored_size=32, model_kwargs={"width": 8},
+                 progress=False, **kw)
+
+
+def test_real_dataset_is_read_from_the_cache_by_default(tmp_path, monkeypatch):
+    """DESIGN §5: training reads the uint8 cache (built on first use under data/cache), not the JPEGs."""
+    from ferlib.data.cache import read_index
+
+    run = _raf_fixture_run(tmp_path, monkeypatch)
+    caches = sorted((tmp_path / "data" / "cache").iterdir())
+    assert [c.name.split("-s")[0] for c in caches] == ["rafdb-test", "rafdb-train"]
+    assert all(read_index(c)["size"] == 32 for c in caches)
+    cfg = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    assert cfg["data"]["source"]["cache"] == "auto"
+    before = {c.name: (c / "images.npy").stat().st_mtime_ns for c in caches}
+    _raf_fixture_run(tmp_path, monkeypatch, name="again")                   # reused, not rebuilt
+    assert {c.name: (c / "images.npy").stat().st_mtime_ns for c in caches} == before
+    _raf_fixture_run(tmp_path, monkeypatch, name="files", cache=False)
+    assert len(list((tmp_path / "data" / "cache").iterdir())) == 2
+
+
+def test_auto_cache_falls_back_to_the_files_when_the_disk_is_full(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from ferlib.data.cache import CacheSpaceError
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 1 << 20))
+    with pytest.warns(UserWarning, match=r"needs 0\.1 GiB .* 0\.0 GiB free.*reading the image files instead"):
+        run = _raf_fixture_run(tmp_path, monkeypatch)
+    assert run.summary["epochs_run"] == 1 and run.summary["steps"] == 3     # 23 readable train images, batch 8
+    assert not (tmp_path / "data" / "cache").exists() or not any((tmp_path / "data" / "cache").iterdir())
+    with pytest.raises(CacheSpaceError, match="cache=False to read the image files"):
+        _raf_fixture_run(tmp_path, monkeypatch, name="forced", cache=True)

@@ -270,6 +270,24 @@ class CachedDataset(FERDataset):
         return int(t)
 
 
+class CacheSpaceError(OSError):
+    """The disk holding the cache folder has too little free space for a new cache."""
+
+
+def check_free_space(out: Path, n: int, size: int) -> None:
+    """Raise :class:`CacheSpaceError` unless the disk of ``out`` has room for n×3×size×size bytes (+5 %)."""
+    need = int(n * 3 * size * size * 1.05) + (64 << 20)
+    probe = Path(out)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise CacheSpaceError(
+            f"the uint8 cache for {n:,} images at {size}x{size} needs {need / 2**30:.1f} GiB in {out.parent}, "
+            f"which has {free / 2**30:.1f} GiB free: pass cache=<a folder on a larger disk>, a smaller size, "
+            f"or cache=False to read the image files every epoch")
+
+
 def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, size: int | None = None,
            align: bool = False, progress: bool = True, rebuild: bool = False, detector=None,
            workers: int = 0) -> CachedDataset:
@@ -286,4 +304,5 @@ def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, 
         c = CachedDataset(out, transform=ds.transform)
         c.report_skips()
         return c
+    check_free_space(out, len(ds), size)
     return build_cache(ds, out, size, align, key, progress, detector, workers)

@@ -5,6 +5,7 @@ import dataclasses
 import inspect
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from torch.utils.data import Subset
 
 from ferlib.data import DatasetFormatError, load_dataset
+from ferlib.data.cache import CacheSpaceError
 from ferlib.losses import create_loss
 from ferlib.models import create_model
 from ferlib.paths import data_dir, results_dir
@@ -54,20 +56,26 @@ def default_data_root(dataset: str) -> Path:
     return data_dir() / DEFAULT_FOLDER.get(dataset, dataset)
 
 
-def load_splits(recipe: Recipe, data_root=None, progress: bool = True, cache=False):
+def load_splits(recipe: Recipe, data_root=None, progress: bool = True, cache="auto"):
     """``(train, eval)`` datasets of a recipe; a missing real dataset raises :class:`DataNotFoundError`.
 
     ``cache`` = True (or a folder) reads the uint8 tensor cache at the recipe's ``stored_size``
     (built on first use, ``ferlib.data.cache``), which the engine reads a whole batch at a time.
+    ``"auto"`` (default): the cache for a real dataset (DESIGN §5: training reads tensors, not JPEGs),
+    falling back to the image files with a warning when the disk lacks room for it; the synthetic set
+    is read as it is. False reads the image files every epoch.
     """
     return (load_split(recipe, "train", data_root, progress, cache),
             load_split(recipe, EVAL_SPLIT.get(recipe.dataset, "test"), data_root, progress, cache))
 
 
-def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True, cache=False):
+def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True, cache="auto"):
     """One split of the recipe's dataset (label_mode applies to train only, except on the synthetic set)."""
     name = recipe.dataset
     opts = dict(recipe.dataset_kwargs or {})
+    auto = isinstance(cache, str) and cache == "auto"
+    if auto:
+        cache = name != "synthetic"
     if cache:
         opts.setdefault("cache", cache)
         opts.setdefault("cache_size", recipe.stored_size or recipe.input_size)
@@ -83,7 +91,13 @@ def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True
             f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
             f"notebooks/01_prepare_data.ipynb (-p dataset {name} -p data_root <folder>).")
     try:
-        return load_dataset(READER.get(name, name), root, split, **opts)
+        return load_dataset(READER.get(name, name), root, split, progress=progress, **opts)
+    except CacheSpaceError as e:
+        if not auto:
+            raise
+        warnings.warn(f"{e}; reading the image files instead", stacklevel=2)
+        opts = {k: v for k, v in opts.items() if k not in ("cache", "cache_size")}
+        return load_dataset(READER.get(name, name), root, split, progress=progress, **opts)
     except DatasetFormatError as e:
         raise DatasetFormatError(f"{e} (run notebooks/01_prepare_data.ipynb to check the layout)") from None
 
@@ -133,14 +147,15 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
           device: str = "auto", epochs: int | None = None, batch_size: int | None = None,
           max_steps: int | None = None, pretrained: bool | str = False, seed: int = 0, resume: bool = True,
           val_fraction: float | None = None, fit_options: dict | None = None, progress: bool | None = None,
-          callbacks=(), cache=False, **recipe_overrides) -> RunResult:
+          callbacks=(), cache="auto", **recipe_overrides) -> RunResult:
     """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
 
     ``epochs``/``batch_size`` = None keep the paper's values. ``max_steps`` makes a smoke run (also
     limits evaluation batches). ``val_fraction`` holds out a stratified validation split of train and
     selects the checkpoint on it; otherwise selection is on the evaluation split, as the authors' code does.
     ``callbacks``: called as ``cb(row, result)`` after each epoch (e.g. ``ferlib.viz.live.LivePlot()``).
-    ``cache``: read the uint8 tensor cache (True or a folder; see :func:`load_splits`).
+    ``cache``: "auto" (default: the uint8 tensor cache for real datasets), True / a folder, or False
+    (read the image files every epoch); see :func:`load_splits`.
     ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields (precision, compile, accumulate,
     checkpoint_every_steps, deterministic, ema, …). Under ``torchrun`` the process group is joined here;
     every rank returns the run, only rank 0 writes.
