@@ -213,10 +213,34 @@ def measure_complexity(model, input_size: int | tuple, batch: int = 1) -> tuple[
     return params, counter.get_total_flops() / 2.0 / batch
 
 
+def params_in_forward(model, input_size: int | tuple) -> int:
+    """Parameters a gradient reaches from the logits on a [2, 3, H, W] zero input (eval mode): the
+    count a paper means by "parameters" when its code builds heads it never runs (FERMam's unused
+    IR-50 and MobileFaceNet output layers). Frozen parameters count; ``requires_grad`` is restored."""
+    import torch
+
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    flags = [p.requires_grad for p in model.parameters()]
+    was = model.training
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(True)
+            p.grad = None
+        model(torch.zeros(2, 3, h, w)).logits.sum().backward()
+        return sum(p.numel() for p in model.parameters() if p.grad is not None)
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+            p.grad = None
+        model.train(was)
+
+
 def complexity_table(papers=None, dataset: str = "rafdb", input_size: int | None = None, **model_overrides) -> pd.DataFrame:
-    """Parameters (M) and GMACs per image measured by ferlib for each paper's model (card settings
-    for ``dataset``, or the card's first dataset), next to the card's reported ``params_m`` /
-    ``gflops``/``gmacs`` when present. Papers whose model cannot be built are listed with the error."""
+    """Parameters (M: all, and those the forward reaches, :func:`params_in_forward`) and GMACs per image
+    measured by ferlib for each paper's model (card settings for ``dataset``, or the card's first
+    dataset), next to the card's reported ``params_m`` / ``gflops``/``gmacs`` when present. Papers whose
+    model cannot be built are listed with the error."""
     from ferlib.models import create_model
     from ferlib.recipes import list_recipes, load_card, load_recipe
 
@@ -232,13 +256,14 @@ def complexity_table(papers=None, dataset: str = "rafdb", input_size: int | None
             rep.update({k: v for k, v in ((entry or {}).get("reported") or {}).items() if not k.startswith("accuracy")})
         size = input_size or recipe.input_size
         row = {"paper": paper, "model": recipe.model, "dataset": ds, "num_classes": recipe.num_classes,
-               "input_size": size, "params_m": np.nan, "gmacs": np.nan,
+               "input_size": size, "params_m": np.nan, "params_in_forward_m": np.nan, "gmacs": np.nan,
                "reported_params_m": rep.get("params_m", np.nan),
                "reported_gflops": rep.get("gflops", rep.get("gmacs", np.nan)), "error": ""}
         try:
             model = create_model(recipe.model, num_classes=recipe.num_classes, **kw)
             params, macs = measure_complexity(model, size)
-            row.update(params_m=params / 1e6, gmacs=macs / 1e9)
+            row.update(params_m=params / 1e6, params_in_forward_m=params_in_forward(model, size) / 1e6,
+                       gmacs=macs / 1e9)
             del model
         except Exception as e:  # a model still being written must not hide the others
             row["error"] = f"{type(e).__name__}: {e}"

@@ -167,6 +167,23 @@ def test_complexity_table_emonet_matches_readme():
     assert t.error == "" and t.input_size == 224
     assert t.params_m == pytest.approx(2.31, abs=0.02)  # README: 2.31 M
     assert 0.25 < t.gmacs < 0.45 and t.reported_gflops == 0.34
+    assert t.params_in_forward_m == t.params_m                      # every EMO-Net parameter is used
+
+
+def test_params_in_forward_leaves_out_heads_the_forward_never_runs():
+    """FERMam builds IR-50's and MobileFaceNet's output layers but never runs them (spec §13: 26,874,791
+    of 40,011,687 are used; the three ASFR ``D`` vectors are multiplied away by the skip quirk)."""
+    from ferlib.models import create_model
+
+    model = create_model("fermam")
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert results.params_in_forward(model, 112) == 26_874_791 - 3 * 1024
+    assert [n for n, p in model.named_parameters() if not p.requires_grad] == frozen   # flags restored
+    assert all(p.grad is None for p in model.parameters())
+    toy = nn.Sequential(nn.Linear(4, 3))
+    toy.unused = nn.Linear(4, 100)
+    toy.forward = lambda x: type("O", (), {"logits": toy[0](x.flatten(1)[:, :4])})()
+    assert results.params_in_forward(toy, 2) == 15
 
 
 def test_per_class_in_paper_order(tmp_path):
