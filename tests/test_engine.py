@@ -307,3 +307,13 @@ def test_auto_cache_falls_back_to_the_files_when_the_disk_is_full(tmp_path, monk
     assert not (tmp_path / "data" / "cache").exists() or not any((tmp_path / "data" / "cache").iterdir())
     with pytest.raises(CacheSpaceError, match="cache=False to read the image files"):
         _raf_fixture_run(tmp_path, monkeypatch, name="forced", cache=True)
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 0), (4, 3), (16, 8)])
+def test_cache_build_uses_the_spare_cores(monkeypatch, cores, workers):
+    import os
+
+    from ferlib.engine.run import default_cache_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_cache_workers() == workers

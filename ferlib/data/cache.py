@@ -97,18 +97,26 @@ def _prepare_one(ds: FERDataset, i: int, size: int, align: bool, aligner) -> np.
     return resize_square(img, size)
 
 
-def _prepare_chunk(args):
-    """Worker: ``[(i, uint8 [S,S,3] | reason)]`` for a chunk of indices (runs in a child process)."""
-    ds, idx, size, align, detector = args
+_WORKER: dict = {}
+
+
+def _init_worker(ds: FERDataset, size: int, align: bool, detector) -> None:
+    """Child-process initializer: the dataset (pickled once per worker, not per chunk) and one aligner."""
     aligner = None
     if align:
         from .align import FaceAligner
 
         aligner = FaceAligner(size, detector=detector)
+    _WORKER.update(ds=ds, size=size, align=align, aligner=aligner)
+
+
+def _prepare_chunk(idx: range):
+    """Worker: ``[(i, uint8 [S,S,3] | reason)]`` for a chunk of indices (runs in a child process)."""
+    w = _WORKER
     out = []
     for i in idx:
         try:
-            out.append((i, _prepare_one(ds, i, size, align, aligner)))
+            out.append((i, _prepare_one(w["ds"], i, w["size"], w["align"], w["aligner"])))
         except DECODE_ERRORS:
             out.append((i, "unreadable"))
         except LookupError:
@@ -121,8 +129,8 @@ def _results(ds, size, align, detector, workers: int):
     from concurrent.futures import ProcessPoolExecutor
 
     chunks = [range(s, min(len(ds), s + 256)) for s in range(0, len(ds), 256)]
-    with ProcessPoolExecutor(workers) as pool:
-        for part in pool.map(_prepare_chunk, [(ds, c, size, align, detector) for c in chunks]):
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(ds, size, align, detector)) as pool:
+        for part in pool.map(_prepare_chunk, chunks):
             yield from part
 
 

@@ -69,6 +69,14 @@ def load_splits(recipe: Recipe, data_root=None, progress: bool = True, cache="au
             load_split(recipe, EVAL_SPLIT.get(recipe.dataset, "test"), data_root, progress, cache))
 
 
+def default_cache_workers() -> int:
+    """Processes that decode a new cache: up to 8, one core left free; 0 (this process) on ≤ 2 cores."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 2 else min(8, cores - 1)
+
+
 def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True, cache="auto"):
     """One split of the recipe's dataset (label_mode applies to train only, except on the synthetic set)."""
     name = recipe.dataset
@@ -79,6 +87,7 @@ def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True
     if cache:
         opts.setdefault("cache", cache)
         opts.setdefault("cache_size", recipe.stored_size or recipe.input_size)
+        opts.setdefault("cache_workers", default_cache_workers())
     if recipe.label_mode and (split == "train" or name == "synthetic"):
         opts["label_mode"] = recipe.label_mode
     if name == "synthetic":
