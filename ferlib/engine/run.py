@@ -90,8 +90,8 @@ def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True
         opts.setdefault("cache_workers", default_cache_workers())
     if recipe.label_mode and (split == "train" or name == "synthetic"):
         opts["label_mode"] = recipe.label_mode
+    opts.setdefault("progress", progress)
     if name == "synthetic":
-        opts.setdefault("progress", progress)
         return load_dataset("synthetic", data_root, split, **opts)
     root = Path(data_root) if data_root else default_data_root(name)
     if not root.exists():
@@ -100,13 +100,13 @@ def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True
             f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
             f"notebooks/01_prepare_data.ipynb (-p dataset {name} -p data_root <folder>).")
     try:
-        return load_dataset(READER.get(name, name), root, split, progress=progress, **opts)
+        return load_dataset(READER.get(name, name), root, split, **opts)
     except CacheSpaceError as e:
         if not auto:
             raise
         warnings.warn(f"{e}; reading the image files instead", stacklevel=2)
-        opts = {k: v for k, v in opts.items() if k not in ("cache", "cache_size")}
-        return load_dataset(READER.get(name, name), root, split, progress=progress, **opts)
+        opts = {k: v for k, v in opts.items() if k not in ("cache", "cache_size", "cache_workers")}
+        return load_dataset(READER.get(name, name), root, split, **opts)
     except DatasetFormatError as e:
         raise DatasetFormatError(f"{e} (run notebooks/01_prepare_data.ipynb to check the layout)") from None
 
