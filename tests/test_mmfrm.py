@@ -201,3 +201,6 @@ def test_recipe_card_follows_the_code():
     assert (r.loss, r.loss_kwargs["start_epoch"], r.loss_kwargs["ce_weight"], r.loss_kwargs["rf_weight"]) == (
         "ce_rfloss", 50, 0.9, 0.2)
     assert r.model_kwargs["pretrained_landmark"] is False and r.model_kwargs["landmark_mode"] == "train"
+    plus = load_recipe("mmfrm", "ferplus")     # the paper's second dataset, no upstream path: our reconstruction
+    assert (plus.num_classes, plus.label_mode, plus.loss, plus.input_size) == (8, "majority", "ce_rfloss", 112)
+    assert plus.reported == {} and "reconstruction" in plus.source
