@@ -5,7 +5,7 @@
     contiguous (NCHW) tensors, a plain forward / cross-entropy / backward / Adam step;
 (b) ferlib: images decoded once into the uint8 cache, batches gathered from the memmap
     (``ferlib.engine.loader``), flip + normalisation on the whole batch on the training device, the
-    engine's :class:`~ferlib.engine.step.Stepper`, channels_last; on GPU also bf16 autocast and
+    engine's :class:`~ferlib.engine.step.Stepper` and fused Adam, channels_last; on GPU also bf16 autocast and
     ``torch.compile`` (``--no-compile`` to skip; ``--compile`` on CPU, where compiling takes minutes).
 
 The timed steps of (a) and (b) alternate (a, b, a, b, …) so that a machine shared with other work slows
@@ -108,6 +108,7 @@ def authors_pipeline(model_name, files, size, batch, device, workers):
 def ferlib_pipeline(model_name, cached, size, batch, device, workers, channels_last, precision, compile_):
     from ferlib.data.transforms import build_batch_transform
     from ferlib.engine.loader import EpochSampler, make_loader
+    from ferlib.engine.optim import build_optimizer
     from ferlib.engine.step import Stepper
     from ferlib.models import create_model
     from ferlib.recipes import Recipe
@@ -116,10 +117,10 @@ def ferlib_pipeline(model_name, cached, size, batch, device, workers, channels_l
     model = create_model(model_name, num_classes=7).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    net = torch.compile(model) if compile_ else model
     recipe = Recipe(paper="bench", dataset="synthetic", model=model_name, input_size=size, mean=MEAN, std=STD,
-                    train_transforms=("hflip",))
+                    train_transforms=("hflip",), optimizer="adam", lr=1e-4, weight_decay=0.0)
+    opt = build_optimizer(list(model.parameters()), recipe)   # the engine's (fused) Adam
+    net = torch.compile(model) if compile_ else model
     tf = build_batch_transform(recipe, train=True).to(device)
     sampler = EpochSampler(len(cached), seed=0)
     loader = make_loader(cached, batch, sampler, workers, pin_memory=device.type == "cuda")

@@ -171,6 +171,32 @@ def test_optimizers_and_sam_wrapper():
         build_optimizer(p, load_recipe("baseline", "synthetic", optimizer="lamb"))
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_fused_optimizer_is_the_default_and_matches_the_loop(name):
+    """The engine's fused update equals torch's per-parameter loop (what the authors' code runs)."""
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(7)]
+    grads = [[torch.randn_like(w) for w in start] for _ in range(4)]
+    recipe = load_recipe("baseline", "synthetic", optimizer=name, lr=0.05, weight_decay=0.01,
+                         optimizer_kwargs={"momentum": 0.9} if name == "sgd" else {})
+    ours = [nn.Parameter(w.clone()) for w in start]
+    ref = [nn.Parameter(w.clone()) for w in start]
+    opt = build_optimizer(ours, recipe)
+    loop = type(opt)(ref, lr=0.05, weight_decay=0.01, foreach=False, **recipe.optimizer_kwargs)
+    assert opt.param_groups[0]["fused"] is True and not loop.param_groups[0]["fused"]
+    for g in grads:
+        for p, q, gi in zip(ours, ref, g):
+            p.grad, q.grad = gi.clone(), gi.clone()
+        opt.step()
+        loop.step()
+    for p, q in zip(ours, ref):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(ours[0], start[0])
+    explicit = build_optimizer([nn.Parameter(torch.zeros(2))], load_recipe(
+        "baseline", "synthetic", optimizer=name, optimizer_kwargs={"foreach": True}))
+    assert not explicit.param_groups[0]["fused"]
+
+
 def _train_linear(sizes_per_update, accumulate, sam=False, grad_clip=None, ema=None, lr=0.3):
     """Weights after updates whose micro-batch sizes are ``sizes_per_update`` (list of lists)."""
     from ferlib.optim import SAM
