@@ -38,7 +38,7 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
     """Metrics of a run's checkpoint on ``split``; writes the JSON and predictions files next to it."""
     from ferlib.engine.loop import _save_predictions, evaluate
     from ferlib.engine.metrics import per_class_report
-    from ferlib.engine.run import EVAL_SPLIT, load_run, load_split
+    from ferlib.engine.run import eval_split, load_run, load_split
 
     run_dir = Path(run_dir)
     model, recipe = load_run(run_dir, checkpoint)
@@ -46,7 +46,7 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         source = ((yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {}).get("source") or {}
-    split = split or EVAL_SPLIT.get(recipe.dataset, "test")
+    split = split or eval_split(recipe)
     data_root = data_root or source.get("data_root")
     cache = source.get("cache") or False
     ds = load_split(recipe, split, data_root, progress=progress is not False, cache=cache)

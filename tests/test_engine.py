@@ -343,3 +343,24 @@ def test_cache_build_uses_the_spare_cores(monkeypatch, cores, workers):
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert default_cache_workers() == workers
+
+
+def test_recipe_eval_split_picks_the_evaluation_split(tmp_path, monkeypatch):
+    """FERMam's FERPlus code evaluates on PublicTest (ferlib "val"), not PrivateTest ("test")."""
+    from ferlib.engine.run import eval_split
+    from ferlib.testing import FIXTURES_DIR
+
+    assert eval_split(load_recipe("fermam", "ferplus")) == "val"
+    assert eval_split(load_recipe("baseline", "ferplus")) == "test"
+    assert eval_split(load_recipe("baseline", "affectnet")) == "val"
+    monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "data"))
+    runs = {}
+    for split in ("val", None):
+        runs[split] = train("baseline", "ferplus", data_root=FIXTURES_DIR / "ferplus", run_dir=tmp_path / str(split),
+                            epochs=1, batch_size=8, input_size=32, stored_size=32, model_kwargs={"width": 8},
+                            progress=False, eval_split=split)
+    rows = {s: json.loads((r.run_dir / "metrics.jsonl").read_text().splitlines()[-1]) for s, r in runs.items()}
+    assert (rows["val"]["eval_split"], rows[None]["eval_split"]) == ("val", "test")
+    expected = json.loads((FIXTURES_DIR / "expected.json").read_text())["ferplus"]["splits"]
+    assert rows["val"]["eval_n"] == expected["PublicTest"]["modes"]["majority"]["kept_total"]
+    assert rows[None]["eval_n"] == expected["PrivateTest"]["modes"]["majority"]["kept_total"]

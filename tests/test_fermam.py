@@ -269,6 +269,7 @@ def test_recipe_card_follows_the_code():
     plus = load_recipe("fermam", "ferplus")
     assert (plus.num_classes, plus.batch_size, plus.label_mode, plus.color_order) == (8, 200, "majority", "RGB")
     assert "basic_aug" not in plus.train_transforms
+    assert plus.eval_split == "val"              # PublicTest, as train_FERPlus.py (spec §12)
     syn = load_recipe("fermam", "synthetic")
     assert syn.input_size == 112 and syn.batch_size <= 16
 

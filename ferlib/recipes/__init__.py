@@ -48,6 +48,7 @@ class Recipe:
     sampler_kwargs: dict = field(default_factory=dict)
     label_mode: str | None = None         # FERPlus: majority / probability / crossentropy / multi_target
     dataset_kwargs: dict = field(default_factory=dict)
+    eval_split: str | None = None         # None = the dataset's usual one (ferlib.engine.run.EVAL_SPLIT)
     # optimisation
     loss: str = "cross_entropy"
     loss_kwargs: dict = field(default_factory=dict)
