@@ -267,11 +267,49 @@ def test_recipe_card_follows_the_code():
     aff8 = load_recipe("fermam", "affectnet8")
     assert (aff8.num_classes, aff8.epochs, aff8.dataset_kwargs) == (8, 200, {"layout": "alpha"})
     plus = load_recipe("fermam", "ferplus")
-    assert (plus.num_classes, plus.batch_size, plus.label_mode, plus.color_order) == (8, 200, "majority", "RGB")
+    assert (plus.num_classes, plus.batch_size, plus.label_mode, plus.color_order) == (8, 200, "fermam_majority", "RGB")
     assert "basic_aug" not in plus.train_transforms
     assert plus.eval_split == "val"              # PublicTest, as train_FERPlus.py (spec §12)
     syn = load_recipe("fermam", "synthetic")
     assert syn.input_size == 112 and syn.batch_size <= 16
+
+
+def test_ferplus_card_reads_votes_as_the_authors_loader(tmp_path):
+    """Spec §12: label = argmax of the 8 emotion votes (no FER+ outlier removal, unknown/NF ignored, only
+    rows without emotion votes skipped), on Training and on PublicTest, which is the evaluated split."""
+    import csv
+    import warnings
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ferlib.engine.run import load_splits
+    from ferlib.recipes import load_recipe
+    from ferlib.testing import FIXTURES_DIR
+
+    root = FIXTURES_DIR / "ferplus"
+    expected = {}
+    with open(root / "fer2013new.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            votes = [int(row[c]) for c in ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                                           "contempt")]
+            folder = {"Training": "FER2013Train", "PublicTest": "FER2013Valid"}.get(row["Usage"])
+            path = root / str(folder) / row["Image name"]
+            if folder is None or not row["Image name"] or sum(votes) == 0 or not path.is_file():
+                continue
+            try:
+                Image.open(path).load()
+            except OSError:
+                continue
+            expected.setdefault(row["Usage"], {})[row["Image name"]] = votes.index(max(votes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train, val = load_splits(load_recipe("fermam", "ferplus"), root, progress=False, cache=False)
+    assert val.split == "val"
+    for ds, usage in ((train, "Training"), (val, "PublicTest")):
+        got = {Path(p).name: int(t) for p, t in zip(ds.samples, ds.targets)}
+        assert got == expected[usage]
+    assert expected["Training"]["fer0000014.png"] == 0        # 4/3/3 votes: kept, FER+ "majority" drops it
 
 
 @pytest.mark.slow
