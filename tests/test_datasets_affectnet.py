@@ -131,18 +131,23 @@ def test_unknown_layout_hint(tmp_path):
 
 
 def test_emonet_lists_val8_and_val7(tmp_path):
-    """EMO-Net's val8.txt (native codes) and val7_origin.txt (its own order) name the same images."""
+    """EMO-Net's val7_origin.txt (AffectNet's native codes) and val8.txt (RAF-DB order + contempt, emonet.md §7)
+    name the same images with the same emotions."""
     from ferlib.data.labels import LABEL_SETS
 
     csv = load_dataset("affectnet8", F, "val", check="none")
     rel = [str(p.relative_to(F / "Manually_Annotated_Images")) for p in csv.samples]
-    m = LABEL_SETS["affectnet8"].map_to(LABEL_SETS["emonet_affectnet7"])
-    (tmp_path / "val8.txt").write_text("".join(f"{r} {t}\n" for r, t in zip(rel, csv.targets)))
-    (tmp_path / "val7_origin.txt").write_text("".join(f"{r} {m[t]}\n" for r, t in zip(rel, csv.targets) if t < 7))
+    to_val8 = {0: 6, 1: 3, 2: 4, 3: 0, 4: 1, 5: 2, 6: 5, 7: 7}      # emonet.md §7: native 0→6, 1→3, … (+ contempt)
+    (tmp_path / "val8.txt").write_text("".join(f"{r} {to_val8[t]}\n" for r, t in zip(rel, csv.targets)))
+    (tmp_path / "val7_origin.txt").write_text("".join(f"{r} {t}\n" for r, t in zip(rel, csv.targets) if t < 7))
     v8 = load_dataset("affectnet8", F, "val", list_file=tmp_path / "val8.txt")
     v7 = load_dataset("affectnet", F, "val", list_file=tmp_path / "val7_origin.txt")
     assert len(v8) == 27 and len(v7) == 23 and v8.skip_report.counts["missing"] == 1  # the file missing from the fixture
-    assert v7.classes == ["anger", "surprise", "fear", "neutral", "happy", "sad", "disgust"]
+    assert v7.classes == ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
+    assert v8.classes == ["surprise", "fear", "disgust", "happy", "sad", "anger", "neutral", "contempt"]
+    native = {p: csv.classes[t] for p, t in zip(csv.samples, csv.targets)}
+    assert all(native[p] == v8.classes[t] for p, t in zip(v8.samples, v8.targets))
+    assert LABEL_SETS["emonet_affectnet8"].names == tuple(v8.classes)
     by_path = {p: v8.classes[t] for p, t in zip(v8.samples, v8.targets)}
     assert all(by_path[p] == v7.classes[t] for p, t in zip(v7.samples, v7.targets))
     (tmp_path / "bad.txt").write_text(f"{rel[0]} 9\n")

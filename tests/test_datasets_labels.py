@@ -23,9 +23,11 @@ def test_canonical_maps(name):
 
 
 def test_emonet_val8_to_val7_map():
-    """EMO-Net's val8 → val7 code map {0→3, 1→4, 2→5, 3→1, 4→2, 5→6, 6→0} (datasets.md §2)."""
-    m = LABEL_SETS["affectnet8"].map_to(LABEL_SETS["emonet_affectnet7"])
+    """EMO-Net's val8 → val7 code map {0→3, 1→4, 2→5, 3→1, 4→2, 5→6, 6→0} (datasets.md §2) is RAF-DB order +
+    contempt → AffectNet's native order, as emonet.md §7 verified on the native labels."""
+    m = LABEL_SETS["emonet_affectnet8"].map_to(LABEL_SETS["affectnet"])
     assert m == {0: 3, 1: 4, 2: 5, 3: 1, 4: 2, 5: 6, 6: 0}
+    assert LABEL_SETS["emonet_affectnet8"].names[7] == "contempt"
 
 
 def test_remap_and_missing_class():

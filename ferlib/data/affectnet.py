@@ -10,8 +10,10 @@ Layouts (auto-detected from ``root``; ``layout=`` forces one):
 - ``numeric`` — ImageFolder with folders ``0..7`` = native codes.
 - ``fermam7`` — FERMam's ``train_set/train_annotations_7class.txt`` (+ ``valid_set/…``), ``<file> <code>``.
 - ``list`` — EMO-Net's ``val8.txt`` / ``val7_origin.txt``: ``<subdir>/<file> <label>`` relative to
-  ``Manually_Annotated_Images/`` (``list_file=`` required). val8 uses native codes; val7 uses EMO-Net's own
-  order (``LABEL_SETS["emonet_affectnet7"]``, derived from the val8→val7 map, datasets.md §2 [unverified]).
+  ``Manually_Annotated_Images/`` (``list_file=`` required). val7 uses AffectNet's native codes; val8 relabels
+  the same images into RAF-DB order + contempt (``LABEL_SETS["emonet_affectnet8"]``), the order of the
+  released 8-class checkpoint (emonet.md §7, verified there against the native labels; datasets.md §2's
+  reading of val8 as native is the unverified alternative, with the same val8→val7 code map).
 
 ``val`` and ``test`` both mean the validation set (papers report on it).
 """
@@ -138,7 +140,7 @@ def _list(root: Path, split: str, list_file, num_classes: int, check: str, trans
     paths, targets = [root / IMAGES / name for name, _ in rows], [code for _, code in rows]
     report = SkipReport()
     keep = decodable_indices(paths, report, check)
-    ls = LABEL_SETS["affectnet8" if num_classes == 8 else "emonet_affectnet7"]
+    ls = LABEL_SETS["emonet_affectnet8" if num_classes == 8 else "affectnet"]
     ds = FERDataset([paths[i] for i in keep], [targets[i] for i in keep], ls, root, split, report, transform,
                     source_files=[lst])
     ds.report_skips()

@@ -54,8 +54,8 @@ AFFECTNET8_ALPHA = ("anger", "contempt", "disgust", "fear", "happy", "neutral", 
 FERPLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 #: FER2013 emotion codes 0..6.
 FER2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-#: EMO-Net's val7_origin.txt order, derived from its val8→val7 code map [unverified, datasets.md §2].
-EMONET_AFFECTNET7 = ("anger", "surprise", "fear", "neutral", "happy", "sad", "disgust")
+#: EMO-Net's AffectNet-8 lists (val8.txt) and 8-class checkpoint: RAF-DB order + contempt (emonet.md §7).
+EMONET_AFFECTNET8 = RAFDB + ("contempt",)
 
 LABEL_SETS: dict[str, LabelSet] = {
     ls.name: ls
@@ -68,7 +68,7 @@ LABEL_SETS: dict[str, LabelSet] = {
         LabelSet("ferplus", FERPLUS),
         LabelSet("ferplus_alpha", tuple(sorted(FERPLUS))),
         LabelSet("fer2013", FER2013),
-        LabelSet("emonet_affectnet7", EMONET_AFFECTNET7),
+        LabelSet("emonet_affectnet8", EMONET_AFFECTNET8),
         LabelSet("canonical", CANONICAL),
     )
 }
@@ -82,7 +82,7 @@ PAPER_ORDERS: dict[str, dict[str, tuple]] = {
                # indices in native order (a mislabelled figure), we label them correctly.
                "affectnet8": AFFECTNET8_ALPHA, "ferplus": FERPLUS},
     "mmfrm": {"rafdb": RAFDB},
-    "emonet": {"rafdb": RAFDB, "affectnet": EMONET_AFFECTNET7, "affectnet8": CANONICAL},
+    "emonet": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": EMONET_AFFECTNET8},
     "grefel": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": CANONICAL, "ferplus": FERPLUS,
                "fer2013": FER2013},
     "mfer": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": CANONICAL},

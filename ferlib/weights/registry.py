@@ -171,7 +171,7 @@ def weights_table_markdown(entries: list[str] | None = None) -> str:
 
 _RAF = LABEL_SETS["rafdb"].names
 _AFFECTNET7 = LABEL_SETS["affectnet"].names
-_RAF_PLUS_CONTEMPT = _RAF + ("contempt",)
+_RAF_PLUS_CONTEMPT = LABEL_SETS["emonet_affectnet8"].names
 
 _IR50_STAGE4 = ("body.21.*", "body.22.*", "body.23.*")
 
