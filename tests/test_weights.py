@@ -301,3 +301,34 @@ def test_readme_weights_table_is_the_generated_one():
 
     readme = (Path(__file__).resolve().parent.parent / "data" / "README.md").read_text()
     assert weights_table_markdown().strip() in readme
+
+
+def test_torchvision_mobilenet_v2_starts_emonet(home, monkeypatch):
+    """emonet.md §5 reconstruction: torchvision's ImageNet MobileNetV2 file fills every shared EMO-Net layer;
+    the fusion branch, ECA and the classifier keep their init; the card's pretrained names this entry."""
+    import torchvision
+
+    from ferlib.engine.run import starting_weights
+    from ferlib.recipes import load_recipe
+
+    torch.manual_seed(3)
+    tv = torchvision.models.mobilenet_v2(weights=None).state_dict()   # the file's exact layout, other values
+    dst = home / "pretrained" / "mobilenet_v2-b0353104.pth"
+    torch.save(tv, dst)
+    _register_for(monkeypatch, "mobilenet_v2_imagenet", dst)
+    recipe = load_recipe("emonet", "rafdb")
+    assert starting_weights(recipe, True) == "mobilenet_v2_imagenet"
+    assert starting_weights(recipe, False) is False and starting_weights(recipe, "x.pth") == "x.pth"
+    assert starting_weights(load_recipe("emonet", "synthetic"), True) is True
+    model = create_model("emonet", num_classes=7, lam=0.5)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(DroppedKeysWarning):
+        report = load_pretrained(model, starting_weights(recipe, True))
+    assert sorted(report.dropped) == ["classifier.1.bias", "classifier.1.weight"]
+    assert len(report.loaded) == len(tv) - 2
+    own = model.state_dict()
+    for k in ("features.0.0.weight", "features.7.conv.1.0.weight", "features.18.1.running_var"):
+        torch.testing.assert_close(own[k], tv[k])
+    kept = [k for k in report.left_at_init]
+    assert kept and all(".dowmSample." in k or ".channel." in k or k.startswith("classifier.") for k in kept)
+    torch.testing.assert_close(own["features.3.channel.conv1.weight"], fresh["features.3.channel.conv1.weight"])

@@ -168,6 +168,8 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     ``epochs``/``batch_size`` = None keep the paper's values. ``max_steps`` makes a smoke run (also
     limits evaluation batches). ``val_fraction`` holds out a stratified validation split of train and
     selects the checkpoint on it; otherwise selection is on the evaluation split, as the authors' code does.
+    ``pretrained``: True = the card's ``pretrained`` entry (else the model's one registered checkpoint),
+    or a ``ferlib.weights`` name / file; False = random init (see :func:`starting_weights`).
     ``callbacks``: called as ``cb(row, result)`` after each epoch (e.g. ``ferlib.viz.live.LivePlot()``).
     ``cache``: "auto" (default: the uint8 tensor cache for real datasets), True / a folder, or False
     (read the image files every epoch); see :func:`load_splits`.
@@ -192,7 +194,8 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
         run_dir = results_dir() / "runs" / (run_name or f"{paper}_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir = all_gather_objects(run_dir)[0]  # every rank uses rank 0's time stamp
     seed_everything(seed)  # the initial weights depend on the seed too
-    model = create_model(recipe.model, num_classes=recipe.num_classes, pretrained=pretrained, **recipe.model_kwargs)
+    model = create_model(recipe.model, num_classes=recipe.num_classes, pretrained=starting_weights(recipe, pretrained),
+                         **recipe.model_kwargs)
     loss = build_loss(recipe)
     fit_kw = {"selected_on": "val" if val_fraction else "test_selected", **(fit_options or {})}
     opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, **fit_kw)
@@ -214,6 +217,14 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     if rank == 0:
         (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return RunResult(Path(run_dir), recipe, summary)
+
+
+def starting_weights(recipe: Recipe, pretrained: bool | str = False) -> bool | str:
+    """What ``train(pretrained=…)`` loads: True = the card's ``pretrained`` entry (e.g. EMO-Net's ImageNet
+    MobileNetV2), else the model's single registered checkpoint; a name or a path is used as given."""
+    if pretrained is True and recipe.pretrained:
+        return recipe.pretrained
+    return pretrained
 
 
 def _record_data_source(run_dir: Path, data_root, cache) -> None:

@@ -49,6 +49,7 @@ class Recipe:
     label_mode: str | None = None         # FERPlus: majority / probability / crossentropy / multi_target
     dataset_kwargs: dict = field(default_factory=dict)
     eval_split: str | None = None         # None = the dataset's usual one (ferlib.engine.run.EVAL_SPLIT)
+    pretrained: str | None = None         # the weights train(pretrained=True) starts from (ferlib.weights entry)
     # optimisation
     loss: str = "cross_entropy"
     loss_kwargs: dict = field(default_factory=dict)

@@ -22,7 +22,7 @@ dataset = "synthetic"  # type: str  (synthetic, rafdb, affectnet, affectnet8)
 data_root = None  # type: Optional[str]  (None = data/<dataset>)
 epochs = None  # type: Optional[int]  (None = the card's value)
 batch_size = None  # type: Optional[int]  (None = the card's value)
-pretrained = False  # type: bool
+pretrained = False  # type: Union[bool, str]  (True = the card's start, ImageNet MobileNetV2; an emonet_* entry or a file = fine-tune it)
 device = "auto"  # type: str  (auto, cpu, cuda)
 run_name = "emonet_{dataset}"  # type: str
 max_steps = None  # type: Optional[int]  (a number makes a smoke run)
@@ -32,7 +32,7 @@ lam = None  # type: Optional[float]  (shortcut weight λ: 0.8 as coded; None = t
 
 # %% [markdown]
 # ## The recipe
-# From `train.py`: SGD lr 1e-3, momentum 0.9, weight decay 1e-5, batch 16, 100 epochs, no scheduler; RandomResizedCrop(224) + horizontal flip; plain cross-entropy. λ is hard-coded to 0.8 in the published forward, while the README's checkpoints and numbers are labelled λ = 0.5 / 0.6: each dataset entry of the card uses the λ of its reported number, and `lam` overrides it.
+# From `train.py`: SGD lr 1e-3, momentum 0.9, weight decay 1e-5, batch 16, 100 epochs, no scheduler; RandomResizedCrop(224) + horizontal flip; plain cross-entropy. λ is hard-coded to 0.8 in the published forward, while the README's checkpoints and numbers are labelled λ = 0.5 / 0.6: each dataset entry of the card uses the λ of its reported number, and `lam` overrides it. Upstream fine-tunes an unreleased RAF-DB model; `-p pretrained True` starts from ImageNet MobileNetV2 weights (our reconstruction, the card's `pretrained`), `-p pretrained emonet_rafdb_lam0.5` from a released checkpoint.
 
 # %%
 from ferlib.engine import train
@@ -46,6 +46,7 @@ recipe = load_recipe("emonet", dataset, model_kwargs=model_kwargs)
 print("model", recipe.model_kwargs, "classes", recipe.num_classes)
 print(recipe.optimizer, recipe.optimizer_kwargs, recipe.lr, recipe.weight_decay, recipe.schedule)
 print("input", recipe.input_size, "epochs", recipe.epochs, "batch", recipe.batch_size)
+print("starts from", recipe.pretrained if pretrained is True else (pretrained or "random init"))
 
 # %% [markdown]
 # ## The model
