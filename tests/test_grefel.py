@@ -444,3 +444,44 @@ def test_ferplus_card_augmentations_follow_the_spec():
     assert not t.pre_resize                               # the 256 stored image is not squashed to 224 first
     out = t(torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8))
     assert out.shape == (2, 3, 224, 224)
+
+
+def test_grefel_trust_follows_the_run_progress_under_the_engine(tmp_path):
+    """Spec §4: t = n_iter / num_iters, linear 0 → 1 over the whole run — also across a resume."""
+    from torch import nn
+
+    from ferlib.data import load_dataset
+    from ferlib.engine import fit
+    from ferlib.losses import create_loss
+    from ferlib.models.registry import ModelOutput
+    from ferlib.recipes import load_recipe
+
+    loss = create_loss("grefel_loss", num_classes=7)
+    loss.set_progress(0.25)
+    assert loss.current_trust() == 0.25
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def set_progress(self, fraction):
+            self.seen.append(fraction)
+
+        def forward(self, out, y):
+            return nn.functional.cross_entropy(out.logits, y)
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 8 * 8, 7)
+
+        def forward(self, x):
+            return ModelOutput(self.fc(x.flatten(1)), x.flatten(1), {})
+
+    ds = load_dataset("synthetic", tmp_path / "syn", "train", n_train=40, n_test=8, progress=False)
+    recipe = load_recipe("baseline", "synthetic", input_size=8, batch_size=10, epochs=2, train_transforms=())
+    rec = Recorder()
+    fit(Tiny(), rec, recipe, ds, ds, tmp_path / "run", progress=False, stop_after_steps=3)
+    fit(Tiny(), rec, recipe, ds, ds, tmp_path / "run", progress=False)         # resumed from step 3
+    assert rec.seen == [i / 8 for i in range(8)]                               # 2 epochs × 4 updates

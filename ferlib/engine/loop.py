@@ -248,10 +248,15 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     show = _progress_enabled(opts.progress) and is_main
     done = opts.max_steps is not None and state["step"] >= opts.max_steps
     stopped = False
+    total_updates = None  # for losses with set_progress(fraction of the run), e.g. GReFEL's trust ramp
     while state["epoch"] < recipe.epochs and not done and not stopped:
         epoch = state["epoch"]
         sampler.set_epoch(epoch, start=state["batch_in_epoch"] * bs)
         n_batches = batches_per_epoch(sampler, bs)
+        if total_updates is None:
+            total_updates = recipe.epochs * -(-n_batches // stepper.k)
+            if opts.max_steps is not None:
+                total_updates = min(total_updates, opts.max_steps)
         loader.generator.manual_seed(opts.seed * 100003 + epoch)
         if hasattr(loss, "set_epoch"):
             loss.set_epoch(epoch)
@@ -267,6 +272,8 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
                 x = x.contiguous(memory_format=torch.channels_last)
             b = state["batch_in_epoch"]
             boundary = (b + 1) % stepper.k == 0 or b + 1 == n_batches
+            if hasattr(loss, "set_progress"):
+                loss.set_progress(state["step"] / max(1, total_updates))
             value, out, updated = stepper.micro(x, y, boundary)
             # checks the previous batch's loss: the device keeps one step queued instead of syncing every step
             meter.add(value, out.logits, y, (epoch + 1, state["step"], b))

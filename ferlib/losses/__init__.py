@@ -3,7 +3,9 @@
 Contract: a loss is an ``nn.Module`` called as ``loss(output, target)`` with ``output`` the model's
 :class:`~ferlib.models.ModelOutput` and ``target`` class indices [B] (or soft targets [B, C]); it
 returns a scalar. A loss with parameters (centres, anchors) is optimised with the model; a loss whose
-behaviour depends on the epoch implements ``set_epoch(epoch)``, which the engine calls.
+behaviour depends on the epoch implements ``set_epoch(epoch)``, which the engine calls; one that depends on
+how far the run has got implements ``set_progress(fraction)`` (optimiser updates done / planned, 0 → 1),
+called before every training step and recomputed on resume.
 """
 from __future__ import annotations
 

@@ -70,8 +70,10 @@ class GReFELLoss(nn.Module):
     """L = λ_ce·CE(log p̂, y) + w·λ_anchor·L_anchor + w·λ_center·L_center (w = t or 1).
 
     p̂ = (1 − t)·p + t·(c·p + (1 − c)·correction) is the reliability-balanced distribution
-    (spec §4 step 5) at trust t: fixed ``trust``, or t = min(1, steps / ``trust_steps``) with steps
-    counted over the calls made with gradients enabled (ARBEx: n_iter / num_iters).
+    (spec §4 step 5) at trust t: fixed ``trust``; else, under the engine, t = the fraction of the run's
+    optimiser updates done (``set_progress``; ARBEx: n_iter / num_iters, linear 0 → 1 over training,
+    and right after a resume); used alone, t = min(1, steps / ``trust_steps``) with steps counted over
+    the calls made with gradients enabled.
 
     Args:
         num_classes: C (injected by the engine).
@@ -105,11 +107,18 @@ class GReFELLoss(nn.Module):
         self.anchor_loss, self.anchor_margin = anchor_loss, anchor_margin
         self.center_confidence, self.aux_trust_weighted = center_confidence, aux_trust_weighted
         self.steps = 0
+        self.progress: float | None = None
         self.last: dict = {}
+
+    def set_progress(self, fraction: float) -> None:
+        """Fraction of the run's optimiser updates done (the engine calls this before every step)."""
+        self.progress = float(fraction)
 
     def current_trust(self) -> float:
         if self.trust is not None:
             return float(self.trust)
+        if self.progress is not None:
+            return min(1.0, max(0.0, self.progress))
         return min(1.0, self.steps / self.trust_steps) if self.trust_steps > 0 else 1.0
 
     def forward(self, output, target: torch.Tensor) -> torch.Tensor:
