@@ -364,3 +364,27 @@ def test_recipe_eval_split_picks_the_evaluation_split(tmp_path, monkeypatch):
     expected = json.loads((FIXTURES_DIR / "expected.json").read_text())["ferplus"]["splits"]
     assert rows["val"]["eval_n"] == expected["PublicTest"]["modes"]["majority"]["kept_total"]
     assert rows[None]["eval_n"] == expected["PrivateTest"]["modes"]["majority"]["kept_total"]
+
+
+def test_selection_starts_at_the_recipes_epoch(syn_root, tmp_path):
+    """MMFRM saves its best checkpoint from epoch 6 on (select_from_epoch); a run shorter than that selects
+    its last epoch, so best.pt always exists."""
+    run = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "a", epochs=3, select_from_epoch=3,
+                **TINY)
+    assert run.summary["selected_epoch"] == 3
+    assert load_checkpoint(run.run_dir / "best.pt")["state"]["best_epoch"] == 3
+    short = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "b", epochs=2, select_from_epoch=6,
+                  **TINY)
+    assert short.summary["selected_epoch"] == 2
+    assert load_checkpoint(short.run_dir / "best.pt")["state"]["best_epoch"] == 2
+    assert load_recipe("mmfrm", "rafdb").select_from_epoch == 6
+
+
+def test_summary_selects_only_eligible_epochs(tmp_path):
+    from ferlib.engine.loop import _summarise
+
+    rows = [{"epoch": e, "step": 10 * e, "eval_accuracy": a} for e, a in ((1, 0.9), (2, 0.5), (3, 0.6))]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _summarise(tmp_path, "accuracy")["selected_epoch"] == 1
+    assert _summarise(tmp_path, "accuracy", select_from_epoch=2)["selected_epoch"] == 3
+    assert _summarise(tmp_path, "accuracy", select_from_epoch=6)["selected_epoch"] == 3   # run ended before 6

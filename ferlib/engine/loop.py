@@ -325,7 +325,11 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             print(f"epoch {state['epoch']}/{recipe.epochs}: train loss {row['train_loss']:.4f} "
                   f"acc {row['train_accuracy']:.3f} | eval acc {result['accuracy']:.3f} "
                   f"mean-class {result['mean_class_accuracy']:.3f} ({row['time_s']}s)", flush=True)
-            if result[sel] > state["best"]:
+            # epochs before select_from_epoch are not candidates, unless the run ends before it
+            # (a smoke run): then its last epoch is selected so that best.pt exists
+            last_epoch = done or state["epoch"] >= recipe.epochs
+            eligible = state["epoch"] >= recipe.select_from_epoch or (last_epoch and state["best_epoch"] is None)
+            if eligible and result[sel] > state["best"]:
                 state["best"], state["best_epoch"] = result[sel], state["epoch"]
                 _save_predictions(run_dir, result, val)
                 save_checkpoint({"model": eval_model.state_dict(),
@@ -341,7 +345,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
 
     if not is_main:
         return {}
-    summary = _summarise(run_dir, sel, opts.selected_on)
+    summary = _summarise(run_dir, sel, opts.selected_on, recipe.select_from_epoch)
     if stopped:
         summary.update(stopped=True, stopped_at_step=state["step"])
     _print_summary(run_dir, summary)
@@ -424,12 +428,14 @@ def _write_config(run_dir, recipe, opts, device, model, train, val, precision, c
     os.replace(tmp, run_dir / "config.yaml")
 
 
-def _summarise(run_dir: Path, sel: str, selected_on: str = "test_selected") -> dict:
-    """summary.json: ``last`` (last epoch), ``selected`` = ``<selected_on>`` (best epoch by ``sel``)."""
+def _summarise(run_dir: Path, sel: str, selected_on: str = "test_selected", select_from_epoch: int = 1) -> dict:
+    """summary.json: ``last`` (last epoch), ``selected`` = ``<selected_on>`` (best epoch by ``sel`` among the
+    epochs from ``select_from_epoch`` on; the last epoch when the run ends before it)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     if not rows:
         return {"selected_on": selected_on}
-    best = max(rows, key=lambda r: r[f"eval_{sel}"])
+    eligible = [r for r in rows if r["epoch"] >= select_from_epoch] or rows[-1:]
+    best = max(eligible, key=lambda r: r[f"eval_{sel}"])
     last = {k[5:]: v for k, v in rows[-1].items() if k.startswith("eval_")}
     selected = {k[5:]: v for k, v in best.items() if k.startswith("eval_")}
     split = "test" if selected_on == "test_selected" else "val"

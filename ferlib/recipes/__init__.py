@@ -66,6 +66,7 @@ class Recipe:
     batch_size: int = 64
     grad_clip: float | None = None
     selection_metric: str = "accuracy"
+    select_from_epoch: int = 1            # epochs before it never become the selected (best) checkpoint
     # provenance
     reported: dict = field(default_factory=dict)
     source: str = ""
