@@ -247,19 +247,14 @@ for _name, _file, _how, _cats, _ds, _lam, _acc, _extra in _EMONET_RELEASES:
 register_weights(WeightsEntry(
     name="mobilenet_v2_imagenet",
     filename="mobilenet_v2-b0353104.pth",
-    model="emonet",
-    papers=("EMO-Net",),
     produced_by="torchvision MobileNet_V2_Weights.IMAGENET1K_V1 (ImageNet-1k classification, top-1 71.878)",
     source="torchvision's mobilenet_v2 IMAGENET1K_V1 file (download.pytorch.org/models/mobilenet_v2-b0353104.pth, "
            "its name carries the first 8 hex digits of its sha256); fetch it on a connected machine",
-    input_size=224,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    colour="RGB",
     unused_keys=("classifier.*", "features.*.dowmSample.*", "features.*.channel.*"),
     notes="EMO-Net's reconstructed starting point (emonet.md §5: upstream fine-tunes an unreleased RAF-DB model). "
           "torchvision's MobileNetV2 keys equal EMO-Net's for every shared layer; the fusion branch "
           "(dowmSample), ECA (channel) and the classifier keep their init, the 1000-class head is dropped.",
+    **_EMONET_COMMON,
 ))
 
 register_weights(WeightsEntry(
