@@ -162,3 +162,28 @@ def test_empty_csv_is_an_empty_split(tmp_path):
     _write_csv(tmp_path, ",".join(CSV_COLUMNS) + "\r\n\r\n")
     with pytest.raises(DatasetFormatError, match="empty split 'train'"):
         load_dataset("affectnet", tmp_path, "train")
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_relabel_into_emonet_order(tmp_path, cache):
+    """EMO-Net's AffectNet-8 card reads the official CSV in RAF-DB order + contempt (its checkpoint's order)."""
+    from ferlib.data.labels import LABEL_SETS
+    from ferlib.engine.run import load_split
+    from ferlib.recipes import load_recipe
+
+    kw = dict(cache=tmp_path / "c", cache_size=32) if cache else {}
+    native = load_dataset("affectnet8", F, "val", check="none")
+    ours = load_dataset("affectnet8", F, "val", check="none", relabel="emonet_affectnet8", **kw)
+    assert ours.classes == ["surprise", "fear", "disgust", "happy", "sad", "anger", "neutral", "contempt"]
+    by_path = {str(p): native.classes[t] for p, t in zip(native.samples, native.targets)}
+    assert len(ours) >= len(native) - 2                   # the cache also drops the fixture's unreadable files
+    assert all(by_path[str(p)] == ours.classes[t] for p, t in zip(ours.samples, ours.targets))
+    assert len(set(ours.targets)) == 8
+    recipe = load_recipe("emonet", "affectnet8")
+    assert recipe.dataset_kwargs == {"relabel": "emonet_affectnet8"}
+    via_card = load_split(recipe, "val", F, progress=False, cache=False)
+    assert via_card.classes == list(LABEL_SETS["emonet_affectnet8"].names)
+    with pytest.raises(ValueError, match="has no \\['contempt'\\]"):
+        load_dataset("affectnet8", F, "val", check="none", relabel="rafdb")
+    with pytest.raises(KeyError, match="unknown label set"):
+        load_dataset("affectnet8", F, "val", check="none", relabel="nope")

@@ -27,14 +27,27 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cache_size: int | None = None,
-                 align: bool = False, progress: bool = True, cache_workers: int = 0, **opts):
+                 align: bool = False, progress: bool = True, cache_workers: int = 0, relabel: str | None = None,
+                 **opts):
     """Read ``split`` of dataset ``name`` from ``root`` (the folder as distributed; see DESIGN §3).
 
     ``cache=True`` (or a folder) reads a uint8 tensor cache (:mod:`ferlib.data.cache`) built on first use
     and rebuilt when the sources or options change; ``cache_size`` is its side (default: the first image's
     size), ``align=True`` aligns faces to the 5-point template while building it, ``cache_workers`` decodes
-    in that many processes.
+    in that many processes. ``relabel`` names a ``LABEL_SETS`` entry whose class order the targets are
+    re-indexed into (e.g. ``"emonet_affectnet8"``); by default targets keep the dataset's native order.
     """
+    ds = _load(name, root, split, cache, cache_size, align, progress, cache_workers, opts)
+    if relabel is not None:
+        from .labels import LABEL_SETS, relabel_dataset
+
+        if relabel not in LABEL_SETS:
+            raise KeyError(f"relabel: unknown label set {relabel!r}; available: {sorted(LABEL_SETS)}")
+        relabel_dataset(ds, LABEL_SETS[relabel])
+    return ds
+
+
+def _load(name, root, split, cache, cache_size, align, progress, cache_workers, opts):
     if name not in _READERS:
         raise KeyError(f"unknown dataset {name!r}; available: {list_datasets()}")
     if split not in SPLITS:
