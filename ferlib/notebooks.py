@@ -27,11 +27,13 @@ def find(name: str) -> Path:
     return matches[0]
 
 
-def execute(name: str, parameters: dict | None = None, output_dir=None, kernel: str = "python3") -> Path:
-    """Run one notebook with papermill (cwd = the notebooks folder); returns the executed copy."""
+def execute(name, parameters: dict | None = None, output_dir=None, kernel: str = "python3") -> Path:
+    """Run one notebook (a name such as ``"03_train_fermam"``, or a path) with papermill, cwd = its folder;
+    returns the executed copy (in ``output_dir``, default ``results/notebooks``). A failing cell raises
+    ``papermill.PapermillExecutionError``."""
     import papermill
 
-    src = find(name)
+    src = Path(name) if str(name).endswith(".ipynb") else find(name)
     out_dir = Path(output_dir) if output_dir else results_dir() / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / src.name

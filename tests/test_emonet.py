@@ -118,15 +118,13 @@ def test_eight_classes_forward_backward():
 
 @pytest.mark.slow
 def test_notebook_05_runs_with_lam_parameter(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("papermill")
     import yaml
 
-    from ferlib.testing import _REPO
+    from ferlib.notebooks import execute
 
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
-    papermill.execute_notebook(str(_REPO / "notebooks" / "05_train_emonet.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=dict(max_steps=2, lam=0.6, run_name="nb05"),
-                               kernel_name="python3", cwd=str(tmp_path))
+    execute("05_train_emonet", dict(max_steps=2, lam=0.6, run_name="nb05"), output_dir=tmp_path)
     run_dir = tmp_path / "results" / "runs" / "nb05"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["model_kwargs"]["lam"] == 0.6

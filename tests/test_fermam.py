@@ -314,15 +314,13 @@ def test_ferplus_card_reads_votes_as_the_authors_loader(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_03_runs(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("papermill")
     import yaml
 
-    from ferlib.testing import _REPO
+    from ferlib.notebooks import execute
 
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
-    papermill.execute_notebook(str(_REPO / "notebooks" / "03_train_fermam.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=dict(max_steps=2, run_name="nb03", batch_size=4, scan_backend="torch"),
-                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    execute("03_train_fermam", dict(max_steps=2, run_name="nb03", batch_size=4, scan_backend="torch"), output_dir=tmp_path)
     run_dir = tmp_path / "results" / "runs" / "nb03"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["model"] == "fermam" and config["recipe"]["sam"] is True

@@ -403,15 +403,13 @@ def test_recipe_card():
 
 @pytest.mark.slow
 def test_notebook_06_runs_with_loss_parameters(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("papermill")
     import yaml
 
-    from ferlib.testing import _REPO
+    from ferlib.notebooks import execute
 
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
-    papermill.execute_notebook(str(_REPO / "notebooks" / "06_train_grefel.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=dict(max_steps=2, run_name="nb06", lambda_center=0.5, num_anchors=4),
-                               kernel_name="python3", cwd=str(tmp_path))
+    execute("06_train_grefel", dict(max_steps=2, run_name="nb06", lambda_center=0.5, num_anchors=4), output_dir=tmp_path)
     run_dir = tmp_path / "results" / "runs" / "nb06"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["model_kwargs"]["num_anchors"] == 4

@@ -215,15 +215,13 @@ def test_recipe_card_states_the_paper_numbers_and_builds():
 
 @pytest.mark.slow
 def test_notebook_07_runs_with_a_feature_loss(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("papermill")
     import yaml
 
-    from ferlib.testing import _REPO
+    from ferlib.notebooks import execute
 
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
-    papermill.execute_notebook(str(_REPO / "notebooks" / "07_train_mfer.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=dict(max_steps=2, feature_loss="lgm", feature_loss_weight=0.1, run_name="nb07"),
-                               kernel_name="python3", cwd=str(tmp_path))
+    execute("07_train_mfer", dict(max_steps=2, feature_loss="lgm", feature_loss_weight=0.1, run_name="nb07"), output_dir=tmp_path)
     run_dir = tmp_path / "results" / "runs" / "nb07"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["loss_kwargs"]["feature_loss"] == "lgm"

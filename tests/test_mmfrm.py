@@ -137,12 +137,11 @@ def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
     import yaml
 
+    from ferlib.notebooks import execute
     from ferlib.testing import _REPO
 
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
-    papermill.execute_notebook(str(_REPO / "notebooks" / "04_train_mmfrm.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=dict(max_steps=2, rfloss="intended", run_name="nb04"),
-                               kernel_name="python3", cwd=str(tmp_path))
+    execute("04_train_mmfrm", dict(max_steps=2, rfloss="intended", run_name="nb04"), output_dir=tmp_path)
     run_dir = tmp_path / "results" / "runs" / "nb04"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["loss"] == "ce_rfloss"
@@ -153,9 +152,8 @@ def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
     monkeypatch.setenv("FERLIB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FERLIB_DATA", raising=False)
     with pytest.raises(papermill.PapermillExecutionError, match="mobilefacenet_model_best.pth.tar"):
-        papermill.execute_notebook(str(_REPO / "notebooks" / "04_train_mmfrm.ipynb"), str(tmp_path / "out2.ipynb"),
-                                   parameters=dict(max_steps=1, pretrained=True, run_name="nb04b"),
-                                   kernel_name="python3", cwd=str(tmp_path))
+        execute(_REPO / "notebooks" / "04_train_mmfrm.ipynb", dict(max_steps=1, pretrained=True, run_name="nb04b"),
+                output_dir=tmp_path / "b")
 
 
 def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkeypatch):
