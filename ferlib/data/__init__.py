@@ -2,8 +2,8 @@
 import importlib
 import importlib.util
 
-from .base import FERDataset, SkipReport, SkipWarning
-from .errors import DatasetFormatError
+from .base import FERDataset, SkipReport, SkipWarning, require_usable
+from .errors import DatasetFormatError, EmptySplitError
 from .labels import CANONICAL, LABEL_SETS, LabelSet
 from .registry import DEFAULT_SPLITS, list_datasets, load_dataset, load_splits, register_dataset
 
@@ -12,5 +12,6 @@ for _name in ("rafdb", "synthetic_reader", "affectnet", "ferplus", "fer2013", "i
     if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
         importlib.import_module(f"{__name__}.{_name}")
 
-__all__ = ["CANONICAL", "DatasetFormatError", "FERDataset", "LABEL_SETS", "LabelSet", "SkipReport", "SkipWarning",
-           "DEFAULT_SPLITS", "list_datasets", "load_dataset", "load_splits", "register_dataset"]
+__all__ = ["CANONICAL", "DatasetFormatError", "EmptySplitError", "FERDataset", "LABEL_SETS", "LabelSet", "SkipReport",
+           "SkipWarning", "DEFAULT_SPLITS", "list_datasets", "load_dataset", "load_splits", "register_dataset",
+           "require_usable"]

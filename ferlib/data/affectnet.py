@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import CroppedDataset, FERDataset, SkipReport, decodable_indices, read_csv_rows
+from .base import (CroppedDataset, FERDataset, SkipReport, decodable_indices, empty_split_error, read_csv_rows,
+                   read_text)
 from .errors import DatasetFormatError
 from .imagefolder import build_imagefolder, find_split_dir
 from .labels import LABEL_SETS
@@ -86,8 +87,8 @@ def _csv(root: Path, split: str, num_classes: int, check: str, transform, crop_m
         landmarks.append(r["facial_landmarks"])
     keep = decodable_indices(paths, report, check)
     if not keep:
-        raise DatasetFormatError(f"none of the {len(paths)} listed images of split {split!r} exist.",
-                                 path=root / IMAGES, fix=f"extract {IMAGES}/ next to {LISTS}/ under {root}.")
+        raise empty_split_error(split, report, root / IMAGES,
+                                missing_fix=f"extract {IMAGES}/ next to {LISTS}/ under {root}.")
     ds = CroppedDataset([paths[i] for i in keep], [targets[i] for i in keep],
                         LABEL_SETS["affectnet8" if num_classes == 8 else "affectnet"], root, split,
                         [boxes[i] for i in keep], report, transform, margin=crop_margin, crop=crop,
@@ -99,7 +100,7 @@ def _csv(root: Path, split: str, num_classes: int, check: str, transform, crop_m
 def _read_pairs(lst: Path, split: str, n_codes: int, form: str, fix: str) -> list[tuple[str, int]]:
     """``[(name, code)]`` from a space-separated ``<name> <code>`` list; codes must lie in 0..n_codes-1."""
     rows = []
-    for n, line in enumerate(lst.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for n, line in enumerate(read_text(lst, "AffectNet list", fix).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

@@ -6,6 +6,7 @@ A reader parses the official files into ``samples`` (path or row id) and ``targe
 from __future__ import annotations
 
 import csv
+import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,11 +56,33 @@ class SkipReport:
         return f"skipped {self.total}: " + "; ".join(parts)
 
 
+def show_progress(progress: bool | None) -> bool:
+    """Whether to draw a progress bar: when ``progress`` is not False and stderr is a terminal or a notebook
+    (a bar redrawn into a log file or a CI transcript is noise)."""
+    if progress is False:
+        return False
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def decode_image(path: str | Path) -> np.ndarray:
-    """Decode an image file fully into uint8 RGB [H,W,3]; raises OSError if unreadable or truncated."""
+    """Decode an image file fully into uint8 RGB [H,W,3]; raises OSError if unreadable or truncated.
+
+    16-bit greyscale (PNG mode ``I;16``) is scaled 0..65535 → 0..255 (PIL's ``convert`` would clip it to
+    white); an image over PIL's pixel limit raises ``DecompressionBombError`` (one of :data:`DECODE_ERRORS`).
+    """
     with Image.open(path) as im:
         im.load()  # forces a full decode: truncated files raise here
+        if im.mode.startswith("I") or im.mode == "F":
+            return _wide_grey_to_rgb(np.asarray(im), im.mode, path)
         return np.asarray(im.convert("RGB"))
+
+
+def _wide_grey_to_rgb(arr: np.ndarray, mode: str, path) -> np.ndarray:
+    """uint8 RGB from a 16-bit (``I;16*``) or 32-bit integer (``I``) grey image holding 0..65535 values."""
+    if mode == "F" or arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ValueError(f"{path}: a {mode} image with values outside 0..65535 has no 8-bit equivalent")
+    grey = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def to_chw_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -124,8 +147,17 @@ class FERDataset(Dataset):
                 f"classes={self.classes}, skipped={self.skip_report.total})")
 
 
-#: What a failed decode raises (PIL: OSError for truncated files, UnidentifiedImageError ⊂ OSError).
-DECODE_ERRORS = (OSError, ValueError, SyntaxError)
+#: What a failed decode raises (PIL: OSError for truncated files, UnidentifiedImageError ⊂ OSError,
+#: DecompressionBombError for an image over ``Image.MAX_IMAGE_PIXELS``·2).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+#: skip-report reasons of images that exist but cannot be used
+UNDECODABLE = ("unreadable", "too large")
+
+
+def skip_reason(err: BaseException) -> str:
+    """The skip-report reason for a failed decode: ``too large`` for a decompression bomb, else ``unreadable``."""
+    return "too large" if isinstance(err, Image.DecompressionBombError) else "unreadable"
 
 
 def decodable_indices(paths: Sequence, report: SkipReport, check: str = "decode") -> list[int]:
@@ -142,8 +174,8 @@ def decodable_indices(paths: Sequence, report: SkipReport, check: str = "decode"
         if check == "decode":
             try:
                 decode_image(p)
-            except DECODE_ERRORS:
-                report.add("unreadable", p)
+            except DECODE_ERRORS as err:
+                report.add(skip_reason(err), p)
                 continue
         keep.append(i)
     return keep
@@ -153,6 +185,45 @@ def keep_decodable(paths: Sequence, targets: Sequence, report: SkipReport, check
     """Filter ``(path, target)`` pairs with :func:`decodable_indices`; returns ``(paths, targets)``."""
     keep = decodable_indices(paths, report, check)
     return [paths[i] for i in keep], [targets[i] for i in keep]
+
+
+def empty_split_error(split: str, report: SkipReport, path=None, missing_fix: str | None = None, n: int = 0,
+                      min_items: int = 1):
+    """The :class:`EmptySplitError` for a split left with ``n`` < ``min_items`` items after ``report``'s skips.
+
+    The message tells missing files ("none exist") from files that exist but cannot be decoded
+    ("unreadable", e.g. the zero-byte placeholders a clone without git-lfs leaves), and ends with the
+    skip report. ``missing_fix`` is the reader's advice for missing files."""
+    from .errors import EmptySplitError
+
+    have = "no usable image" if n == 0 else f"only {n} usable image(s), fewer than the {min_items} needed"
+    missing, undecodable = report.counts["missing"], sum(report.counts[r] for r in UNDECODABLE)
+    if not report:
+        why = "the reader found no items"
+    elif missing == report.total:
+        why = f"none of the {missing} listed images exist"
+    elif undecodable == report.total:
+        kinds = ["zero-byte or truncated files, as a clone without git-lfs leaves them"] * bool(
+            report.counts["unreadable"]) + ["images over PIL's pixel limit"] * bool(report.counts["too large"])
+        why = f"the {undecodable} listed images exist but are unreadable ({' or '.join(kinds)})"
+    else:
+        why = f"{missing} listed images do not exist and {undecodable} are unreadable"
+    fixes = []
+    if missing or not report:
+        fixes.append(missing_fix or "extract the dataset's images where its list expects them.")
+    if undecodable:
+        fixes.append("fetch the unreadable image files again (e.g. `git lfs pull`, or re-extract the archive).")
+    return EmptySplitError(f"split {split!r} has {have}: {why}. Skip report: {report.summary()}.", path=path,
+                           fix=" ".join(fixes))
+
+
+def require_usable(dataset: FERDataset, split: str | None = None, min_items: int = 1) -> FERDataset:
+    """``dataset`` if it holds at least ``min_items`` items, else raise :class:`~ferlib.data.EmptySplitError`
+    naming the split and the skip report (so that a run never trains or evaluates on nothing)."""
+    if len(dataset) >= min_items:
+        return dataset
+    raise empty_split_error(split or dataset.split, dataset.skip_report, dataset.root, n=len(dataset),
+                            min_items=min_items)
 
 
 class ArrayDataset(FERDataset):
@@ -211,19 +282,75 @@ def crop_box(img: np.ndarray, box, margin: float = 0.0) -> np.ndarray:
     return img[y0:y1, x0:x1]
 
 
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"), (b"\xff\xfe", "UTF-16LE"),
+         (b"\xfe\xff", "UTF-16BE"))
+
+
+def guess_encoding(data: bytes) -> str:
+    """The iconv name of the (non-UTF-8) encoding of ``data``: UTF-16/32 by byte-order mark or by NUL
+    bytes between ASCII characters, else an 8-bit code page (reported as WINDOWS-1252, a superset of latin-1)."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    head = data[:4096]
+    if head.count(0) > len(head) // 4:
+        return "UTF-16LE" if head[1::2].count(0) > head[0::2].count(0) else "UTF-16BE"
+    return "WINDOWS-1252"
+
+
+def text_decode_error(path, what: str, fix: str):
+    """The :class:`DatasetFormatError` for a text file that is not UTF-8, naming the file, the first line
+    that fails and the encoding found."""
+    from .errors import DatasetFormatError
+
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8-sig")
+        return DatasetFormatError(f"{what} changed while it was read.", path=path, fix=fix)
+    except UnicodeDecodeError as err:
+        bad, line = data[err.start:err.start + 1], data.count(b"\n", 0, err.start) + 1
+    enc = guess_encoding(data)
+    found = "latin-1 / Windows-1252" if enc == "WINDOWS-1252" else enc
+    return DatasetFormatError(f"{what} is not UTF-8 text (byte 0x{bad.hex()}); it looks like {found}.",
+                              path=path, line=line,
+                              fix=f"save it as UTF-8, e.g. `iconv -f {enc} -t UTF-8 old > new`; {fix}")
+
+
+def read_text(path, what: str, fix: str) -> str:
+    """The text of ``path`` as UTF-8 (a BOM is dropped); another encoding raises :func:`text_decode_error`."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise text_decode_error(path, what, fix) from None
+
+
 def read_csv_rows(path: Path, required: Sequence[str], *, what: str, fix: str, header: bool = True,
                   delimiter: str = ","):
     """Rows of a CSV as ``(line_number, {column: value})`` with column names stripped of spaces.
 
     Tolerates a UTF-8 BOM, CRLF/LF mixes and blank lines. Raises :class:`DatasetFormatError`
     naming the missing columns when the header lacks one of ``required`` (given in file order
-    for header-less files, ``header=False``).
+    for header-less files, ``header=False``), or naming the encoding found when the file is not UTF-8.
     """
     from .errors import DatasetFormatError
 
     path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"{what} not found.", path=path, fix=fix)
+    try:
+        return _csv_rows(path, required, what, fix, header, delimiter)
+    except UnicodeDecodeError:
+        raise text_decode_error(path, what, fix) from None
+
+
+def _short(text: str, keep: int = 40) -> str:
+    """``text`` cut to ``keep`` characters, saying how long it was (a pixels field is 9 KB)."""
+    return text if len(text) <= keep else f"{text[:keep]}… ({len(text):,} characters)"
+
+
+def _csv_rows(path: Path, required, what: str, fix: str, header: bool, delimiter: str):
+    from .errors import DatasetFormatError
+
     rows = []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
@@ -235,8 +362,11 @@ def read_csv_rows(path: Path, required: Sequence[str], *, what: str, fix: str, h
             columns = [c.strip() for c in first]
             missing = [c for c in required if c not in columns]
             if missing:
+                shown = [_short(c) for c in columns[:12]] + (["…"] if len(columns) > 12 else [])
                 raise DatasetFormatError(
-                    f"{what}: missing column(s) {missing}; the header has {columns}, expected {list(required)}.",
+                    f"{what}: missing column(s) {missing}; the header has {shown}, expected {list(required)}"
+                    + (" (the first line looks like data: is the header row missing?)."
+                       if any(len(c) > 40 or c.isdigit() for c in columns) else "."),
                     path=path, line=reader.line_num, fix=fix)
         for r in reader:
             if not any(c.strip() for c in r):

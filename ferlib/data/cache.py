@@ -9,9 +9,11 @@ rebuilt in place.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from .base import DECODE_ERRORS, FERDataset, SkipReport
+from .base import DECODE_ERRORS, FERDataset, SkipReport, show_progress, skip_reason
 from .labels import LABEL_SETS, LabelSet
 
 VERSION = 1
@@ -117,8 +119,8 @@ def _prepare_chunk(idx: range):
     for i in idx:
         try:
             out.append((i, _prepare_one(w["ds"], i, w["size"], w["align"], w["aligner"])))
-        except DECODE_ERRORS:
-            out.append((i, "unreadable"))
+        except DECODE_ERRORS as err:
+            out.append((i, skip_reason(err)))
         except LookupError:
             out.append((i, "no face detected"))
     return out
@@ -138,8 +140,8 @@ def _serial(ds, size, align, aligner):
     for i in range(len(ds)):
         try:
             yield i, _prepare_one(ds, i, size, align, aligner)
-        except DECODE_ERRORS:
-            yield i, "unreadable"
+        except DECODE_ERRORS as err:
+            yield i, skip_reason(err)
         except LookupError:
             yield i, "no face detected"
 
@@ -149,11 +151,8 @@ def build_cache(ds: FERDataset, out: Path, size: int | None = None, align: bool 
     """Decode every item of ``ds`` once into ``out`` (atomic); unreadable images are skipped and counted.
 
     ``workers`` > 0 decodes in that many processes (the dataset and detector must pickle)."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
-    if size is None:
-        size = int(ds.load(0).shape[-1]) if len(ds) else 112
+    size = size or first_size(ds)
     aligner = None
     if align:
         from .align import FaceAligner
@@ -161,13 +160,25 @@ def build_cache(ds: FERDataset, out: Path, size: int | None = None, align: bool 
         aligner = FaceAligner(size, detector=detector)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        return _build(ds, out, tmp, size, align, key, progress, detector, workers, aligner)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted build leaves no half-written folder
+        raise
+
+
+def _build(ds, out: Path, tmp: Path, size: int, align: bool, key: str, progress: bool, detector, workers: int,
+           aligner) -> "CachedDataset":
+    from tqdm.auto import tqdm
+
     tmp.mkdir(parents=True)
     report = SkipReport(counts=ds.skip_report.counts.copy(),
                         examples={k: list(v) for k, v in ds.skip_report.examples.items()})
     mm = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(ds), 3, size, size))
     keep = []
     results = _serial(ds, size, align, aligner) if workers <= 0 else _results(ds, size, align, detector, workers)
-    for i, img in tqdm(results, total=len(ds), desc=f"cache {out.name}", disable=not progress, leave=False):
+    for i, img in tqdm(results, total=len(ds), desc=f"cache {out.name}", disable=not show_progress(progress),
+                       leave=False):
         if isinstance(img, str):
             report.add(img, ds.samples[i])
             continue
@@ -282,6 +293,17 @@ class CacheSpaceError(OSError):
     """The disk holding the cache folder has too little free space for a new cache."""
 
 
+class CacheUnwritableError(CacheSpaceError):
+    """The cache folder cannot be written (read-only disk or no permission); like a full disk, the engine's
+    ``cache="auto"`` then reads the image files instead."""
+
+
+#: what a write into a folder one may not write raises
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+#: what a write onto a full disk (or past a quota) raises
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
 def check_free_space(out: Path, n: int, size: int) -> None:
     """Raise :class:`CacheSpaceError` unless the disk of ``out`` has room for n×3×size×size bytes (+5 %)."""
     need = int(n * 3 * size * size * 1.05) + (64 << 20)
@@ -296,15 +318,66 @@ def check_free_space(out: Path, n: int, size: int) -> None:
             f"or cache=False to read the image files every epoch")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(folder, pattern: str) -> list[Path]:
+    """Delete the entries of ``folder`` whose name matches ``pattern`` (a regex with a ``pid`` group) and
+    whose process is no longer alive: the temp files and folders of a killed or failed write. Returns them."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = re.fullmatch(pattern, entry.name)
+        if m is None or int(m["pid"]) == os.getpid() or pid_alive(int(m["pid"])):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+#: the temp and old folders :func:`build_cache` writes next to a cache (``<name>.tmp-PID``, ``<name>.old-PID``)
+LEFTOVER_PATTERN = r".+\.(tmp|old)-(?P<pid>\d+)"
+
+
+def first_size(ds: FERDataset, default: int = 112) -> int:
+    """The side of the first image of ``ds`` that decodes (``default`` when none does)."""
+    for i in range(len(ds)):
+        try:
+            return int(ds.load(i).shape[-1])
+        except DECODE_ERRORS:
+            continue
+    return default
+
+
 def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, size: int | None = None,
            align: bool = False, progress: bool = True, rebuild: bool = False, detector=None,
            workers: int = 0) -> CachedDataset:
     """A valid cache of ``ds`` (built or rebuilt when missing or stale). ``cache`` = True (default root under
-    ``data/cache``) or a folder to hold the caches."""
-    if size is None:
-        size = int(ds.load(0).shape[-1]) if len(ds) else 112
+    ``data/cache``) or a folder to hold the caches.
+
+    Leftovers of killed builds in that folder are removed first. A folder that cannot be written raises
+    :class:`CacheUnwritableError`, a disk without room :class:`CacheSpaceError` (both ``CacheSpaceError``)."""
+    size = size or first_size(ds)
     cache_root = None if cache is True else Path(cache)
     out = cache_dir(name, root, split, opts, size, align, cache_root)
+    remove_leftovers(out.parent, LEFTOVER_PATTERN)
     key = fingerprint(ds)
     index = read_index(out)
     if not rebuild and index is not None and index.get("key") == key and index.get("version") == VERSION \
@@ -313,4 +386,18 @@ def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, 
         c.report_skips()
         return c
     check_free_space(out, len(ds), size)
-    return build_cache(ds, out, size, align, key, progress, detector, workers)
+    try:
+        return build_cache(ds, out, size, align, key, progress, detector, workers)
+    except CacheSpaceError:
+        raise
+    except OSError as err:
+        if err.errno in _UNWRITABLE:
+            raise CacheUnwritableError(
+                f"the cache folder {out.parent} cannot be written ({err.strerror}: {err.filename}): "
+                "pass cache=<a writable folder> (prepare: --cache-dir), or cache=False to read the image files "
+                "every epoch") from err
+        if err.errno in _NO_SPACE:
+            raise CacheSpaceError(
+                f"the disk of {out.parent} filled up while the cache was written: pass "
+                "cache=<a folder on a larger disk>, or cache=False to read the image files every epoch") from err
+        raise

@@ -11,3 +11,7 @@ class DatasetFormatError(ValueError):
         text = where + message + (f" Fix: {fix}" if fix else "")
         super().__init__(text)
         self.path, self.line, self.fix = path, line, fix
+
+
+class EmptySplitError(DatasetFormatError):
+    """A split has no usable image (or fewer than a run needs); the message carries the skip report."""

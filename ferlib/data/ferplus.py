@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import ArrayDataset, FERDataset, SkipReport, decodable_indices, read_csv_rows
+from .base import (ArrayDataset, FERDataset, SkipReport, decodable_indices, empty_split_error, read_csv_rows,
+                   text_decode_error)
 from .errors import DatasetFormatError
 from .labels import LABEL_SETS
 from .registry import register_dataset
@@ -141,6 +142,13 @@ def _read_label_csv(path: Path):
     fix = "FERPlus label.csv lines are '<name>,<10 vote counts>'."
     if not path.is_file():
         raise DatasetFormatError("FERPlus label.csv not found (and no fer2013new.csv).", path=path, fix=fix)
+    try:
+        return _label_rows(path, fix)
+    except UnicodeDecodeError:
+        raise text_decode_error(path, "FERPlus label.csv", fix) from None
+
+
+def _label_rows(path: Path, fix: str):
     out = []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -212,8 +220,8 @@ def load_ferplus(root, split: str = "train", label_mode: str = "majority", eval_
         paths = [folder / k[1] for k in kept]
         keep = decodable_indices(paths, report, check)
         if not keep:
-            raise DatasetFormatError(f"none of the {len(paths)} images of split {split!r} exist.", path=folder,
-                                     fix="generate the PNG folders with microsoft/FERPlus generate_training_data.py.")
+            raise empty_split_error(split, report, folder, missing_fix="generate the PNG folders with "
+                                    "microsoft/FERPlus generate_training_data.py.")
         ds = FERPlusDataset([paths[i] for i in keep], [kept[i][2] for i in keep], ls, root, split, report,
                             transform, source_files=sources)
     ds.label_mode = mode

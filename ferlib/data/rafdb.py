@@ -5,9 +5,10 @@ The split comes from the name prefix ``train_`` / ``test_``, never from the row 
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from .base import FERDataset, SkipReport, keep_decodable
+from .base import FERDataset, SkipReport, empty_split_error, keep_decodable, read_text
 from .errors import DatasetFormatError
 from .labels import LABEL_SETS
 from .registry import register_dataset
@@ -16,24 +17,40 @@ LIST_FILE = Path("EmoLabel") / "list_patition_label.txt"
 
 
 def read_list_file(path: Path) -> list[tuple[str, int, int]]:
-    """``[(name, label 0..6, line number)]`` from the list file (CRLF, BOM and blank lines tolerated)."""
+    """``[(name, label 0..6, line number)]`` from the list file (CRLF, BOM and blank lines tolerated).
+
+    A name listed twice with the same label is kept once, with a warning giving the count and the first
+    names; with different labels it is an error naming both lines."""
     if not path.is_file():
         raise DatasetFormatError("RAF-DB list file not found.", path=path,
                                  fix="point root at RAF-DB's basic/ folder (it holds EmoLabel/ and Image/).")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    fix = "use the official list_patition_label.txt of RAF-DB basic."
+    rows, first_line, repeats = [], {}, []
+    for n, line in enumerate(read_text(path, "RAF-DB list file", fix).splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DatasetFormatError(f"expected '<name>.jpg <label 1..7>', got {line!r}.", path=path, line=n,
-                                     fix="use the official list_patition_label.txt of RAF-DB basic.")
+                                     fix=fix)
         label = int(parts[1])
         if not 1 <= label <= 7:
             raise DatasetFormatError(f"label {label} is outside 1..7.", path=path, line=n,
                                      fix="RAF-DB basic labels are 1..7; compound-emotion lists are not supported.")
-        rows.append((parts[0], label - 1, n))
+        name = parts[0]
+        if name in first_line:
+            m = first_line[name]
+            if rows[m][1] != label - 1:
+                raise DatasetFormatError(f"{name} is listed again with label {label}; line {rows[m][2]} gives it "
+                                         f"label {rows[m][1] + 1}.", path=path, line=n, fix=fix)
+            repeats.append(f"{name} (lines {rows[m][2]}, {n})")
+            continue
+        first_line[name] = len(rows)
+        rows.append((name, label - 1, n))
+    if repeats:
+        warnings.warn(f"{path}: {len(repeats)} duplicate row(s) ignored, each image is used once: "
+                      f"{', '.join(repeats[:3])}{', …' if len(repeats) > 3 else ''}", UserWarning, stacklevel=3)
     return rows
 
 
@@ -69,8 +86,7 @@ def _finish(paths, targets, root, split, img_dir, check, transform, n_rows, sour
     report = SkipReport()
     paths, targets = keep_decodable(paths, targets, report, check)
     if not paths:
-        raise DatasetFormatError(f"none of the {n_rows} images of split {split!r} exist.", path=img_dir,
-                                 fix=f"extract RAF-DB's images into {img_dir}.")
+        raise empty_split_error(split, report, img_dir, missing_fix=f"extract RAF-DB's images into {img_dir}.")
     ds = FERDataset(paths, targets, LABEL_SETS["rafdb"], root, split, report, transform, source_files=sources)
     ds.report_skips()
     return ds

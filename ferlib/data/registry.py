@@ -5,7 +5,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Dict
 
-from .base import SkipWarning
+from .base import SkipWarning, require_usable
 from .errors import DatasetFormatError
 
 _READERS: Dict[str, Callable] = {}
@@ -36,6 +36,9 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
     size), ``align=True`` aligns faces to the 5-point template while building it, ``cache_workers`` decodes
     in that many processes. ``relabel`` names a ``LABEL_SETS`` entry whose class order the targets are
     re-indexed into (e.g. ``"emonet_affectnet8"``); by default targets keep the dataset's native order.
+
+    A split with no usable image (every file missing or unreadable) raises :class:`EmptySplitError` with
+    the skip report, on the cached path as on the file path.
     """
     ds = _load(name, root, split, cache, cache_size, align, progress, cache_workers, opts)
     if relabel is not None:
@@ -44,7 +47,7 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
         if relabel not in LABEL_SETS:
             raise KeyError(f"relabel: unknown label set {relabel!r}; available: {sorted(LABEL_SETS)}")
         relabel_dataset(ds, LABEL_SETS[relabel])
-    return ds
+    return require_usable(ds, split)
 
 
 def _load(name, root, split, cache, cache_size, align, progress, cache_workers, opts):

@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .base import show_progress
+
 #: Expressions in AffectNet's native order (the canonical order of ferlib.data.labels).
 EXPRESSIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
 
@@ -266,7 +268,7 @@ def iter_split(cfg: SyntheticConfig, split: str, progress: bool = True, desc: st
     from tqdm.auto import tqdm
 
     n = cfg.n_train if split == "train" else cfg.n_test
-    for i in tqdm(range(n), desc=desc or f"synthetic {split}", disable=not progress, leave=False):
+    for i in tqdm(range(n), desc=desc or f"synthetic {split}", disable=not show_progress(progress), leave=False):
         yield (i,) + make_sample(cfg, split, i)
 
 
