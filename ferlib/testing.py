@@ -84,3 +84,23 @@ def reference_state(keys_file: str, gain: float | None = None, model: str | None
 def load_ref(name: str) -> object:
     """``torch.load`` a small reference file from ``REF_DIR``."""
     return torch.load(REF_DIR / name, map_location="cpu", weights_only=True)
+
+
+def install_weights(monkeypatch, home, name: str, state: dict, wrap: bool = False) -> dict:
+    """Write ``state`` as registry entry ``name``'s file under ``home/pretrained`` (``$FERLIB_HOME``) and
+    re-register the entry with that file's size and sha256, for the duration of a test; returns ``state``.
+
+    ``wrap`` stores ``{"state_dict": state}`` as pytorch_face_landmark's checkpoint does. The caller sets
+    ``FERLIB_HOME`` to ``home`` (``monkeypatch.setenv``)."""
+    import dataclasses
+
+    import ferlib.weights.registry as registry
+    from ferlib.weights.load import sha256_of
+
+    entry = registry.get_weights(name)
+    path = Path(home) / "pretrained" / entry.filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state} if wrap else state, path)
+    monkeypatch.setitem(registry._WEIGHTS, name,
+                        dataclasses.replace(entry, size=path.stat().st_size, sha256=sha256_of(path)))
+    return state

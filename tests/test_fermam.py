@@ -214,27 +214,33 @@ def _fake_checkpoint(path, keys_file, gain_model, wrap):
     return state
 
 
-def test_backbone_checkpoints_load_via_load_pretrained(tmp_path):
-    pytest.importorskip("ferlib.weights.load")
-    # Files laid out as released: the 4-stage MS-Celeb IR-50 and the 136-d landmark net in 'state_dict'.
-    ir_state = _fake_checkpoint(tmp_path / "ir50.pth", "ir50_full_checkpoint_keys.txt", "ir50", wrap=False)
-    lm_state = _fake_checkpoint(
-        tmp_path / "mobilefacenet_model_best.pth.tar", "mobilefacenet_keys.txt", "mobilefacenet", wrap=True
-    )
+def test_card_starting_weights_load_into_both_branches(tmp_path, monkeypatch):
+    """Spec §9: the card's items load the MS-Celeb IR-50 into ``ir_back`` (stage 4 dropped by name) and the
+    landmark MobileFaceNet into ``face_landback`` (136-d GDC head dropped), from files laid out as released."""
+    from ferlib.recipes import load_recipe
+    from ferlib.testing import install_weights
+    from ferlib.weights.start import load_start, resolve_start
+
+    monkeypatch.setenv("FERLIB_HOME", str(tmp_path))
+    monkeypatch.delenv("FERLIB_DATA", raising=False)
+    ir_state = install_weights(monkeypatch, tmp_path, "ir50_ms1m",
+                               reference_state("ir50_full_checkpoint_keys.txt", model="ir50"))
+    lm_state = install_weights(monkeypatch, tmp_path, "mobilefacenet_landmark",
+                               reference_state("mobilefacenet_keys.txt", model="mobilefacenet"), wrap=True)
+    items = resolve_start(True, load_recipe("fermam", "rafdb").pretrained, "fermam")
     model = create_model("fermam")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reports = model.load_backbones(
-            str(tmp_path / "ir50.pth"), str(tmp_path / "mobilefacenet_model_best.pth.tar"), verify=False
-        )
-    assert len(reports["ir_back"].loaded) == 304 and len(reports["ir_back"].dropped) == 45
+        ir_report, lm_report = load_start(model, items)
+    assert len(ir_report.loaded) == 304 and len(ir_report.dropped) == 45
     torch.testing.assert_close(model.ir_back.body[20].res_layer[1].weight, ir_state["body.20.res_layer.1.weight"])
     torch.testing.assert_close(model.face_landback.conv_6_sep.conv.weight, lm_state["conv_6_sep.conv.weight"])
-    assert not any(k.startswith("output_layer.linear") for k in reports["face_landback"].loaded)
+    assert not any(k.startswith("output_layer.linear") for k in lm_report.loaded)
+    assert all(not p.requires_grad for p in model.face_landback.parameters())   # frozen, as upstream
     # A checkpoint with foreign key names fails loudly instead of loading nothing (upstream's silence).
     torch.save({"state_dict": {"backbone." + k: v for k, v in lm_state.items()}}, tmp_path / "renamed.pth")
     with pytest.raises(Exception, match="no key|does not fit"):
-        model.load_backbones(str(tmp_path / "ir50.pth"), str(tmp_path / "renamed.pth"), verify=False)
+        create_model("fermam", pretrained=[{"weights": str(tmp_path / "renamed.pth"), "into": "face_landback"}])
 
 
 def test_fermam_loss_matches_reference():

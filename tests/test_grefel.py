@@ -233,26 +233,31 @@ def test_converter_accepts_arbex_separate_files(ref_state):
         convert_upstream("grefel", {"vit": parts["vit"], "head": {}})
 
 
-def test_load_backbones_and_export_from_standard_checkpoint_files(tmp_path):
-    from ferlib.models.grefel.convert import export_with_backbones, load_backbones
+def test_card_starting_weights_load_the_standard_backbone_files(tmp_path, monkeypatch):
+    """ARBEx's get_poster: the standard IR-50 and MobileFaceNet files load through the card's items (with
+    the ARBEx key converters) into ``vit.ir`` / ``vit.landmark``; what GReFEL does not use is dropped by name."""
+    from ferlib.recipes import load_recipe
+    from ferlib.testing import install_weights
+    from ferlib.weights.start import load_start, resolve_start
 
-    ir50 = reference_state("ir50_full_checkpoint_keys.txt", gain=0.6)
-    mfn = reference_state("mobilefacenet_keys.txt", gain=0.8)
-    torch.save(ir50, tmp_path / "ir_ms1m_copy.pt")
-    torch.save({"state_dict": mfn}, tmp_path / "landmark_copy.pth.tar")
+    monkeypatch.setenv("FERLIB_HOME", str(tmp_path))
+    monkeypatch.delenv("FERLIB_DATA", raising=False)
+    ir50 = install_weights(monkeypatch, tmp_path, "ir50_ms1m", reference_state("ir50_full_checkpoint_keys.txt", gain=0.6))
+    mfn = install_weights(monkeypatch, tmp_path, "mobilefacenet_landmark",
+                          reference_state("mobilefacenet_keys.txt", gain=0.8), wrap=True)
     model = create_model("grefel", num_anchors=2)
     with pytest.warns(Warning, match="dropped") as caught:  # stage 4, output layers, GDC head: named
-        ir_report, mfn_report = load_backbones(model, tmp_path / "ir_ms1m_copy.pt", tmp_path / "landmark_copy.pth.tar")
-    assert len(caught) == 2
+        ir_report, mfn_report = load_start(model, resolve_start("card", load_recipe("grefel", "rafdb").pretrained))
+    assert len([w for w in caught if "dropped" in str(w.message)]) == 2
     assert len(ir_report.loaded) == 292 and len(mfn_report.loaded) == 321
     assert "body.21.res_layer.1.weight" in ir_report.dropped and "output_layer.linear.weight" in mfn_report.dropped
     sd = model.state_dict()
     assert torch.equal(sd["vit.ir.net_3.net.13.res.3.weight"], ir50["body.20.res_layer.3.weight"])
     assert torch.equal(sd["vit.landmark.path_3.2.net.1.running_var"], mfn["conv_6_sep.bn.running_var"])
-    with pytest.warns(Warning):
-        path = export_with_backbones(tmp_path / "grefel_backbones.pt", tmp_path / "ir_ms1m_copy.pt",
-                                     tmp_path / "landmark_copy.pth.tar", num_anchors=2)
-    again = create_model("grefel", num_anchors=2, pretrained=str(path))
+    assert all(not p.requires_grad for p in model.vit.ir.parameters())          # frozen, as ARBEx
+    # a whole GReFEL state saved by ferlib loads back as a file
+    torch.save(model.state_dict(), tmp_path / "grefel_start.pt")
+    again = create_model("grefel", num_anchors=2, pretrained=str(tmp_path / "grefel_start.pt"))
     assert torch.equal(again.state_dict()["vit.ir.input_layer.0.weight"], ir50["input_layer.0.weight"])
 
 

@@ -146,9 +146,10 @@ def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["loss"] == "ce_rfloss"
     assert config["recipe"]["loss_kwargs"]["variant"] == "intended"
-    assert config["recipe"]["model_kwargs"]["pretrained_landmark"] is False
+    assert config["recipe"]["pretrained"][0]["weights"] == "mobilefacenet_landmark"   # the card's start ...
+    assert config["plan"]["start"] == []                                                # ... not used on synthetic
     assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()
-    # -p pretrained True without the landmark checkpoint stops at the model cell, naming the file
+    # -p pretrained True without the landmark checkpoint stops before training, naming the file
     monkeypatch.setenv("FERLIB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FERLIB_DATA", raising=False)
     with pytest.raises(papermill.PapermillExecutionError, match="mobilefacenet_model_best.pth.tar"):
@@ -167,8 +168,9 @@ def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkey
 
     monkeypatch.setenv("FERLIB_HOME", str(tmp_path))
     monkeypatch.delenv("FERLIB_DATA", raising=False)
+    card = [{"weights": "mobilefacenet_landmark", "into": "landmark"}]
     with pytest.raises(WeightsNotFoundError, match="mobilefacenet_model_best.pth.tar"):
-        create_model("mmfrm", pretrained_landmark=True)
+        create_model("mmfrm", pretrained=card)
     state = reference_state("mobilefacenet_keys.txt", model="mobilefacenet")
     path = tmp_path / "pretrained" / "mobilefacenet_model_best.pth.tar"
     path.parent.mkdir()
@@ -176,7 +178,7 @@ def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkey
     entry = dataclasses.replace(get_weights("mobilefacenet_landmark"), size=path.stat().st_size, sha256=sha256_of(path))
     monkeypatch.setitem(registry._WEIGHTS, "mobilefacenet_landmark", entry)
     with pytest.warns(DroppedKeysWarning):
-        model = create_model("mmfrm", pretrained_landmark=True, landmark_mode="eval")
+        model = create_model("mmfrm", pretrained=card, landmark_mode="eval")
     torch.testing.assert_close(model.landmark.conv_23.conv.conv.weight, state["conv_23.conv.conv.weight"])
     with torch.no_grad():
         taps = model.landmark.forward_taps(load_ref("mobilefacenet_input.pt"))
@@ -198,7 +200,9 @@ def test_recipe_card_follows_the_code():
     assert r.transform_kwargs["erasing"]["scale"] == [0.02, 0.25]
     assert (r.loss, r.loss_kwargs["start_epoch"], r.loss_kwargs["ce_weight"], r.loss_kwargs["rf_weight"]) == (
         "ce_rfloss", 50, 0.9, 0.2)
-    assert r.model_kwargs["pretrained_landmark"] is False and r.model_kwargs["landmark_mode"] == "train"
+    assert r.model_kwargs["landmark_mode"] == "train" and r.precision == "fp32"
+    assert r.pretrained == ({"weights": "mobilefacenet_landmark", "into": "landmark", "unused": []},)  # card's choice
+    assert "not" in r.pretrained_note and "released" in r.pretrained_note
     plus = load_recipe("mmfrm", "ferplus")     # the paper's second dataset, no upstream path: our reconstruction
     assert (plus.num_classes, plus.label_mode, plus.loss, plus.input_size) == (8, "majority", "ce_rfloss", 112)
     assert plus.reported == {} and "reconstruction" in plus.source

@@ -308,8 +308,8 @@ def test_torchvision_mobilenet_v2_starts_emonet(home, monkeypatch):
     the fusion branch, ECA and the classifier keep their init; the card's pretrained names this entry."""
     import torchvision
 
-    from ferlib.engine.run import starting_weights
     from ferlib.recipes import load_recipe
+    from ferlib.weights.start import resolve_start
 
     torch.manual_seed(3)
     tv = torchvision.models.mobilenet_v2(weights=None).state_dict()   # the file's exact layout, other values
@@ -317,13 +317,14 @@ def test_torchvision_mobilenet_v2_starts_emonet(home, monkeypatch):
     torch.save(tv, dst)
     _register_for(monkeypatch, "mobilenet_v2_imagenet", dst)
     recipe = load_recipe("emonet", "rafdb")
-    assert starting_weights(recipe, True) == "mobilenet_v2_imagenet"
-    assert starting_weights(recipe, False) is False and starting_weights(recipe, "x.pth") == "x.pth"
-    assert starting_weights(load_recipe("emonet", "synthetic"), True) is True
+    (item,) = resolve_start(True, recipe.pretrained, "emonet")
+    assert (item.weights, item.into) == ("mobilenet_v2_imagenet", "")
+    assert resolve_start(False, recipe.pretrained) == () and resolve_start("x.pth", recipe.pretrained)[0].weights == "x.pth"
+    assert resolve_start("card", load_recipe("emonet", "synthetic").pretrained) == ()
     model = create_model("emonet", num_classes=7, lam=0.5)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.warns(DroppedKeysWarning):
-        report = load_pretrained(model, starting_weights(recipe, True))
+        report = load_pretrained(model, item.weights)
     assert sorted(report.dropped) == ["classifier.1.bias", "classifier.1.weight"]
     assert len(report.loaded) == len(tv) - 2
     own = model.state_dict()

@@ -51,7 +51,7 @@ class FitOptions:
     """How to train (never what): device, precision, speed switches, checkpointing, limits."""
 
     device: str = "auto"
-    precision: str = "auto"          # auto = bf16 autocast on CUDA, fp32 on CPU; or "fp32", "bf16", "fp16"
+    precision: str = "auto"          # auto = the recipe's (the authors' precision, fp32); or "fp32", "bf16", "fp16"
     channels_last: bool | None = None  # None = on for CUDA
     compile: bool = False
     num_workers: int = 0
@@ -145,14 +145,16 @@ def evaluate(model, dataset, recipe, device="auto", tta: bool = False, max_batch
 
 
 def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: FitOptions | None = None,
-        callbacks=(), **option_kw) -> dict:
+        callbacks=(), start=(), **option_kw) -> dict:
     """Train ``model`` with ``loss`` by ``recipe`` on ``train``, selecting on ``val``; returns the summary.
 
     ``val`` is the evaluation split the model is selected on (the test split in the authors' code,
     recorded as ``test_selected``; pass a held-out split and ``selected_on="val"`` to select honestly).
     ``resume=True`` continues from ``run_dir/last.pt`` (or ``last.pt.prev`` when that one is damaged)
     where it exists, mid-epoch included. Keyword options are :class:`FitOptions` fields.
-    ``callbacks``: ``cb(row, result)`` after each epoch on rank 0.
+    ``callbacks``: ``cb(row, result)`` after each epoch on rank 0. ``start``: the starting-weights items the
+    model was loaded from (recorded in config.yaml). summary.json says whether the run is ``complete``
+    (every epoch of the recipe, whole evaluation split) or was cut short (``max_steps``, a stop).
     """
     from tqdm.auto import tqdm
 
@@ -166,7 +168,10 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
         torch.backends.cuda.matmul.allow_tf32 = not opts.deterministic
         torch.backends.cudnn.allow_tf32 = not opts.deterministic
         torch.backends.cudnn.benchmark = not opts.deterministic
-    precision = resolve_precision(device, opts.precision)
+    precision = resolve_precision(device, getattr(recipe, "precision", "fp32") if opts.precision == "auto"
+                                  else opts.precision)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision fp16 (with GradScaler) needs a CUDA device, not {device}; use fp32 (or bf16)")
     channels_last = device.type == "cuda" if opts.channels_last is None else opts.channels_last
     bs = recipe.batch_size
 
@@ -197,6 +202,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     loader = make_loader(train, bs, sampler, opts.num_workers, pin_memory=device.type == "cuda",
                          seed=opts.seed, persistent=True)
     sel = recipe.selection_metric
+    steps_planned = recipe.epochs * -(-batches_per_epoch(sampler, bs) // max(1, opts.accumulate))
     state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": -math.inf, "best_epoch": None,
              "epoch_stats": {"loss": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}}
 
@@ -228,7 +234,9 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             print(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
                   f"(batch {state['batch_in_epoch']} of the epoch)", flush=True)
     elif is_main:
-        _write_config(run_dir, recipe, opts, device, model, train, val, precision, channels_last, world)
+        _write_config(run_dir, recipe, opts, device, model, train, val, precision, channels_last, world,
+                      {"start": [dict(i) for i in start], "steps_planned": steps_planned, "max_steps": opts.max_steps,
+                       "complete_planned": opts.max_steps is None})
         (run_dir / "metrics.jsonl").write_text("")
 
     def checkpoint(path: Path):
@@ -348,6 +356,8 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     summary = _summarise(run_dir, sel, opts.selected_on, recipe.select_from_epoch)
     if stopped:
         summary.update(stopped=True, stopped_at_step=state["step"])
+    summary.update(_completeness(state, recipe, opts, stopped, steps_planned, precision))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(run_dir, summary)
     return summary
 
@@ -413,9 +423,18 @@ def _save_predictions(run_dir: Path, result: dict, dataset, name: str = "predict
     os.replace(tmp, Path(run_dir) / name)
 
 
-def _write_config(run_dir, recipe, opts, device, model, train, val, precision, channels_last, world) -> None:
+def _completeness(state: dict, recipe, opts: FitOptions, stopped: bool, steps_planned: int, precision: str) -> dict:
+    """Whether the run is the recipe's whole run; ``limited_by`` names what cut it short."""
+    limited = [why for why, cut in (("max_steps", opts.max_steps is not None), ("stopped", stopped),
+                                    ("epochs", state["epoch"] < recipe.epochs)) if cut]
+    return {"complete": not limited, "limited_by": limited, "steps_run": state["step"], "steps_planned": steps_planned,
+            "epochs_planned": recipe.epochs, "max_steps": opts.max_steps, "precision": precision}
+
+
+def _write_config(run_dir, recipe, opts, device, model, train, val, precision, channels_last, world,
+                  plan: dict | None = None) -> None:
     n_params = sum(p.numel() for p in _unwrap(model).parameters())
-    cfg = {"recipe": recipe.to_dict(), "fit": dataclasses.asdict(opts),
+    cfg = {"recipe": recipe.to_dict(), "fit": dataclasses.asdict(opts), "plan": plan or {},
            "resolved": {"precision": precision, "channels_last": channels_last, "world_size": world,
                         "effective_batch_size": recipe.batch_size * world * max(1, opts.accumulate)},
            "environment": environment(device),
@@ -442,7 +461,6 @@ def _summarise(run_dir: Path, sel: str, selected_on: str = "test_selected", sele
     summary = {"epochs_run": rows[-1]["epoch"], "steps": rows[-1]["step"], "selection_metric": sel,
                "selected_on": selected_on, "last": last, "selected": selected, "selected_epoch": best["epoch"],
                f"{split}_last": last, f"{split}_selected": selected}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -158,30 +158,90 @@ def build_loss(recipe: Recipe):
     return create_loss(recipe.loss, **kw)
 
 
+class FromScratchWarning(UserWarning):
+    """A real-dataset run does not start from the paper's starting weights: its number is not expected."""
+
+
+def resolve_recipe(paper: str, dataset: str, data_root=None, base_recipe: str | None = None, **overrides) -> Recipe:
+    """The card's recipe for ``dataset`` with ``overrides``; for ``imagefolder`` the ``base_recipe`` entry
+    (default RAF-DB's) with the number of classes read from the folder names of its ``train/`` split."""
+    if dataset != "imagefolder":
+        if base_recipe is not None:
+            raise ValueError(f"base_recipe applies to dataset='imagefolder' only (got dataset={dataset!r})")
+        return load_recipe(paper, dataset, **overrides)
+    root = Path(data_root) if data_root else default_data_root(dataset)
+    if not root.exists():
+        raise DataNotFoundError(f"imagefolder: no folder {root}; pass data_root=<folder holding train/<class>/ and "
+                                f"test/<class>/> (python -m ferlib.prepare imagefolder --root <folder> checks it)")
+    train = load_dataset("imagefolder", root, "train", progress=False)
+    overrides.setdefault("num_classes", len(train.classes))
+    recipe = load_recipe(paper, dataset, base_recipe=base_recipe, **overrides)
+    if "stored_size" not in overrides and len(train):
+        side = max(train[0][0].shape[-2:])
+        if side < recipe.input_size:  # crops smaller than the input (e.g. 48 px) are cached as they are
+            recipe = recipe.replace(stored_size=side)
+    return recipe
+
+
+def _run_dir(paper: str, dataset: str, run_dir, run_name) -> Path:
+    from .distributed import all_gather_objects
+
+    if run_dir is None:
+        run_dir = results_dir() / "runs" / (run_name or f"{paper}_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = all_gather_objects(run_dir)[0]  # every rank uses rank 0's time stamp
+    return Path(run_dir)
+
+
 def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, run_name: str | None = None,
           device: str = "auto", epochs: int | None = None, batch_size: int | None = None,
-          max_steps: int | None = None, pretrained: bool | str = False, seed: int = 0, resume: bool = True,
-          val_fraction: float | None = None, fit_options: dict | None = None, progress: bool | None = None,
-          callbacks=(), cache="auto", **recipe_overrides) -> RunResult:
+          max_steps: int | None = None, pretrained="card", precision: str | None = None, seed: int = 0,
+          resume: bool = True, val_fraction: float | None = None, fit_options: dict | None = None,
+          progress: bool | None = None, callbacks=(), cache="auto", dry_run: bool = False,
+          threads: int | None = None, base_recipe: str | None = None, **recipe_overrides):
     """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
 
-    ``epochs``/``batch_size`` = None keep the paper's values. ``max_steps`` makes a smoke run (also
-    limits evaluation batches). ``val_fraction`` holds out a stratified validation split of train and
-    selects the checkpoint on it; otherwise selection is on the evaluation split, as the authors' code does.
-    ``pretrained``: True = the card's ``pretrained`` entry (else the model's one registered checkpoint),
-    or a ``ferlib.weights`` name / file; False = random init (see :func:`starting_weights`).
-    ``callbacks``: called as ``cb(row, result)`` after each epoch (e.g. ``ferlib.viz.live.LivePlot()``).
-    ``cache``: "auto" (default: the uint8 tensor cache for real datasets), True / a folder, or False
-    (read the image files every epoch); see :func:`load_splits`.
-    ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields (precision, compile, accumulate,
-    checkpoint_every_steps, deterministic, ema, …). Under ``torchrun`` the process group is joined here;
-    every rank returns the run, only rank 0 writes.
+    The defaults are the paper's run: the card's epochs, batch, schedule and evaluation on the whole
+    evaluation split, from the card's starting weights, in the card's precision. Less only when asked:
+    ``epochs``/``batch_size`` override the card; ``max_steps`` stops after that many optimiser steps
+    (and limits evaluation batches) — None takes the card's, which only the synthetic entries set (a CPU
+    smoke budget). A run cut short is recorded with ``complete: false``.
+
+    ``pretrained``: ``"card"``/True = the card's starting weights (``ferlib.weights.start``), False = random
+    init (warns on a real dataset), or a ``ferlib.weights`` entry / file. Missing files stop the run before
+    any data is read, in one error listing all of them. ``precision``: None = the card's (fp32 for all five
+    papers), or fp32 / bf16 / fp16. ``dry_run``: resolve everything, write ``<run_dir>/plan.json`` and return
+    the plan (a dict) without training. ``dataset="imagefolder"``: your own ``train/<class>/`` and
+    ``test/<class>/`` folders under ``data_root``, trained with the card's ``base_recipe`` entry (default
+    rafdb). ``val_fraction`` holds out a stratified validation split of train and selects the checkpoint on
+    it; otherwise selection is on the evaluation split, as the authors' code does. ``callbacks``:
+    ``cb(row, result)`` after each epoch. ``cache``: "auto" (the uint8 tensor cache for real datasets),
+    True / a folder, or False (see :func:`load_splits`). ``threads``: torch CPU threads (None honours
+    ``OMP_NUM_THREADS``). ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields. Under
+    ``torchrun`` the process group is joined here; every rank returns the run, only rank 0 writes.
     """
-    from .distributed import all_gather_objects, barrier, init_distributed, rank_and_world
+    from ferlib.weights.start import require_start_files, resolve_start
+
+    from .distributed import barrier, init_distributed, rank_and_world
+    from .env import configure_threads
+
+    configure_threads(threads)
+    fit_options = dict(fit_options or {})
+    precision = precision or fit_options.pop("precision", None)
+    recipe = resolve_recipe(paper, dataset, data_root, base_recipe, epochs=epochs, batch_size=batch_size,
+                            **recipe_overrides)
+    if precision not in (None, "auto"):
+        recipe = recipe.replace(precision=precision)
+    items = resolve_start(pretrained, recipe.pretrained, recipe.model)
+    if max_steps is None:
+        max_steps = recipe.max_steps
+    if dry_run:
+        return plan_run(recipe, items, data_root, _run_dir(paper, dataset, run_dir, run_name), max_steps, device,
+                        val_fraction, cache)
+    require_start_files(items, f"{paper} on {dataset}")
+    _warn_start(recipe, items, pretrained)
 
     init_distributed(device)  # torchrun: join the process group (no-op for one process)
     rank, _ = rank_and_world()
-    recipe = load_recipe(paper, dataset, epochs=epochs, batch_size=batch_size, **recipe_overrides)
     if rank != 0:  # rank 0 generates / caches first; the others then read what it wrote
         barrier()
     train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False and rank == 0, cache=cache)
@@ -190,17 +250,19 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     select_ds = eval_ds
     if val_fraction:
         train_ds, select_ds = holdout(train_ds, val_fraction, seed)
-    if run_dir is None:
-        run_dir = results_dir() / "runs" / (run_name or f"{paper}_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir = all_gather_objects(run_dir)[0]  # every rank uses rank 0's time stamp
+    run_dir = _run_dir(paper, dataset, run_dir, run_name)
     seed_everything(seed)  # the initial weights depend on the seed too
-    model = create_model(recipe.model, num_classes=recipe.num_classes, pretrained=starting_weights(recipe, pretrained),
-                         **recipe.model_kwargs)
+    model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
+    if items:
+        from ferlib.weights.start import load_start
+
+        load_start(model, items)
     loss = build_loss(recipe)
-    fit_kw = {"selected_on": "val" if val_fraction else "test_selected", **(fit_options or {})}
-    opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, **fit_kw)
+    fit_kw = {"selected_on": "val" if val_fraction else "test_selected", **fit_options}
+    opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, precision=recipe.precision,
+                      **fit_kw)
     summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
-                  callbacks=callbacks)
+                  callbacks=callbacks, start=[i.to_dict() for i in items])
     summary["selected_on"] = opts.selected_on
     if rank == 0:
         _record_data_source(Path(run_dir), data_root, cache)
@@ -219,12 +281,86 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     return RunResult(Path(run_dir), recipe, summary)
 
 
-def starting_weights(recipe: Recipe, pretrained: bool | str = False) -> bool | str:
-    """What ``train(pretrained=…)`` loads: True = the card's ``pretrained`` entry (e.g. EMO-Net's ImageNet
-    MobileNetV2), else the model's single registered checkpoint; a name or a path is used as given."""
-    if pretrained is True and recipe.pretrained:
-        return recipe.pretrained
-    return pretrained
+def _warn_start(recipe: Recipe, items, pretrained) -> None:
+    if recipe.dataset == "synthetic":
+        return
+    if not items and recipe.pretrained:
+        names = ", ".join(i["weights"] for i in recipe.pretrained)
+        warnings.warn(f"{recipe.paper} on {recipe.dataset} trains from random init (pretrained={pretrained!r}); the "
+                      f"card starts from {names}: the paper's number is not expected from this run.",
+                      FromScratchWarning, stacklevel=3)
+    elif not recipe.pretrained and recipe.pretrained_note and not items:
+        warnings.warn(f"{recipe.paper}: {recipe.pretrained_note}", FromScratchWarning, stacklevel=3)
+
+
+def plan_run(recipe: Recipe, items, data_root, run_dir: Path, max_steps: int | None, device: str = "auto",
+             val_fraction: float | None = None, cache="auto") -> dict:
+    """What a run would do, resolved without training (``train(dry_run=True)``): written to
+    ``run_dir/plan.json``, printed, and returned. Missing data or weights are reported, not raised."""
+    import math
+
+    from ferlib.weights.start import missing_message, plan_start
+
+    from .env import resolve_device
+    from .loader import batches_per_epoch, train_sampler
+
+    plan = {"paper": recipe.paper, "model": recipe.model, "dataset": recipe.dataset, "base_recipe": recipe.base_recipe,
+            "data_root": str(data_root or (None if recipe.dataset == "synthetic" else default_data_root(recipe.dataset))),
+            "epochs": recipe.epochs, "batch_size": recipe.batch_size, "max_steps": max_steps,
+            "precision": recipe.precision, "device": str(resolve_device(device)), "eval_split": eval_split(recipe),
+            "selected_on": "val (held-out fraction of train)" if val_fraction else eval_split(recipe),
+            "num_classes": recipe.num_classes, "input_size": recipe.input_size, "color_order": recipe.color_order,
+            "optimizer": recipe.optimizer, "lr": recipe.lr, "schedule": recipe.schedule, "sam": recipe.sam,
+            "sampler": recipe.sampler, "loss": recipe.loss, "train_images": None, "eval_images": None,
+            "classes": None, "steps_per_epoch": None, "optimizer_steps_planned": None, "data_error": None,
+            "pretrained": plan_start(items), "pretrained_note": recipe.pretrained_note or None,
+            "missing_weights": missing_message(items), "run_dir": str(run_dir)}
+    try:
+        tr = load_split(recipe, "train", data_root, progress=False, cache=False)
+        ev = load_split(recipe, eval_split(recipe), data_root, progress=False, cache=False)
+        n_train = len(tr) - (round(val_fraction * len(tr)) if val_fraction else 0)
+        sampler = train_sampler(recipe, tr, 0, 0, 1)
+        per_epoch = batches_per_epoch(sampler, recipe.batch_size) if not val_fraction else math.ceil(
+            n_train / recipe.batch_size)
+        planned = per_epoch * recipe.epochs
+        plan.update(train_images=n_train, eval_images=len(ev), classes=list(tr.classes), steps_per_epoch=per_epoch,
+                    optimizer_steps_planned=planned if max_steps is None else min(planned, max_steps))
+    except (DataNotFoundError, DatasetFormatError, FileNotFoundError) as e:
+        plan["data_error"] = str(e)
+    plan["complete_if_run"] = max_steps is None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plan.json").write_text(json.dumps(plan, indent=2, default=str))
+    print(format_plan(plan), flush=True)
+    return plan
+
+
+def format_plan(plan: dict) -> str:
+    """The dry run, readable: one line per decision, one per starting-weights file."""
+    lines = [f"dry run: {plan['paper']} ({plan['model']}) on {plan['dataset']}"
+             + (f" with the card's {plan['base_recipe']} recipe" if plan.get("base_recipe") else "")]
+    if plan["data_error"]:
+        lines.append(f"  data        NOT FOUND: {plan['data_error']}")
+    else:
+        lines.append(f"  data        {plan['data_root']}: train {plan['train_images']} images, "
+                     f"{plan['eval_split']} {plan['eval_images']} images, {plan['num_classes']} classes {plan['classes']}")
+    steps = plan["optimizer_steps_planned"]
+    limit = "the full recipe" if plan["max_steps"] is None else f"STOPS after max_steps={plan['max_steps']} (smoke run)"
+    lines.append(f"  schedule    {plan['epochs']} epochs × {plan['steps_per_epoch']} steps, batch {plan['batch_size']}: "
+                 f"{steps} optimiser steps — {limit}")
+    lines.append(f"  optimiser   {plan['optimizer']} lr {plan['lr']}, schedule {plan['schedule']}, SAM {plan['sam']}, "
+                 f"sampler {plan['sampler']}, loss {plan['loss']}")
+    lines.append(f"  evaluation  the whole {plan['eval_split']} split, selected on {plan['selected_on']}")
+    lines.append(f"  precision   {plan['precision']} on {plan['device']}; input {plan['input_size']} px {plan['color_order']}")
+    if not plan["pretrained"]:
+        lines.append("  weights     random init" + (f" — {plan['pretrained_note']}" if plan["pretrained_note"] else ""))
+    for row in plan["pretrained"]:
+        state = "found" if row["found"] else "MISSING"
+        check = {True: "sha256 ok", False: "SIZE/SHA256 MISMATCH", None: "not checked"}[row["sha256_ok"]]
+        lines.append(f"  weights     {row['entry'] or row['file']} → {row['target']}: {state} ({row['file']}; {check})")
+    if plan["missing_weights"]:
+        lines.append("  " + plan["missing_weights"].replace("\n", "\n  "))
+    lines.append(f"  plan        {plan['run_dir']}/plan.json")
+    return "\n".join(lines)
 
 
 def _record_data_source(run_dir: Path, data_root, cache) -> None:
@@ -244,6 +380,25 @@ def _record_data_source(run_dir: Path, data_root, cache) -> None:
     os.replace(tmp, path)
 
 
+#: Loading switches older runs stored in ``model_kwargs`` (the factories no longer load files).
+_RETIRED_MODEL_KWARGS = ("pretrained_backbones", "pretrained_landmark")
+
+
+def recipe_from_dict(d: dict) -> Recipe:
+    """A :class:`Recipe` from a checkpoint's ``recipe`` dict (older runs included: retired fields dropped)."""
+    import dataclasses as dc
+
+    known = {f.name for f in dc.fields(Recipe)}
+    d = {k: v for k, v in d.items() if k in known}
+    d["model_kwargs"] = {k: v for k, v in (d.get("model_kwargs") or {}).items() if k not in _RETIRED_MODEL_KWARGS}
+    if isinstance(d.get("pretrained"), str):
+        d["pretrained"] = ({"weights": d["pretrained"], "into": "", "unused": []},)
+    for k in ("mean", "std", "train_transforms", "test_transforms", "pretrained"):
+        if isinstance(d.get(k), list):
+            d[k] = tuple(d[k])
+    return Recipe(**d)
+
+
 def load_run(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, Recipe]:
     """Rebuild the model of a run directory from its checkpoint alone (``best`` = the selected epoch,
     ``last`` = the last one written)."""
@@ -252,8 +407,7 @@ def load_run(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, Recipe
     ckpt = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt")
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir}/{checkpoint}.pt not found: was the run trained?")
-    recipe = Recipe(**{k: tuple(v) if k in ("mean", "std", "train_transforms", "test_transforms") else v
-                       for k, v in ckpt["recipe"].items()})
+    recipe = recipe_from_dict(ckpt["recipe"])
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
     model.load_state_dict(ckpt["model"])
     return model.eval(), recipe

@@ -192,19 +192,6 @@ class MMFRM(nn.Module):
         self.num_features = 512
         self.train(self.training)
 
-    def load_landmark(self, weights: str = "mobilefacenet_landmark", **kwargs):
-        """Load the landmark trunk from pytorch_face_landmark's ``mobilefacenet_model_best.pth.tar``.
-
-        Our choice, not upstream's (spec §3): upstream loads an unreleased ``models\\mobileface.pth``
-        and, when it is missing, trains with a random landmark net. Every trunk key is taken; the
-        136-d ``output_layer`` does not fit the 512-d head and is dropped, ``alpha``/``fc`` keep
-        their init (none of them reaches MMFRM's output). ``weights`` is a ``ferlib.weights``
-        entry or a file; a missing file or mismatched keys raise. Returns the ``LoadReport``.
-        """
-        from ferlib.weights import load_pretrained
-
-        return load_pretrained(self, weights, prefix="landmark", **kwargs)
-
     def train(self, mode: bool = True) -> "MMFRM":
         super().train(mode)
         if self.landmark_mode != "follow":
@@ -218,16 +205,16 @@ class MMFRM(nn.Module):
 
 
 @register_model
-def mmfrm(num_classes: int = 7, pretrained_landmark: bool = False, **kwargs) -> MMFRM:
+def mmfrm(num_classes: int = 7, **kwargs) -> MMFRM:
     """MMFRM with the upstream defaults (landmark net frozen and kept in train mode).
 
-    ``pretrained_landmark=True`` loads the landmark trunk from the ``mobilefacenet_landmark``
-    entry (:meth:`MMFRM.load_landmark`); False keeps the random landmark net upstream trains with.
+    Upstream loads an unreleased ``models\\mobileface.pth`` into the landmark net (a Windows path: on
+    Linux it trains with a random one). The card's ``pretrained`` item loads the trunk of
+    pytorch_face_landmark's MobileFaceNet (entry ``mobilefacenet_landmark``) into ``landmark`` instead:
+    every trunk key is taken, the 136-d ``output_layer`` is dropped and ``alpha``/``fc`` keep their init
+    (none of them reaches MMFRM's output).
     """
-    model = MMFRM(num_classes=num_classes, **kwargs)
-    if pretrained_landmark:
-        model.load_landmark()
-    return model
+    return MMFRM(num_classes=num_classes, **kwargs)
 
 
 @register_converter("mmfrm")

@@ -37,15 +37,41 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(name: str, num_classes: int = 7, pretrained: bool | str = False, **kwargs) -> nn.Module:
-    """Build a registered model; ``pretrained`` is an entry of ``ferlib.weights`` or a file path."""
+def create_model(name: str, num_classes: int | None = None, pretrained=False, **kwargs) -> nn.Module:
+    """Build a registered model, optionally from starting weights (``ferlib.weights.start``).
+
+    ``pretrained``: False (random init), True (the model's one released entry), a ``ferlib.weights``
+    entry name, a file path, or a list of starting-weights items (entry → submodule). Like
+    torchvision's builders, a whole-model entry supplies the arguments its file needs
+    (``model_kwargs``: e.g. EMO-Net's ``lam``; ``num_classes`` from its categories) unless given here.
+    """
     if name not in _MODELS:
         close = fnmatch.filter(_MODELS, f"*{name}*")
         hint = f" Did you mean {close}?" if close else ""
         raise KeyError(f"unknown model {name!r}; registered: {list_models()}.{hint}")
-    model = _MODELS[name](num_classes=num_classes, **kwargs)
-    if pretrained:
-        from ferlib.weights import load_pretrained
+    items = ()
+    if pretrained is not False and pretrained is not None:
+        from ferlib.weights.start import resolve_start
 
-        load_pretrained(model, pretrained if isinstance(pretrained, str) else name)
+        items = resolve_start(name if pretrained is True else pretrained, (), model=name)
+        for item in items:
+            entry = item.entry
+            if entry is not None and not item.into and entry.model == name:
+                for key, value in entry.model_kwargs.items():
+                    if key == "num_classes":
+                        num_classes = value if num_classes is None else num_classes
+                    else:
+                        kwargs.setdefault(key, value)
+    model = _MODELS[name](num_classes=7 if num_classes is None else num_classes, **kwargs)
+    if items:
+        from ferlib.weights.start import load_start
+
+        load_start(model, items)
     return model
+
+
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The registered factory of ``name`` (KeyError listing the registered names otherwise)."""
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {list_models()}")
+    return _MODELS[name]

@@ -48,8 +48,12 @@ class Recipe:
     sampler_kwargs: dict = field(default_factory=dict)
     label_mode: str | None = None         # FERPlus: majority / probability / crossentropy / multi_target
     dataset_kwargs: dict = field(default_factory=dict)
+    base_recipe: str | None = None        # imagefolder: the card entry whose recipe it uses (e.g. rafdb)
     eval_split: str | None = None         # None = the dataset's usual one (ferlib.engine.run.EVAL_SPLIT)
-    pretrained: str | None = None         # the weights train(pretrained=True) starts from (ferlib.weights entry)
+    pretrained: tuple = ()                # starting weights: items {weights: entry, into: submodule, converter, unused}
+    pretrained_note: str = ""             # what the paper started from and why the card's items are these
+    precision: str = "fp32"               # the authors' training precision (the engine's default; bf16 is a switch)
+    max_steps: int | None = None          # a CPU smoke budget (synthetic entries only; never on a real dataset)
     # optimisation
     loss: str = "cross_entropy"
     loss_kwargs: dict = field(default_factory=dict)
@@ -90,15 +94,30 @@ def load_card(paper: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def load_recipe(paper: str, dataset: str, **overrides: Any) -> Recipe:
-    """The paper's recipe for ``dataset``; keyword overrides win (e.g. ``epochs=2``)."""
+def load_recipe(paper: str, dataset: str, base_recipe: str | None = None, **overrides: Any) -> Recipe:
+    """The paper's recipe for ``dataset``; keyword overrides win (e.g. ``epochs=2``).
+
+    ``dataset="imagefolder"`` (your own ``train/<class>/`` folders) takes the card's ``base_recipe``
+    entry (default ``rafdb``) — its transforms, optimiser and schedule — with no reported numbers; pass
+    ``num_classes`` for your folders (``ferlib.engine.run.resolve_recipe`` reads it from the data).
+    """
     card = load_card(paper)
     datasets = card.get("datasets", {}) or {}
-    if dataset not in datasets:
-        raise KeyError(f"recipe card {paper}.yaml has no entry for dataset {dataset!r}; it has {sorted(datasets)}")
+    entry = dataset
+    if dataset == "imagefolder" and dataset not in datasets:
+        entry = base_recipe or "rafdb"
+    elif base_recipe is not None:
+        raise ValueError(f"base_recipe applies to dataset='imagefolder' only (got {dataset!r})")
+    if entry not in datasets:
+        what = f"base recipe {entry!r} (for imagefolder)" if entry != dataset else f"dataset {dataset!r}"
+        raise KeyError(f"recipe card {paper}.yaml has no entry for {what}; it has {sorted(datasets)}")
     base = {"paper": card.get("paper", paper), "dataset": dataset, "model": card["model"]}
     base = _merge(base, card.get("defaults", {}) or {})
-    base = _merge(base, datasets[dataset] or {})
+    base = _merge(base, datasets[entry] or {})
+    if entry != dataset:
+        base.update(base_recipe=entry, reported={}, eval_split=None, dataset_kwargs={}, label_mode=None,
+                    source=f"your own ImageFolder data, trained with the {paper} card's {entry} recipe",
+                    stored_size=None)
     return _build(base, overrides)
 
 
@@ -121,4 +140,26 @@ def _build(base: dict, overrides: dict) -> Recipe:
     for k in ("mean", "std", "train_transforms", "test_transforms"):
         if k in merged and isinstance(merged[k], list):
             merged[k] = tuple(merged[k])
+    if "pretrained" in merged:
+        merged["pretrained"] = _start_items(merged["pretrained"])
+    if merged.get("precision", "fp32") not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"recipe precision must be fp32, bf16 or fp16, got {merged.get('precision')!r}")
     return Recipe(**merged)
+
+
+def _start_items(spec) -> tuple:
+    """A card's ``pretrained:`` (None, an entry name, or a list of items) as a tuple of plain dicts."""
+    if spec in (None, False, "", ()):
+        return ()
+    if isinstance(spec, (str, dict)):
+        spec = [spec]
+    out = []
+    for item in spec:
+        item = {"weights": item} if isinstance(item, str) else dict(item)
+        if "weights" not in item or set(item) - {"weights", "into", "converter", "unused"}:
+            raise ValueError(f"a card's pretrained item needs 'weights' (and optionally into, converter, unused), "
+                             f"got {item}")
+        item.setdefault("into", "")
+        item["unused"] = list(item.get("unused") or [])
+        out.append(item)
+    return tuple(out)

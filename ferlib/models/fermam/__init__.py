@@ -19,13 +19,11 @@ __all__ = [
 
 
 @register_model
-def fermam(num_classes: int = 7, pretrained_backbones: bool = False, **kwargs) -> FERMam:
+def fermam(num_classes: int = 7, **kwargs) -> FERMam:
     """FERMam as the authors coded it; keyword options in :class:`FERMam` (paper-intent switches off).
 
-    ``pretrained_backbones=True`` loads the MS-Celeb-1M IR-50 and the landmark MobileFaceNet
-    (``ferlib.weights`` entries ``ir50_ms1m`` and ``mobilefacenet_landmark``), as upstream training does.
+    Its training starts from the MS-Celeb-1M IR-50 (``ir_back``) and the landmark MobileFaceNet
+    (``face_landback``): the card's ``pretrained`` items, loaded by ``train()`` or by
+    ``create_model("fermam", pretrained=[{"weights": "ir50_ms1m", "into": "ir_back"}, ...])``.
     """
-    model = FERMam(num_classes=num_classes, **kwargs)
-    if pretrained_backbones:
-        model.load_backbones()
-    return model
+    return FERMam(num_classes=num_classes, **kwargs)

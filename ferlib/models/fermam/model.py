@@ -103,20 +103,6 @@ class FERMam(nn.Module):
         self.se_block = SEBlock(512)
         self.head = ClassificationHead(512, num_classes)
 
-    def load_backbones(self, ir50: str = "ir50_ms1m", mobilefacenet: str = "mobilefacenet_landmark", **kwargs) -> dict:
-        """Load the pretrained IR-50 (``ir_back``) and landmark MobileFaceNet (``face_landback``) (§9).
-
-        Names are ``ferlib.weights`` entries or file paths. Unlike upstream (try/except, print,
-        go on with random weights), a missing file or a checkpoint whose keys do not match raises.
-        Returns the two ``LoadReport``s.
-        """
-        from ferlib.weights import load_pretrained
-
-        return {
-            "ir_back": load_pretrained(self, ir50, prefix="ir_back", **kwargs),
-            "face_landback": load_pretrained(self, mobilefacenet, prefix="face_landback", **kwargs),
-        }
-
     def set_scan_backend(self, backend: str) -> "FERMam":
         """Switch the selective-scan backend of every scan (SS2D and the three ASFR blocks)."""
         for m in self.modules():

@@ -85,28 +85,3 @@ def convert_mobilefacenet_to_arbex(state: Mapping) -> dict:
 #: Checkpoint entries GReFEL does not use (dropped with a ``DroppedKeysWarning`` naming them).
 IR50_UNUSED = ("body.21.*", "body.22.*", "body.23.*", "output_layer.*")
 MOBILEFACENET_UNUSED = ("output_layer.*",)
-
-
-def load_backbones(model, ir50="ir50_ms1m", mobilefacenet="mobilefacenet_landmark", verify: bool = True):
-    """Load the standard IR-50 (MS-Celeb-1M) and MobileFaceNet checkpoints into a GReFEL model, as
-    ARBEx's ``get_poster`` does (registry entry names or file paths); returns the two load reports."""
-    from ferlib.weights import load_pretrained
-
-    return (load_pretrained(model, ir50, prefix="vit.ir", converter="grefel_ir50", unused=IR50_UNUSED,
-                            verify=verify),
-            load_pretrained(model, mobilefacenet, prefix="vit.landmark", converter="grefel_mobilefacenet",
-                            unused=MOBILEFACENET_UNUSED, verify=verify))
-
-
-def export_with_backbones(path, ir50="ir50_ms1m", mobilefacenet="mobilefacenet_landmark", num_classes: int = 7,
-                          **model_kwargs):
-    """Save a whole GReFEL state whose backbones come from the standard checkpoints (the rest at its
-    seeded init), for ``train("grefel", ..., pretrained=path)``; returns ``path``."""
-    import torch
-
-    from ferlib.models import create_model
-
-    model = create_model("grefel", num_classes=num_classes, **model_kwargs)
-    load_backbones(model, ir50, mobilefacenet)
-    torch.save(model.state_dict(), path)
-    return path

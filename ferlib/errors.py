@@ -1,0 +1,45 @@
+"""The errors a user can fix, and the CLIs' way of reporting them: one ``error: …`` line, exit code 2.
+
+Every message of these errors already says what is wrong and what to do (which file, which folder,
+which option), so the command-line tools print it without a traceback. Anything else is a bug and
+keeps its traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+#: KeyError messages that come from a user's input (a name the registries do not know).
+_USER_KEY_ERRORS = ("recipe card", "unknown model", "unknown pretrained weights", "unknown loss", "unknown dataset")
+
+
+def known_error_types() -> tuple[type, ...]:
+    """The exception classes whose message is the whole answer for a user."""
+    from ferlib.data import DatasetFormatError
+    from ferlib.data.cache import CacheSpaceError
+    from ferlib.engine.run import DataNotFoundError
+    from ferlib.weights import PretrainedWeightsError
+
+    return DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError
+
+
+def is_known(err: BaseException) -> bool:
+    if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
+        return err.args[0].startswith(_USER_KEY_ERRORS)
+    return isinstance(err, known_error_types())
+
+
+def message(err: BaseException) -> str:
+    return err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+
+
+@contextlib.contextmanager
+def exit_on_known_errors(stream=None):
+    """Inside a CLI's ``main``: a known error prints ``error: <message>`` and exits with status 2."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is a user's error
+        if not is_known(err):
+            raise
+        print(f"error: {message(err)}", file=stream or sys.stderr, flush=True)
+        raise SystemExit(2) from None
