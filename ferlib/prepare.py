@@ -1,5 +1,10 @@
 """``python -m ferlib.prepare DATASET --root … [--split …] [--align] [--size N]``: build the tensor cache.
 
+``python -m ferlib.prepare imagefolder --root R --make-split 0.2 [--group-by REGEX] [--seed S]`` first splits
+a folder of ``R/<class>/<image>`` into ``R/train/`` and ``R/test/`` (links, stratified by class, grouped by
+subject when the regex names one; recorded in ``R/ferlib_split.json``), see
+:func:`ferlib.data.imagefolder.make_split`.
+
 Reads the dataset's official files, decodes every image once (optionally aligning faces to the 5-point
 template), resizes to ``--size`` and writes a uint8 memmap + index + skip report under ``data/cache/``
 (``--cache-dir`` to change), atomically (DESIGN §5). ``ferlib.engine.train`` reads the cache by default
@@ -40,17 +45,93 @@ def check_layout(dataset: str, root) -> str:
     return f"{dataset}: layout '{found}' found at {root}"
 
 
+def class_counts_by_split(dataset: str, root=None, splits=None) -> dict:
+    """``{split: {class: n}}`` for every split of ``dataset`` under ``root`` (classes in native order).
+
+    ImageFolder trees are counted from their folders; the other formats are read with ``check="exists"``
+    (label files parsed, images not decoded). A split the layout lacks is left out."""
+    if dataset == "imagefolder":
+        from ferlib.data.imagefolder import class_counts
+
+        return class_counts(root, splits or ("train", "val", "test"))
+    import warnings
+
+    from ferlib.data.base import SkipWarning
+
+    out = {}
+    for split in splits or DEFAULT_SPLITS.get(dataset, ("train", "test")):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SkipWarning)
+                opts = {"progress": False} if dataset == "synthetic" else {"check": "exists"}
+                ds = load_dataset(dataset, root, split, **opts)
+        except DatasetFormatError:
+            continue
+        out[split] = dict(zip((str(c) for c in ds.classes), (int(n) for n in ds.class_counts())))
+    return out
+
+
+def counts_table(counts: dict) -> str:
+    """``{split: {class: n}}`` as a plain-text table: one row per class, one column per split, a total row."""
+    splits = list(counts)
+    classes = list(dict.fromkeys(c for s in splits for c in counts[s]))
+    if not classes:
+        return "(no classes found)"
+    rows = [[c] + [str(counts[s].get(c, 0)) for s in splits] for c in classes]
+    rows.append(["total"] + [str(sum(counts[s].values())) for s in splits])
+    head = ["class"] + splits
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(head)] + [fmt(r) for r in rows])
+
+
+def layout_report(dataset: str, root=None) -> str:
+    """The layout line of :func:`check_layout`, then the classes with their image counts per split."""
+    line = check_layout(dataset, root)
+    counts = class_counts_by_split(dataset, root)
+    if not counts:
+        raise DatasetFormatError(f"{dataset}: no split found under the layout.", path=root,
+                                 fix="see data/README.md for the expected folders.")
+    return line + "\n" + counts_table(counts)
+
+
 def prepare(dataset: str, root=None, splits=None, size: int | None = None, align: bool = False, cache_dir=None,
-            progress: bool = True, workers: int = 0, **opts) -> dict:
+            progress: bool = True, workers: int | None = None, **opts) -> dict:
     """Build (or validate) the cache of every split; returns ``{split: CachedDataset}``.
 
-    ``workers`` > 0 decodes in that many processes (worth it for AffectNet's 290k images)."""
+    ``workers``: processes that decode (and align) the images; None = the spare cores (up to 8, one left
+    free, none on ≤ 2 cores: ``ferlib.engine.run.default_cache_workers``), 0 = this process. With ``align``
+    on a dataset without landmarks, a sample of images is first checked for faces that already fill the
+    image (:func:`ferlib.data.align.warn_if_already_cropped`)."""
+    from ferlib.engine.run import default_cache_workers
+
     splits = splits or DEFAULT_SPLITS.get(dataset, ("train", "test"))
+    workers = default_cache_workers() if workers is None else workers
+    if align:
+        _check_not_cropped(dataset, root, splits[0], opts)
     out = {}
     for split in splits:
         out[split] = load_dataset(dataset, root, split, cache=cache_dir or True, cache_size=size, align=align,
                                   progress=progress, cache_workers=workers, **opts)
     return out
+
+
+def _check_not_cropped(dataset, root, split, opts) -> None:
+    """Warn before aligning when the detector finds faces that fill most images (already-cropped input)."""
+    import warnings
+
+    from ferlib.data.base import SkipWarning
+
+    if dataset == "synthetic":
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkipWarning)
+        ds = load_dataset(dataset, root, split, **{**opts, "check": "exists"})
+    if hasattr(ds, "landmarks") and callable(ds.landmarks) and len(ds) and ds.landmarks(0) is not None:
+        return  # aligned from the dataset's own landmarks: no detector
+    from ferlib.data.align import warn_if_already_cropped
+
+    warn_if_already_cropped(ds)
 
 
 def summary(caches: dict) -> dict:
@@ -78,7 +159,17 @@ def main(argv=None) -> int:
     p.add_argument("--align", action="store_true", help="align faces to the 5-point template (needs landmarks "
                                                         "or facenet-pytorch)")
     p.add_argument("--cache-dir", default=None, help="where caches live (default: data/cache)")
-    p.add_argument("--workers", type=int, default=0, help="decode in this many processes (default: 0 = here)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode / align in this many processes (default: the spare cores, up to 8; 0 = here)")
+    p.add_argument("--make-split", type=float, default=None, metavar="FRACTION",
+                   help="imagefolder: first split ROOT/<class>/* into ROOT/train and ROOT/test (links), this "
+                        "fraction to test, stratified by class")
+    p.add_argument("--group-by", default=None, metavar="REGEX",
+                   help=r"with --make-split: a regex whose first group names the subject / sequence in a file "
+                        r"name (e.g. '^(S\d+)_' for CK+); a group never lands on both sides")
+    p.add_argument("--seed", type=int, default=0, help="with --make-split: the split's random seed")
+    p.add_argument("--link", default="symlink", choices=("symlink", "hardlink"), help="with --make-split")
+    p.add_argument("--overwrite", action="store_true", help="with --make-split: replace an earlier split")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="reader option, e.g. --opt layout=mfer --opt label_mode=crossentropy")
     p.add_argument("--quiet", action="store_true")
@@ -86,8 +177,17 @@ def main(argv=None) -> int:
     opts = dict(o.split("=", 1) for o in a.opt)
     opts = {k: _parse_value(v) for k, v in opts.items()}
     try:
+        if a.make_split is not None:
+            if a.dataset != "imagefolder" or not a.root:
+                p.error("--make-split works on an imagefolder --root")
+            from ferlib.data.imagefolder import SPLIT_RECORD, make_split
+
+            rec = make_split(a.root, a.make_split, a.group_by, a.seed, a.link, a.overwrite)
+            groups = f", {sum(len(g) for g in rec['groups'].values())} groups" if "groups" in rec else ""
+            print(f"split {len(rec['files'])} images{groups}: {rec['test_fraction']:.1%} to test "
+                  f"(seed {a.seed}); recorded in {Path(a.root) / SPLIT_RECORD}", file=sys.stderr)
         if a.dataset != "synthetic" or a.root:
-            print(check_layout(a.dataset, a.root), file=sys.stderr)
+            print(layout_report(a.dataset, a.root), file=sys.stderr)
         caches = prepare(a.dataset, a.root, a.split, a.size, a.align, a.cache_dir, progress=not a.quiet,
                          workers=a.workers, **opts)
     except DatasetFormatError as e:

@@ -7,8 +7,17 @@ ships the weights: ``pip install --no-deps facenet-pytorch``) finds them; it is 
 
 The 100×100 template is the 112×112 ArcFace template scaled by 100/112 (RAF-DB's own aligned crops come
 from its authors' tool, which is not public).
+
+Pixels the warp takes from outside the source image are filled with a constant (black, as InsightFace's
+``norm_crop`` and face.evoLVe do) or the replicated edge — never mirrored (``BORDER_REFLECT_101`` paints
+mirrored eyes and mouths around an already-cropped face). Input that is already a face crop is better
+used as it is: :class:`FaceAligner` and :func:`warn_if_already_cropped` warn when most detected faces
+fill nearly the whole image.
 """
 from __future__ import annotations
+
+import dataclasses
+import warnings
 
 import numpy as np
 
@@ -51,16 +60,55 @@ def similarity_transform(src, dst) -> np.ndarray:
     return np.hstack([scale * R, t[:, None]])
 
 
-def align_face(img: np.ndarray, points5, size: int = 112) -> np.ndarray:
-    """Warp ``img`` uint8 [H,W,3] so ``points5`` [5,2] land on the template; returns uint8 [size,size,3]."""
+#: How the warp fills pixels that come from outside the source image.
+BORDERS = ("constant", "replicate")
+
+#: A detected face whose box covers at least this share of the image means the input is already a face crop.
+CROPPED_COVERAGE = 0.7
+
+
+class AlreadyCroppedWarning(UserWarning):
+    """Most detected faces fill nearly the whole image: the input is already cropped; aligning it zooms
+    out and fills a border around the face."""
+
+
+def align_face(img: np.ndarray, points5, size: int = 112, border: str = "constant", fill: int = 0) -> np.ndarray:
+    """Warp ``img`` uint8 [H,W,3] so ``points5`` [5,2] land on the template; returns uint8 [size,size,3].
+
+    ``border``: ``"constant"`` fills pixels from outside ``img`` with ``fill`` (0..255, every channel);
+    ``"replicate"`` repeats the edge pixels. Never a mirror of the face."""
     import cv2
 
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
     M = similarity_transform(points5, template(size))
-    return cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    mode = cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE
+    return cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode,
+                          borderValue=(fill, fill, fill))
+
+
+def box_coverage(box, shape) -> float:
+    """Share of an image ``shape`` (H, W, …) covered by ``box`` (x1, y1, x2, y2), clipped to the image."""
+    h, w = shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cw = max(0.0, min(x2, w) - max(x1, 0.0))
+    ch = max(0.0, min(y2, h) - max(y1, 0.0))
+    return cw * ch / float(h * w)
+
+
+@dataclasses.dataclass
+class Face:
+    """One detected face: ``box`` float [4] = x1, y1, x2, y2 in pixels, ``prob`` the detector's score,
+    ``points`` float64 [5,2] (eye centres, nose tip, mouth corners, in image order)."""
+
+    box: np.ndarray
+    prob: float
+    points: np.ndarray
 
 
 class MTCNNDetector:
-    """5 facial points of the most confident face with facenet-pytorch's MTCNN, or None when no face."""
+    """facenet-pytorch's MTCNN: ``detect(img)`` → every face; ``detector(img)`` → the 5 points of the most
+    confident face, or None when no face scores ``min_prob``."""
 
     def __init__(self, device: str = "cpu", min_prob: float = 0.9):
         try:
@@ -69,30 +117,85 @@ class MTCNNDetector:
             raise ImportError(INSTALL_HINT) from e
         self.mtcnn = MTCNN(keep_all=True, device=device)
         self.min_prob = min_prob
+        #: box coverage (:func:`box_coverage`) of the face last returned by ``__call__``
+        self.last_coverage: float | None = None
 
-    def __call__(self, img: np.ndarray):
+    def detect(self, img: np.ndarray) -> list[Face]:
+        """Faces scoring at least ``min_prob`` in ``img`` uint8 [H,W,3] (RGB), most confident first."""
         from PIL import Image
 
-        boxes, probs, points = self.mtcnn.detect(Image.fromarray(img), landmarks=True)
+        boxes, probs, points = self.mtcnn.detect(Image.fromarray(np.ascontiguousarray(img)), landmarks=True)
         if boxes is None or points is None or len(boxes) == 0:
-            return None
+            return []
         # numpy 2: the arrays may come back with dtype=object; convert element-wise
-        probs = np.array([float(p) if p is not None else 0.0 for p in np.asarray(probs).ravel()])
-        best = int(np.argmax(probs))
-        if probs[best] < self.min_prob:
+        probs = [float(p) if p is not None else 0.0 for p in np.asarray(probs).ravel()]
+        faces = [Face(np.asarray(b, np.float64).reshape(4), pr,
+                      np.stack([np.asarray(q, np.float64) for q in np.asarray(pts)]).reshape(5, 2))
+                 for b, pr, pts in zip(boxes, probs, points) if pr >= self.min_prob]
+        return sorted(faces, key=lambda f: -f.prob)
+
+    def __call__(self, img: np.ndarray):
+        faces = self.detect(img)
+        if not faces:
+            self.last_coverage = None
             return None
-        return np.asarray(np.stack([np.asarray(p, np.float64) for p in np.asarray(points[best])]), np.float64)
+        self.last_coverage = box_coverage(faces[0].box, img.shape)
+        return faces[0].points
+
+
+def _cropped_message(share: float, n: int) -> str:
+    return (f"{share:.0%} of {n} detected faces cover at least {CROPPED_COVERAGE:.0%} of their image: the images "
+            "look like face crops already. Aligning them zooms out and fills a border around the face; use them "
+            "as they are (align=False, no --align).")
+
+
+def warn_if_already_cropped(dataset, n: int = 16, detector=None) -> float | None:
+    """Detect faces on ``n`` images spread over ``dataset`` (items ``load(i)`` → uint8 [3,H,W] or ``load_full``);
+    warn (:class:`AlreadyCroppedWarning`) when more than half of the found faces cover nearly the whole
+    image. Returns that share, or None when no face was found."""
+    detector = detector or MTCNNDetector()
+    idx = np.unique(np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).astype(int)) if len(dataset) else []
+    cover = []
+    for i in idx:
+        img = dataset.load_full(i) if hasattr(dataset, "load_full") else dataset.load(i).permute(1, 2, 0).numpy()
+        faces = detector.detect(np.ascontiguousarray(img))
+        if faces:
+            cover.append(box_coverage(faces[0].box, img.shape))
+    if not cover:
+        return None
+    share = float(np.mean(np.asarray(cover) >= CROPPED_COVERAGE))
+    if share > 0.5:
+        warnings.warn(_cropped_message(share, len(cover)), AlreadyCroppedWarning, stacklevel=2)
+    return share
 
 
 class FaceAligner:
     """``aligner(img, landmarks68=None)`` → aligned uint8 [size,size,3], or None when no face is found.
 
     Uses the given landmarks when there are any, else the detector (MTCNN by default, created on first use).
+    ``border`` / ``fill``: see :func:`align_face`. After ``check_after`` detections, warns once
+    (:class:`AlreadyCroppedWarning`) when more than half of the faces covered nearly their whole image.
     """
 
-    def __init__(self, size: int = 112, detector=None):
+    def __init__(self, size: int = 112, detector=None, border: str = "constant", fill: int = 0,
+                 check_after: int = 16):
         self.size = size
         self.detector = detector
+        self.border, self.fill = border, fill
+        self.check_after = check_after
+        self.coverages: list[float] = []
+        self._warned = False
+
+    def _track(self) -> None:
+        cov = getattr(self.detector, "last_coverage", None)
+        if cov is None or self._warned:
+            return
+        self.coverages.append(cov)
+        if len(self.coverages) >= self.check_after:
+            share = float(np.mean(np.asarray(self.coverages) >= CROPPED_COVERAGE))
+            if share > 0.5:
+                warnings.warn(_cropped_message(share, len(self.coverages)), AlreadyCroppedWarning, stacklevel=3)
+                self._warned = True
 
     def __call__(self, img: np.ndarray, landmarks68=None):
         if landmarks68 is not None:
@@ -103,4 +206,5 @@ class FaceAligner:
             pts = self.detector(img)
             if pts is None:
                 return None
-        return align_face(img, pts, self.size)
+            self._track()
+        return align_face(img, pts, self.size, self.border, self.fill)
