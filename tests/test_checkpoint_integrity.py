@@ -79,3 +79,60 @@ def test_temp_files_of_dead_processes_are_removed_on_the_next_save(tmp_path):
         alive.kill()
         alive.wait()
     assert left == sorted([f".last.pt.tmp{alive.pid}", "last.pt", "notes.tmp1"])
+
+
+# --- python -m ferlib.weights sha256 ---------------------------------------------------------------------
+
+def run_sha256(*files):
+    return subprocess.run([sys.executable, "-m", "ferlib.weights", "sha256", *map(str, files)], capture_output=True,
+                          text=True)
+
+
+def test_sha256_prints_hash_and_size_of_an_unregistered_file(tmp_path):
+    f = tmp_path / "mine.pth"
+    f.write_bytes(b"\x00\x01" * 500)
+    proc = run_sha256(f)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first == f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f}  (1,000 bytes)"
+    assert "no registry entry has this file name" in second
+
+
+def test_sha256_says_whether_a_registered_file_matches(tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from ferlib.weights import __main__ as cli
+    from ferlib.weights import get_weights, registry
+
+    f = tmp_path / "ir50.pth"
+    f.write_bytes(b"not the released ir50" * 10)
+    proc = run_sha256(f)  # the registry's ir50.pth is 174,472,765 bytes
+    assert proc.returncode == 1 and "DIFFERS from registry entry 'ir50_ms1m' (ir50.pth)" in proc.stdout
+    assert "truncated download?" in proc.stdout
+    same = replace(get_weights("ir50_ms1m"), size=f.stat().st_size, sha256=hashlib.sha256(f.read_bytes()).hexdigest())
+    monkeypatch.setitem(registry._WEIGHTS, "ir50_ms1m", same)
+    assert cli.main(["sha256", str(f)]) == 0
+    assert "matches registry entry 'ir50_ms1m'" in capsys.readouterr().out
+    monkeypatch.setitem(registry._WEIGHTS, "ir50_ms1m", replace(same, sha256="0" * 64))
+    assert cli.main(["sha256", str(f), str(tmp_path / "absent.pth")]) == 2
+    out = capsys.readouterr()
+    assert "DIFFERS" in out.out and "whose sha256 is 0000" in out.out and "absent.pth does not exist" in out.err
+
+
+# --- read_checkpoint on what a failed download leaves ----------------------------------------------------
+
+@pytest.mark.parametrize("content, kind", [
+    (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>...</body></html>", "an HTML page"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:f696a1d2\nsize 174472765\n", "a git-lfs pointer"),
+])
+def test_text_saved_as_pth_is_named_not_called_pickled_objects(tmp_path, content, kind):
+    from ferlib.weights import PretrainedWeightsError, UnsafeCheckpointError, read_checkpoint
+
+    f = tmp_path / "ir50.pth"
+    f.write_bytes(content)
+    with pytest.raises(PretrainedWeightsError) as err:
+        read_checkpoint(f)
+    assert f"{f} is {kind}, not a checkpoint" in str(err.value)
+    assert not isinstance(err.value, UnsafeCheckpointError) and "pickled" not in str(err.value)
+    if kind == "an HTML page":
+        assert "a failed download?" in str(err.value)
