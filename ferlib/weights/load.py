@@ -106,8 +106,37 @@ def verify_file(path: str | os.PathLike, entry: WeightsEntry) -> None:
             )
 
 
+def _text_kind(path) -> str | None:
+    """What a text file saved under a checkpoint's name is ("an HTML page", "a git-lfs pointer", "a text
+    file"), or None when the file starts like binary data (a checkpoint)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return None
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if not text:
+        return None
+    lower = text[:200].lower()
+    if lower.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in lower:
+        return "an HTML page"
+    if text.startswith(b"version https://git-lfs"):
+        return "a git-lfs pointer"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "a text file"
+    return None
+
+
 def read_checkpoint(path: str | os.PathLike) -> object:
-    """``torch.load(path, weights_only=True)`` on CPU, with readable errors."""
+    """``torch.load(path, weights_only=True)`` on CPU, with readable errors (an HTML page or a git-lfs
+    pointer saved under the checkpoint's name is named as such, not as pickled objects)."""
+    kind = _text_kind(path)
+    if kind is not None:
+        hint = {"an HTML page": "a failed download? A browser or wget saved the site's page",
+                "a git-lfs pointer": "the repository was cloned without git-lfs: run `git lfs pull`"}.get(
+            kind, "not a torch checkpoint")
+        raise PretrainedWeightsError(
+            f"{path} is {kind}, not a checkpoint ({hint}). Obtain the file itself; see {README_SECTION}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
