@@ -266,7 +266,8 @@ def evaluate_weights(weights, dataset: str | None = None, data_root=None, model:
                      batch_size: int | None = None, precision: str = "auto", progress: bool | None = None,
                      cache=False, out=None) -> dict:
     """Evaluate a released (or any) checkpoint on ``dataset``'s evaluation split with the entry's preprocessing
-    and class order; writes ``results/released/<entry>_<dataset>.json`` (or ``out``) and returns the result:
+    and class order; writes ``results/released/<entry>_<dataset>.json`` (or ``out``), the logits, targets and
+    features beside it (``.npz``, targets in the checkpoint's class order), and returns the result:
     the metrics, ``reported`` (the authors' accuracy in %, None when they report none for ``dataset``),
     ``measured`` (ours, %), ``weights``, ``dataset``, ``split``, ``classes``, ``n``."""
     from ferlib.engine.loop import evaluate
@@ -291,6 +292,9 @@ def evaluate_weights(weights, dataset: str | None = None, data_root=None, model:
     path = Path(out) if out else released_dir() / f"{name}_{dataset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2))
+    from ferlib.engine.loop import _save_predictions
+
+    _save_predictions(path.parent, {"predictions": pred}, ds, path.stem + ".npz")
     res["json"] = str(path)
     return res
 
