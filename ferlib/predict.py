@@ -133,11 +133,11 @@ def crop_face(img: np.ndarray, box, points5, style: str = "aligned", size: int |
 
     from ferlib.data.align import align_face
 
+    if style not in CROP_SIZES:
+        raise ValueError(f"crop style must be one of {sorted(CROP_SIZES)}, got {style!r}")
     size = size or CROP_SIZES[style]
     if style == "aligned":
         return align_face(img, points5, size)
-    if style not in ("box", "grey48"):
-        raise ValueError(f"crop style must be one of {sorted(CROP_SIZES)}, got {style!r}")
     x1, y1, x2, y2 = square_box(box)
     side = max(1.0, x2 - x1)
     # an affine map of the square onto size×size; outside the photo is black (as the aligned crops)

@@ -1,0 +1,123 @@
+"""``ferlib.predict``: faces found in a real photo (matplotlib's sample photo of Grace Hopper), probabilities over
+the model's class names, annotated PNG and CSV from the command line."""
+import csv
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from ferlib.data.labels import RAFDB
+from ferlib.models import create_model
+from ferlib.predict import Predictor, crop_face, main, read_photo
+from ferlib.recipes import load_recipe
+from ferlib.weights.registry import get_weights
+
+pytest.importorskip("facenet_pytorch")
+PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  # US Navy photo, public domain
+
+
+def synthetic_run(run_dir, seed=0):
+    """A run directory as ferlib.train writes it for the quickstart's recipe (random weights)."""
+    recipe = load_recipe("baseline", "synthetic")
+    torch.manual_seed(seed)
+    model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
+    run_dir.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "recipe": recipe.to_dict()}, run_dir / "best.pt")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"recipe": recipe.to_dict(),
+                                                         "data": {"train": {"classes": list(RAFDB)}}}))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    return Predictor.from_run(synthetic_run(tmp_path_factory.mktemp("p") / "run"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def two_faces(tmp_path_factory):
+    """The photo and its mirror image side by side: two faces, one in each half."""
+    img = read_photo(PHOTO)
+    path = tmp_path_factory.mktemp("photos") / "pair.png"
+    Image.fromarray(np.concatenate([img, img[:, ::-1]], axis=1)).save(path)
+    return path
+
+
+def test_finds_the_face_in_a_real_photo(predictor):
+    res = predictor(PHOTO)
+    assert len(res) == 1
+    f = res[0]
+    x1, y1, x2, y2 = f.box
+    h, w = res.image.shape[:2]
+    assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and 100 < x2 - x1 < 300  # a face, not the whole photo
+    assert np.all((f.landmarks[:, 0] > x1) & (f.landmarks[:, 0] < x2) & (f.landmarks[:, 1] > y1)
+                  & (f.landmarks[:, 1] < y2))
+    assert f.landmarks[0, 0] < f.landmarks[1, 0] and f.landmarks[2, 1] < f.landmarks[3, 1]  # eyes, nose above mouth
+    assert list(f.probs) == list(RAFDB) and sum(f.probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert f.label in RAFDB and f.crop.shape == (100, 100, 3)  # the synthetic set is drawn like RAF-DB's crops
+
+
+def test_two_faces_and_probabilities_are_the_model_on_the_crop(predictor, two_faces):
+    res = predictor(two_faces)
+    assert len(res) == 2
+    w = res.image.shape[1]
+    assert sorted(f.box[0] < w / 2 for f in res) == [False, True]  # one face per half
+    x = torch.from_numpy(np.stack([f.crop for f in res])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        p = torch.softmax(predictor.model(predictor.transform(x)).logits, 1).numpy()
+    np.testing.assert_allclose(np.array([list(f.probs.values()) for f in res]), p, atol=1e-6)
+
+
+def test_no_face_gives_an_empty_result(predictor):
+    res = predictor(np.full((120, 160, 3), 128, np.uint8))
+    assert len(res) == 0 and res.rows() == []
+
+
+def test_crop_styles():
+    img = read_photo(PHOTO)
+    box, pts = (174, 120, 356, 340), np.array([[230, 190], [310, 190], [270, 235], [240, 270], [300, 270.]])
+    grey = crop_face(img, box, pts, "grey48")
+    assert grey.shape == (48, 48, 3) and np.array_equal(grey[..., 0], grey[..., 2])
+    boxed = crop_face(img, box, pts, "box", size=64)
+    assert boxed.shape == (64, 64, 3) and boxed.std() > 10
+    with pytest.raises(ValueError):
+        crop_face(img, box, pts, "nope")
+
+
+def test_from_weights_uses_the_entry_classes(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERLIB_HOME", str(tmp_path))
+    e = get_weights("emonet_affectnet7_lam0.6")
+    (tmp_path / "pretrained").mkdir()
+    torch.save(create_model("emonet", **dict(e.model_kwargs)).state_dict(), tmp_path / "pretrained" / e.filename)
+    pred = Predictor.from_weights("emonet_affectnet7_lam0.6")
+    assert pred.classes == list(e.categories) and pred.crop == "box" and pred.recipe.input_size == 224
+    res = pred(PHOTO)
+    assert len(res) == 1 and list(res[0].probs) == list(e.categories)
+
+
+def test_cli_folder_png_and_csv(tmp_path, two_faces, capsys):
+    run = synthetic_run(tmp_path / "run")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "hopper.jpg").symlink_to(PHOTO)
+    (folder / "pair.png").symlink_to(two_faces)
+    rc = main([str(folder), "--run", str(run), "--out", str(tmp_path / "out"), "--threads", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "top class" in out and "neutral" in out
+    for stem in ("hopper", "pair"):
+        png = tmp_path / "out" / f"{stem}_expressions.png"
+        assert png.stat().st_size > 10_000 and Image.open(png).size[0] > 300
+    rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+    assert [r["photo"].rsplit("/", 1)[1] for r in rows] == ["hopper.jpg", "pair.png", "pair.png"]
+    assert all(abs(sum(float(r[c]) for c in RAFDB) - 1) < 1e-3 for r in rows)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "missing.jpg"), "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "missing.jpg" in err[0]
+    (tmp_path / "a.jpg").symlink_to(PHOTO)
+    assert main([str(tmp_path / "a.jpg"), "--run", str(tmp_path / "not_a_run")]) == 2
+    assert "not_a_run" in capsys.readouterr().err
