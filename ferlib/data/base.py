@@ -298,30 +298,54 @@ def guess_encoding(data: bytes) -> str:
     return "WINDOWS-1252"
 
 
-def text_decode_error(path, what: str, fix: str):
-    """The :class:`DatasetFormatError` for a text file that is not UTF-8, naming the file, the first line
-    that fails and the encoding found."""
-    from .errors import DatasetFormatError
-
-    data = Path(path).read_bytes()
+def _first_non_utf8(data: bytes) -> int | None:
+    """Offset of the first byte that is not UTF-8 text (a NUL counts: UTF-16 decodes as UTF-8 with NULs)."""
+    if data.startswith(tuple(bom for bom, _ in _BOMS)):
+        return 0
     try:
         data.decode("utf-8-sig")
-        return DatasetFormatError(f"{what} changed while it was read.", path=path, fix=fix)
     except UnicodeDecodeError as err:
-        bad, line = data[err.start:err.start + 1], data.count(b"\n", 0, err.start) + 1
+        nul = data.find(0, 0, err.start)
+        return nul if nul >= 0 else err.start
+    nul = data.find(0)
+    return nul if nul >= 0 else None
+
+
+def text_decode_error(path, what: str, fix: str, data: bytes | None = None):
+    """The :class:`DatasetFormatError` for a text file that is not UTF-8, naming the file, the first line
+    that fails and the encoding found (None if the file is UTF-8 after all)."""
+    from .errors import DatasetFormatError
+
+    data = Path(path).read_bytes() if data is None else data
+    at = _first_non_utf8(data)
+    if at is None:
+        return None
+    line = data.count(b"\n", 0, at) + 1
     enc = guess_encoding(data)
     found = "latin-1 / Windows-1252" if enc == "WINDOWS-1252" else enc
-    return DatasetFormatError(f"{what} is not UTF-8 text (byte 0x{bad.hex()}); it looks like {found}.",
+    return DatasetFormatError(f"{what} is not UTF-8 text (byte 0x{data[at:at + 1].hex()}); it looks like {found}.",
                               path=path, line=line,
                               fix=f"save it as UTF-8, e.g. `iconv -f {enc} -t UTF-8 old > new`; {fix}")
 
 
+def check_utf8_start(path, what: str, fix: str) -> None:
+    """Raise :func:`text_decode_error` when the first 4 KB of ``path`` show UTF-16/32 (a byte-order mark or
+    NUL bytes), which Python's UTF-8 decoder would otherwise read as text with NULs in it."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(tuple(bom for bom, _ in _BOMS)) or 0 in head:
+        err = text_decode_error(path, what, fix, head)
+        if err is not None:
+            raise err
+
+
 def read_text(path, what: str, fix: str) -> str:
     """The text of ``path`` as UTF-8 (a BOM is dropped); another encoding raises :func:`text_decode_error`."""
-    try:
-        return Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise text_decode_error(path, what, fix) from None
+    data = Path(path).read_bytes()
+    err = text_decode_error(path, what, fix, data)
+    if err is not None:
+        raise err
+    return data.decode("utf-8-sig")
 
 
 def read_csv_rows(path: Path, required: Sequence[str], *, what: str, fix: str, header: bool = True,
@@ -337,10 +361,11 @@ def read_csv_rows(path: Path, required: Sequence[str], *, what: str, fix: str, h
     path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"{what} not found.", path=path, fix=fix)
+    check_utf8_start(path, what, fix)
     try:
         return _csv_rows(path, required, what, fix, header, delimiter)
-    except UnicodeDecodeError:
-        raise text_decode_error(path, what, fix) from None
+    except UnicodeDecodeError as err:
+        raise text_decode_error(path, what, fix) or err from None
 
 
 def _short(text: str, keep: int = 40) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import (ArrayDataset, FERDataset, SkipReport, decodable_indices, empty_split_error, read_csv_rows,
-                   text_decode_error)
+from .base import (ArrayDataset, FERDataset, SkipReport, check_utf8_start, decodable_indices, empty_split_error,
+                   read_csv_rows, text_decode_error)
 from .errors import DatasetFormatError
 from .labels import LABEL_SETS
 from .registry import register_dataset
@@ -142,10 +142,11 @@ def _read_label_csv(path: Path):
     fix = "FERPlus label.csv lines are '<name>,<10 vote counts>'."
     if not path.is_file():
         raise DatasetFormatError("FERPlus label.csv not found (and no fer2013new.csv).", path=path, fix=fix)
+    check_utf8_start(path, "FERPlus label.csv", fix)
     try:
         return _label_rows(path, fix)
-    except UnicodeDecodeError:
-        raise text_decode_error(path, "FERPlus label.csv", fix) from None
+    except UnicodeDecodeError as err:
+        raise text_decode_error(path, "FERPlus label.csv", fix) or err from None
 
 
 def _label_rows(path: Path, fix: str):
