@@ -44,6 +44,48 @@ def execute(name, parameters: dict | None = None, output_dir=None, kernel: str =
     return out
 
 
+class ParameterError(ValueError):
+    """A notebook parameter has the wrong type or range (the message is one line naming it)."""
+
+
+#: Parameters that count things: at least 1 when given.
+_COUNTS = ("epochs", "batch_size", "max_steps", "threads", "num_anchors")
+
+
+def check_parameters(namespace: dict, minimum: dict | None = None) -> None:
+    """Check a notebook's parameters against the annotations of its ``parameters`` cell, before anything runs.
+
+    ``namespace`` is the notebook's ``globals()``: the annotated assignments of the parameters cell
+    (``epochs: Optional[int] = None``) leave their types in ``__annotations__``, and papermill's injected
+    cell the values. A value of the wrong type (``-p epochs abc``) or out of range (``-p epochs 0``) raises
+    :class:`ParameterError` naming the parameter, so nothing on disk is touched by a mistyped run.
+    ``minimum`` adds lower bounds (counts in ``_COUNTS`` must be ≥ 1).
+    """
+    import typing
+
+    bounds = {**{k: 1 for k in _COUNTS}, **(minimum or {})}
+    for name, annotation in (namespace.get("__annotations__") or {}).items():
+        if name not in namespace:
+            continue
+        value = namespace[name]
+        allowed = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Union else (annotation,)
+        allowed = tuple(a for a in allowed if isinstance(a, type))
+        ok = any(_is(value, a) for a in allowed)
+        if not ok:
+            names = " or ".join("None" if a is type(None) else a.__name__ for a in allowed)
+            raise ParameterError(f"parameter {name} must be {names}, got {value!r} ({type(value).__name__})")
+        if name in bounds and isinstance(value, (int, float)) and not isinstance(value, bool) and value < bounds[name]:
+            raise ParameterError(f"parameter {name} must be at least {bounds[name]}, got {value!r}")
+
+
+def _is(value, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
 def script_path(notebook: Path) -> Path:
     """The py:percent script paired with ``notebook`` by ``notebooks/jupytext.toml``: ``py/<name>.py``."""
     return Path(notebook).parent / "py" / (Path(notebook).stem + ".py")

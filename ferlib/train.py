@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels (torch.use_deterministic_algorithms, no cuDNN autotune, no TF32)")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.pt (mid-epoch included)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous run in --run-dir (without it, a fresh run into a used directory refuses)")
     p.add_argument("--checkpoint-every-steps", type=_count(1), default=None,
                    help="also write last.pt every N optimiser steps (long AffectNet epochs, preemptible jobs)")
     p.add_argument("--stop-after-steps", type=_count(1), default=None,
@@ -164,7 +166,8 @@ def _main(args) -> int:
                     device=args.device, epochs=args.epochs, batch_size=args.batch_size, max_steps=args.max_steps,
                     pretrained=args.pretrained, precision=args.precision, seed=args.seed, resume=args.resume,
                     val_fraction=args.val_fraction, fit_options=fit_options, progress=args.progress, cache=args.cache,
-                    dry_run=args.dry_run, threads=args.threads, base_recipe=args.base_recipe, **overrides)
+                    dry_run=args.dry_run, threads=args.threads, base_recipe=args.base_recipe,
+                    overwrite=args.overwrite, **overrides)
         if args.dry_run:
             return 0
         if rank_and_world()[0] == 0:

@@ -66,6 +66,28 @@ class FitOptions:
     ema: float | None = None         # decay of an exponential moving average of the weights (evaluated instead)
     selected_on: str = "test_selected"  # what the selection split is: "test_selected" or "val"
     find_unused_parameters: bool = False  # DDP option for models with branches unused in some steps
+    overwrite: bool = False          # a fresh run may replace a previous run in the same directory
+
+
+#: The files of a run; a fresh run into a directory holding any of them needs ``overwrite``.
+RUN_FILES = ("last.pt", "last.pt.prev", "best.pt", "predictions.npz", "summary.json", "metrics.jsonl")
+
+
+class RunExistsError(FileExistsError):
+    """A fresh run was pointed at a directory holding a previous run (nothing was touched)."""
+
+
+def check_run_dir(run_dir, resume: bool, overwrite: bool) -> list[str]:
+    """The previous run's files in ``run_dir`` that a fresh run would replace; raises :class:`RunExistsError`
+    when there are some and neither ``resume`` nor ``overwrite`` is set. Touches nothing."""
+    run_dir = Path(run_dir)
+    previous = [n for n in RUN_FILES if (run_dir / n).exists() and (n != "metrics.jsonl" or (run_dir / n).stat().st_size)]
+    if previous and not resume and not overwrite:
+        raise RunExistsError(
+            f"{run_dir} holds a previous run ({', '.join(previous)}); nothing was changed. Continue it with resume=True "
+            f"(--resume, -p resume True), replace it with overwrite=True (--overwrite, -p overwrite True), or choose "
+            f"another run directory (run_name / --run-dir).")
+    return previous
 
 
 def _progress_enabled(flag: bool | None) -> bool:
@@ -207,9 +229,10 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
              "epoch_stats": {"loss": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}}
 
     if is_main:
+        previous = check_run_dir(run_dir, resume, opts.overwrite)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:  # a fresh run never mixes with an older one in the same folder
-            for name in ("last.pt", "last.pt.prev", "best.pt", "predictions.npz", "summary.json"):
+        if not resume:  # a fresh run never mixes with an older one in the same folder (overwrite=True said so)
+            for name in previous:
                 (run_dir / name).unlink(missing_ok=True)
     barrier()
     ckpt = load_checkpoint(run_dir / "last.pt") if resume else None

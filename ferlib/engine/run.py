@@ -19,7 +19,7 @@ from ferlib.models import create_model
 from ferlib.paths import data_dir, results_dir
 from ferlib.recipes import Recipe, load_recipe
 
-from .loop import FitOptions, evaluate, fit
+from .loop import FitOptions, check_run_dir, evaluate, fit
 from .checkpoint import load_checkpoint
 from .env import seed_everything
 
@@ -197,7 +197,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
           max_steps: int | None = None, pretrained="card", precision: str | None = None, seed: int = 0,
           resume: bool = True, val_fraction: float | None = None, fit_options: dict | None = None,
           progress: bool | None = None, callbacks=(), cache="auto", dry_run: bool = False,
-          threads: int | None = None, base_recipe: str | None = None, **recipe_overrides):
+          threads: int | None = None, base_recipe: str | None = None, overwrite: bool = False, **recipe_overrides):
     """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
 
     The defaults are the paper's run: the card's epochs, batch, schedule and evaluation on the whole
@@ -218,6 +218,9 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     True / a folder, or False (see :func:`load_splits`). ``threads``: torch CPU threads (None honours
     ``OMP_NUM_THREADS``). ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields. Under
     ``torchrun`` the process group is joined here; every rank returns the run, only rank 0 writes.
+    A fresh run (``resume=False``, or nothing to resume) into a directory holding a previous run refuses
+    (:class:`~ferlib.engine.loop.RunExistsError`) unless ``overwrite=True``; this is checked before any data
+    is read.
     """
     from ferlib.weights.start import require_start_files, resolve_start
 
@@ -239,6 +242,9 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
                         val_fraction, cache)
     require_start_files(items, f"{paper} on {dataset}")
     _warn_start(recipe, items, pretrained)
+    if run_dir is not None or run_name is not None:
+        target = _run_dir(paper, dataset, run_dir, run_name)
+        check_run_dir(target, resume and (target / "last.pt").exists(), overwrite)
 
     init_distributed(device)  # torchrun: join the process group (no-op for one process)
     rank, _ = rank_and_world()
@@ -258,7 +264,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
 
         load_start(model, items)
     loss = build_loss(recipe)
-    fit_kw = {"selected_on": "val" if val_fraction else "test_selected", **fit_options}
+    fit_kw = {"selected_on": "val" if val_fraction else "test_selected", "overwrite": overwrite, **fit_options}
     opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, precision=recipe.precision,
                       **fit_kw)
     summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
@@ -290,7 +296,9 @@ def _warn_start(recipe: Recipe, items, pretrained) -> None:
                       f"card starts from {names}: the paper's number is not expected from this run.",
                       FromScratchWarning, stacklevel=3)
     elif not recipe.pretrained and recipe.pretrained_note and not items:
-        warnings.warn(f"{recipe.paper}: {recipe.pretrained_note}", FromScratchWarning, stacklevel=3)
+        warnings.warn(f"{recipe.paper} on {recipe.dataset} trains from random init because the paper's starting "
+                      f"weights are not released: the paper's number is not expected from this run. "
+                      f"{recipe.pretrained_note}", FromScratchWarning, stacklevel=3)
 
 
 def plan_run(recipe: Recipe, items, data_root, run_dir: Path, max_steps: int | None, device: str = "auto",
@@ -309,7 +317,7 @@ def plan_run(recipe: Recipe, items, data_root, run_dir: Path, max_steps: int | N
             "epochs": recipe.epochs, "batch_size": recipe.batch_size, "max_steps": max_steps,
             "precision": recipe.precision, "device": str(resolve_device(device)), "eval_split": eval_split(recipe),
             "selected_on": "val (held-out fraction of train)" if val_fraction else eval_split(recipe),
-            "num_classes": recipe.num_classes, "input_size": recipe.input_size, "color_order": recipe.color_order,
+            "num_classes": recipe.num_classes, "model_kwargs": dict(recipe.model_kwargs), "input_size": recipe.input_size, "color_order": recipe.color_order,
             "optimizer": recipe.optimizer, "lr": recipe.lr, "schedule": recipe.schedule, "sam": recipe.sam,
             "sampler": recipe.sampler, "loss": recipe.loss, "train_images": None, "eval_images": None,
             "classes": None, "steps_per_epoch": None, "optimizer_steps_planned": None, "data_error": None,

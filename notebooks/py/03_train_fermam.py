@@ -19,44 +19,59 @@
 #
 # `create_model("fermam")` reproduces the authors' outputs (tests/test_fermam.py) with every quirk of their code by default; the selective scan runs in pure PyTorch on any device, or through mamba_ssm's CUDA kernel when it is installed.
 #
-# The defaults make a CPU smoke run of the **full** model (40.0 M parameters) on the synthetic set: both backbones always run at 112×112, so `max_steps = 6` bounds the run to a few minutes on 2 CPU cores. On a GPU: `-p dataset rafdb -p pretrained True -p max_steps None` (or affectnet, affectnet8, ferplus).
+# The defaults make a CPU smoke run of the **full** model (40.0 M parameters) on the synthetic set: both backbones always run at 112×112, so the synthetic card entry's CPU budget (6 optimiser steps) bounds the run to a few minutes on 2 CPU cores. On a GPU, `-p dataset rafdb` (or affectnet, affectnet8, ferplus) is the paper's run: the card's 260 epochs from the MS-Celeb IR-50 and the landmark MobileFaceNet, in fp32, evaluated on the whole test split; `-p dry_run True` shows that plan first.
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (synthetic, rafdb, affectnet, affectnet8, ferplus)
-data_root = None  # type: Optional[str]  (None = data/<dataset>)
-epochs = None  # type: Optional[int]  (None = the card's value)
-batch_size = None  # type: Optional[int]  (None = the card's value)
-pretrained = False  # type: Union[bool, str]  (True = MS-Celeb IR-50 + landmark MobileFaceNet backbones; a path = a FERMam state file)
-device = "auto"  # type: str  (auto, cpu, cuda)
-run_name = "fermam_{dataset}"  # type: str
-max_steps = 6  # type: Optional[int]  (6 = CPU smoke run; None = the full recipe)
-seed = 0  # type: int
-scan_backend = "auto"  # type: str  (auto, torch, cuda, reference)
+from typing import Optional, Union
+
+dataset: str = "synthetic"  # synthetic (CPU smoke run), rafdb, affectnet, affectnet8, ferplus; or imagefolder for your own train/<class>/ and test/<class>/ folders
+data_root: Optional[str] = None  # the dataset's folder as distributed; None means data/<dataset>
+base_recipe: Optional[str] = None  # imagefolder only: the card entry whose recipe to use; None means rafdb
+epochs: Optional[int] = None  # None: the card's
+batch_size: Optional[int] = None  # None: the card's
+pretrained: Union[bool, str] = "card"  # card or True: the MS-Celeb IR-50 and the landmark MobileFaceNet; False: random init; or a ferlib.weights entry / a file
+precision: Optional[str] = None  # None: the card's (fp32, as the authors); bf16 is the fast GPU switch
+max_steps: Optional[int] = None  # None: the card's, a CPU smoke budget on synthetic and the full recipe on real data
+dry_run: bool = False  # True: print the plan and write plan.json without training
+resume: bool = False  # continue the run in run_name from its last.pt
+overwrite: bool = False  # replace a previous run in run_name (without it such a run refuses)
+threads: Optional[int] = None  # torch CPU threads; None: OMP_NUM_THREADS or one per core
+device: str = "auto"  # auto, cpu or cuda
+run_name: str = "fermam_{dataset}"  # the run directory under results/runs
+seed: int = 0  # one seed for Python, NumPy, torch and the samplers
+scan_backend: str = "auto"  # auto, torch, cuda or reference
+
+
+# %% [markdown]
+# The parameters are checked first (types and ranges), so a mistyped value stops here, before anything on disk is touched.
+
+# %%
+from ferlib.notebooks import check_parameters
+
+check_parameters(globals())
 
 # %% [markdown]
 # ## The recipe
 # The card `ferlib/recipes/fermam.yaml` holds the authors' settings per dataset (spec §10): batch 300 (RAF-DB, AffectNet) or 200 (FERPlus), 260 / 200 / 260 epochs, basic_aug + horizontal flip + random erasing, no sampler, RAF-DB fed as BGR as the authors' loader does, FERPlus on majority-vote labels (the published FERPlus script cannot run on its soft labels).
 
 # %%
-from ferlib.data.labels import paper_order
 from ferlib.engine import train
 from ferlib.models import create_model
-from ferlib.recipes import load_recipe
 from ferlib.viz.live import LivePlot
-from ferlib.viz import plot_confusion, plot_curves
+from ferlib.viz.report import report_run
 
-model_kwargs = {"scan_backend": scan_backend, "pretrained_backbones": pretrained is True}
-recipe = load_recipe("fermam", dataset, model_kwargs=model_kwargs)
-print("loss", recipe.loss, recipe.loss_kwargs, "| SAM", recipe.sam, "rho", recipe.sam_rho)
-print(recipe.optimizer, recipe.lr, recipe.schedule, recipe.schedule_kwargs, "| epochs", recipe.epochs, "batch", recipe.batch_size)
-print("input", recipe.input_size, "colour", recipe.color_order, "transforms", recipe.train_transforms)
+options = dict(data_root=data_root, base_recipe=base_recipe, epochs=epochs, batch_size=batch_size, pretrained=pretrained,
+               precision=precision, max_steps=max_steps, device=device, seed=seed, threads=threads,
+               run_name=run_name.format(dataset=dataset),
+               model_kwargs={"scan_backend": scan_backend})
+plan = train("fermam", dataset, dry_run=True, **options)
 
 # %% [markdown]
 # ## The model
 # 40,011,687 parameters as the authors build it; 12.8 M of them (the IR-50 output layer) and the landmark net's GDC head are never used in the forward pass, and the landmark branch is frozen (paper §3; spec §13).
 
 # %%
-model = create_model("fermam", num_classes=recipe.num_classes, scan_backend=scan_backend)
+model = create_model("fermam", num_classes=plan["num_classes"], **plan["model_kwargs"])
 total = sum(p.numel() for p in model.parameters())
 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 print(f"{total:,} parameters, {trainable:,} trainable")
@@ -67,9 +82,8 @@ del model
 # One engine call: the card's recipe, SAM's two passes per batch, evaluation on the test split after every epoch (the authors select the best epoch on it).
 
 # %%
-run = train("fermam", dataset, callbacks=[LivePlot(title="fermam")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
-            batch_size=batch_size, device=device, max_steps=max_steps, seed=seed,
-            pretrained=pretrained if isinstance(pretrained, str) else False, resume=False, model_kwargs=model_kwargs)
+run = plan if dry_run else train("fermam", dataset, callbacks=[LivePlot(title="fermam")], resume=resume, overwrite=overwrite,
+                                 **options)
 run
 
 # %% [markdown]
@@ -77,11 +91,4 @@ run
 # Curves, then the row-normalised confusion matrix on the evaluation split, drawn in the class order of the authors' code for this dataset (RAF-DB: Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral; AffectNet-8: alphabetical).
 
 # %%
-plot_curves(run.run_dir);
-
-# %%
-plot_confusion(run.run_dir, order=paper_order("fermam", dataset));
-
-# %%
-print(f"accuracy {run.metrics['accuracy']:.4f}; reported: {recipe.reported or 'none recorded for this dataset (see the card)'}")
-print("run directory:", run.run_dir)
+report_run(run)

@@ -18,17 +18,33 @@
 # Ding et al., *A Multiscale and Multilevel Fusion Network Based on ResNet and MobileFaceNet for Facial Expression Recognition* (IET CPS, doi:10.1049/cps2.70003); code `hutianhan/MMFRM@74c7e81`. A frozen landmark MobileFaceNet and a ResNet-18-style trunk see the same 112×112 face; three triple-CBAM fusion modules (TCFFM) join their maps at 28², 14² and 7², and a sigmoid gate scales the logits. The defaults train the CPU-sized synthetic entry in minutes; `-p dataset rafdb` runs the authors' recipe; `-p dataset ferplus` applies it to FERPlus, which the paper evaluates but the released code cannot load (our reconstruction, see the card).
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (synthetic, rafdb, ferplus)
-data_root = None  # type: Optional[str]  (None = data/<dataset>)
-epochs = None  # type: Optional[int]  (None = the card's value)
-batch_size = None  # type: Optional[int]  (None = the card's value)
-pretrained = False  # type: Union[bool, str]  (True = landmark trunk from mobilefacenet_model_best.pth.tar; a path = an MMFRM state file)
-device = "auto"  # type: str  (auto, cpu, cuda)
-run_name = "mmfrm_{dataset}"  # type: str
-max_steps = None  # type: Optional[int]  (a number makes a smoke run)
-seed = 0  # type: int
-rfloss = None  # type: Optional[str]  (off, as_coded, intended; None = the card's as_coded)
+from typing import Optional, Union
 
+dataset: str = "synthetic"  # synthetic (CPU demo), rafdb, ferplus; or imagefolder for your own train/<class>/ and test/<class>/ folders
+data_root: Optional[str] = None  # the dataset's folder as distributed; None means data/<dataset>
+base_recipe: Optional[str] = None  # imagefolder only: the card entry whose recipe to use; None means rafdb
+epochs: Optional[int] = None  # None: the card's
+batch_size: Optional[int] = None  # None: the card's
+pretrained: Union[bool, str] = "card"  # card or True: the card's landmark MobileFaceNet; False: random init; or a ferlib.weights entry / a file
+precision: Optional[str] = None  # None: the card's (fp32, as the authors); bf16 is the fast GPU switch
+max_steps: Optional[int] = None  # None: the card's, a CPU smoke budget on synthetic and the full recipe on real data
+dry_run: bool = False  # True: print the plan and write plan.json without training
+resume: bool = False  # continue the run in run_name from its last.pt
+overwrite: bool = False  # replace a previous run in run_name (without it such a run refuses)
+threads: Optional[int] = None  # torch CPU threads; None: OMP_NUM_THREADS or one per core
+device: str = "auto"  # auto, cpu or cuda
+run_name: str = "mmfrm_{dataset}"  # the run directory under results/runs
+seed: int = 0  # one seed for Python, NumPy, torch and the samplers
+rfloss: Optional[str] = None  # off, as_coded or intended; None: the card's as_coded
+
+
+# %% [markdown]
+# The parameters are checked first (types and ranges), so a mistyped value stops here, before anything on disk is touched.
+
+# %%
+from ferlib.notebooks import check_parameters
+
+check_parameters(globals())
 
 # %% [markdown]
 # ## The recipe
@@ -37,35 +53,33 @@ rfloss = None  # type: Optional[str]  (off, as_coded, intended; None = the card'
 # %%
 from ferlib.engine import train
 from ferlib.models import create_model
-from ferlib.recipes import load_recipe
 from ferlib.viz.live import LivePlot
-from ferlib.viz import plot_confusion, plot_curves
+from ferlib.viz.report import report_run
 
-loss_kwargs = None if rfloss is None else {"variant": rfloss}
-model_kwargs = {"pretrained_landmark": pretrained is True}
-recipe = load_recipe("mmfrm", dataset, loss_kwargs=loss_kwargs, model_kwargs=model_kwargs)
-print(recipe.loss, recipe.loss_kwargs)
-print(recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.schedule, recipe.schedule_kwargs)
-print("input", recipe.input_size, "epochs", recipe.epochs, "batch", recipe.batch_size)
+options = dict(data_root=data_root, base_recipe=base_recipe, epochs=epochs, batch_size=batch_size, pretrained=pretrained,
+               precision=precision, max_steps=max_steps, device=device, seed=seed, threads=threads,
+               run_name=run_name.format(dataset=dataset),
+               loss_kwargs=None if rfloss is None else {"variant": rfloss})
+plan = train("mmfrm", dataset, dry_run=True, **options)
 
 # %% [markdown]
 # ## The model
-# Two upstream networks in one module: `landmark.*` (MobileFaceNet, not optimised, left in train mode as upstream leaves it) and `network.*` (the expression network, whose keys equal the authors'). Only the expression network is trained. Upstream trains with a random landmark net (its checkpoint path never resolves); `-p pretrained True` loads the landmark trunk from pytorch_face_landmark's `mobilefacenet_model_best.pth.tar` instead (our choice, `data/README.md` says where the file goes).
+# Two upstream networks in one module: `landmark.*` (MobileFaceNet, not optimised, left in train mode as upstream leaves it) and `network.*` (the expression network, whose keys equal the authors'). Only the expression network is trained. Upstream loads an unreleased landmark checkpoint through a Windows path (on Linux it trains with a random landmark net); the card starts the landmark net from pytorch_face_landmark's `mobilefacenet_model_best.pth.tar` instead (our choice, `data/README.md` says where the file goes); `-p pretrained False` reproduces the Linux run of the published code.
 
 # %%
-model = create_model("mmfrm", num_classes=recipe.num_classes, **recipe.model_kwargs)
+model = create_model("mmfrm", num_classes=plan["num_classes"], **plan["model_kwargs"])
 print(f"expression network {sum(p.numel() for p in model.network.parameters()):,} parameters, "
       f"landmark net {sum(p.numel() for p in model.landmark.parameters()):,}, "
       f"trained {sum(p.numel() for p in model.parameters() if p.requires_grad):,}")
+del model
 
 # %% [markdown]
 # ## Train
 # One engine call; the loss's `set_epoch` switches RFLoss on at the card's epoch.
 
 # %%
-run = train("mmfrm", dataset, callbacks=[LivePlot(title="mmfrm")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
-            batch_size=batch_size, device=device, max_steps=max_steps, seed=seed, pretrained=pretrained if isinstance(pretrained, str) else False,
-            resume=False, loss_kwargs=loss_kwargs, model_kwargs=model_kwargs)
+run = plan if dry_run else train("mmfrm", dataset, callbacks=[LivePlot(title="mmfrm")], resume=resume, overwrite=overwrite,
+                                 **options)
 run
 
 # %% [markdown]
@@ -73,11 +87,4 @@ run
 # Curves and the row-normalised confusion matrix on the evaluation split (RAF-DB: the test split, which the authors also select on), drawn from the run directory.
 
 # %%
-plot_curves(run.run_dir);
-
-# %%
-plot_confusion(run.run_dir);
-
-# %%
-print(f"test accuracy {run.metrics['accuracy']:.4f}; reported: {recipe.reported or 'none in the code release'}")
-print("run directory:", run.run_dir)
+report_run(run)

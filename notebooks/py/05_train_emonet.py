@@ -18,52 +18,66 @@
 # *EMO-Net: Lightweight Network for Robust Facial Expression Recognition in Real-World Scenarios*; code `xiayu-cell/EMO-Net@9d4d6a3`. Every inverted-residual block gates its output with ECA (the local attention block) and adds λ times a shortcut, a 1×1 conv + BN projection where the shape changes (the feature fusion branch). 2.31 M parameters. The defaults train the synthetic entry on CPU in minutes; `-p dataset rafdb` (or affectnet, affectnet8) runs the paper's recipe.
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (synthetic, rafdb, affectnet, affectnet8)
-data_root = None  # type: Optional[str]  (None = data/<dataset>)
-epochs = None  # type: Optional[int]  (None = the card's value)
-batch_size = None  # type: Optional[int]  (None = the card's value)
-pretrained = False  # type: Union[bool, str]  (True = the card's start, ImageNet MobileNetV2; an emonet_* entry or a file = fine-tune it)
-device = "auto"  # type: str  (auto, cpu, cuda)
-run_name = "emonet_{dataset}"  # type: str
-max_steps = None  # type: Optional[int]  (a number makes a smoke run)
-seed = 0  # type: int
-lam = None  # type: Optional[float]  (shortcut weight λ: 0.8 as coded; None = the card's, 0.5/0.6 for the reported rows)
+from typing import Optional, Union
+
+dataset: str = "synthetic"  # synthetic (CPU demo), rafdb, affectnet, affectnet8; or imagefolder for your own train/<class>/ and test/<class>/ folders
+data_root: Optional[str] = None  # the dataset's folder as distributed; None means data/<dataset>
+base_recipe: Optional[str] = None  # imagefolder only: the card entry whose recipe to use; None means rafdb
+epochs: Optional[int] = None  # None: the card's
+batch_size: Optional[int] = None  # None: the card's
+pretrained: Union[bool, str] = "card"  # card or True: ImageNet MobileNetV2 (an emonet_* entry fine-tunes a released model); False: random init; or a ferlib.weights entry / a file
+precision: Optional[str] = None  # None: the card's (fp32, as the authors); bf16 is the fast GPU switch
+max_steps: Optional[int] = None  # None: the card's, a CPU smoke budget on synthetic and the full recipe on real data
+dry_run: bool = False  # True: print the plan and write plan.json without training
+resume: bool = False  # continue the run in run_name from its last.pt
+overwrite: bool = False  # replace a previous run in run_name (without it such a run refuses)
+threads: Optional[int] = None  # torch CPU threads; None: OMP_NUM_THREADS or one per core
+device: str = "auto"  # auto, cpu or cuda
+run_name: str = "emonet_{dataset}"  # the run directory under results/runs
+seed: int = 0  # one seed for Python, NumPy, torch and the samplers
+lam: Optional[float] = None  # shortcut weight λ: 0.8 as coded; None: the card's, 0.5/0.6 for the reported rows
 
 
 # %% [markdown]
+# The parameters are checked first (types and ranges), so a mistyped value stops here, before anything on disk is touched.
+
+# %%
+from ferlib.notebooks import check_parameters
+
+check_parameters(globals())
+
+# %% [markdown]
 # ## The recipe
-# From `train.py`: SGD lr 1e-3, momentum 0.9, weight decay 1e-5, batch 16, 100 epochs, no scheduler; RandomResizedCrop(224) + horizontal flip; plain cross-entropy. λ is hard-coded to 0.8 in the published forward, while the README's checkpoints and numbers are labelled λ = 0.5 / 0.6: each dataset entry of the card uses the λ of its reported number, and `lam` overrides it. Upstream fine-tunes an unreleased RAF-DB model; `-p pretrained True` starts from ImageNet MobileNetV2 weights (our reconstruction, the card's `pretrained`), `-p pretrained emonet_rafdb_lam0.5` from a released checkpoint.
+# From `train.py`: SGD lr 1e-3, momentum 0.9, weight decay 1e-5, batch 16, 100 epochs, no scheduler; RandomResizedCrop(224) + horizontal flip; plain cross-entropy. λ is hard-coded to 0.8 in the published forward, while the README's checkpoints and numbers are labelled λ = 0.5 / 0.6: each dataset entry of the card uses the λ of its reported number, and `lam` overrides it. The published schedule fine-tunes an unreleased RAF-DB model; the card starts it from ImageNet MobileNetV2 weights (our reconstruction, the card's `pretrained`, the default on real data), `-p pretrained emonet_rafdb_lam0.5` from a released checkpoint.
 
 # %%
 from ferlib.engine import train
 from ferlib.models import create_model
-from ferlib.recipes import load_recipe
 from ferlib.viz.live import LivePlot
-from ferlib.viz import plot_confusion, plot_curves
+from ferlib.viz.report import report_run
 
-model_kwargs = None if lam is None else {"lam": lam}
-recipe = load_recipe("emonet", dataset, model_kwargs=model_kwargs)
-print("model", recipe.model_kwargs, "classes", recipe.num_classes)
-print(recipe.optimizer, recipe.optimizer_kwargs, recipe.lr, recipe.weight_decay, recipe.schedule)
-print("input", recipe.input_size, "epochs", recipe.epochs, "batch", recipe.batch_size)
-print("starts from", recipe.pretrained if pretrained is True else (pretrained or "random init"))
+options = dict(data_root=data_root, base_recipe=base_recipe, epochs=epochs, batch_size=batch_size, pretrained=pretrained,
+               precision=precision, max_steps=max_steps, device=device, seed=seed, threads=threads,
+               run_name=run_name.format(dataset=dataset),
+               model_kwargs=None if lam is None else {"lam": lam})
+plan = train("emonet", dataset, dry_run=True, **options)
 
 # %% [markdown]
 # ## The model
 # The upstream `MobileNetV2`, keys equal to the authors' (`dowmSample` included), so the released checkpoints load as they are.
 
 # %%
-model = create_model("emonet", num_classes=recipe.num_classes, **recipe.model_kwargs)
+model = create_model("emonet", num_classes=plan["num_classes"], **plan["model_kwargs"])
 print(f"λ = {model.lam}, {sum(p.numel() for p in model.parameters()):,} parameters")
+del model
 
 # %% [markdown]
 # ## Train
 # One engine call with the card's recipe and the chosen λ.
 
 # %%
-run = train("emonet", dataset, callbacks=[LivePlot(title="emonet")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
-            batch_size=batch_size, device=device, max_steps=max_steps, seed=seed, pretrained=pretrained,
-            resume=False, model_kwargs=model_kwargs, loss_kwargs=None)
+run = plan if dry_run else train("emonet", dataset, callbacks=[LivePlot(title="emonet")], resume=resume, overwrite=overwrite,
+                                 **options)
 run
 
 # %% [markdown]
@@ -71,11 +85,4 @@ run
 # Curves and the row-normalised confusion matrix on the evaluation split (RAF-DB test, AffectNet validation), from the run directory.
 
 # %%
-plot_curves(run.run_dir);
-
-# %%
-plot_confusion(run.run_dir);
-
-# %%
-print(f"accuracy {run.metrics['accuracy']:.4f}; reported: {recipe.reported or 'none for this dataset'}")
-print("run directory:", run.run_dir)
+report_run(run)

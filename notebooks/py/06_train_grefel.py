@@ -17,22 +17,38 @@
 #
 # *GReFEL: Geometry-Aware Reliable Facial Expression Learning under Bias and Imbalanced Data Distribution* (arXiv 2410.15927). No official code exists; ferlib builds GReFEL on its predecessor's released code, ARBEx (`takihasan/ARBEx@b85c37b`), whose outputs `create_model("grefel", variant="arbex")` reproduces. IR-50 and MobileFaceNet features are fused by a window cross-attention ViT at three scales (28/14/7; spec §9.1); 10 learnable anchors per class and a self-attention corrector re-balance the classifier's distribution by their confidences (spec §9.3–9.4); the loss is cross-entropy with label smoothing 0.11 + anchor loss + centre loss, λ = 1 each (spec §9.5). The paper's section numbers could not be checked: the spec follows its abstract and pipeline.
 #
-# The defaults make a CPU smoke run of the **full** model on the synthetic set: both backbones always run at 112×112, so the cost per image is fixed (about 1 s per training image on 2 busy CPU cores), and `max_steps = 12` bounds the run to a few minutes. No reduced-width model is needed for that. On a GPU: `-p dataset rafdb -p max_steps None` (or ferplus, fer2013).
+# The defaults make a CPU smoke run of the **full** model on the synthetic set: both backbones always run at 112×112, so the cost per image is fixed (about 1 s per training image on 2 busy CPU cores), and the synthetic card entry's CPU budget (12 optimiser steps) bounds the run to a few minutes. No reduced-width model is needed for that. On a GPU, `-p dataset rafdb` (or ferplus, fer2013) is the card's full run from the MS-Celeb IR-50 and the landmark MobileFaceNet (both frozen); `-p dry_run True` shows that plan first.
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (synthetic, rafdb, ferplus, fer2013)
-data_root = None  # type: Optional[str]  (None = data/<dataset>)
-epochs = None  # type: Optional[int]  (None = the card's value)
-batch_size = None  # type: Optional[int]  (None = the card's value)
-pretrained = False  # type: Union[bool, str]  (a GReFEL state file, e.g. from ferlib.models.grefel.convert.export_with_backbones)
-device = "auto"  # type: str  (auto, cpu, cuda)
-run_name = "grefel_{dataset}"  # type: str
-max_steps = 12  # type: Optional[int]  (12 = CPU smoke run; None = the full recipe)
-seed = 0  # type: int
-lambda_anchor = 1.0  # type: float  (weight of the anchor loss; 0 = off)
-lambda_center = 1.0  # type: float  (weight of the centre loss; 0 = off)
-num_anchors = 10  # type: int  (anchors per class)
+from typing import Optional, Union
 
+dataset: str = "synthetic"  # synthetic (CPU smoke run), rafdb, ferplus, fer2013; or imagefolder for your own train/<class>/ and test/<class>/ folders
+data_root: Optional[str] = None  # the dataset's folder as distributed; None means data/<dataset>
+base_recipe: Optional[str] = None  # imagefolder only: the card entry whose recipe to use; None means rafdb
+epochs: Optional[int] = None  # None: the card's
+batch_size: Optional[int] = None  # None: the card's
+pretrained: Union[bool, str] = "card"  # card or True: the MS-Celeb IR-50 and the landmark MobileFaceNet (frozen); False: random init; or a ferlib.weights entry / a file
+precision: Optional[str] = None  # None: the card's (fp32, as the authors); bf16 is the fast GPU switch
+max_steps: Optional[int] = None  # None: the card's, a CPU smoke budget on synthetic and the full recipe on real data
+dry_run: bool = False  # True: print the plan and write plan.json without training
+resume: bool = False  # continue the run in run_name from its last.pt
+overwrite: bool = False  # replace a previous run in run_name (without it such a run refuses)
+threads: Optional[int] = None  # torch CPU threads; None: OMP_NUM_THREADS or one per core
+device: str = "auto"  # auto, cpu or cuda
+run_name: str = "grefel_{dataset}"  # the run directory under results/runs
+seed: int = 0  # one seed for Python, NumPy, torch and the samplers
+lambda_anchor: float = 1.0  # weight of the anchor loss; 0 turns it off
+lambda_center: float = 1.0  # weight of the centre loss; 0 turns it off
+num_anchors: int = 10  # anchors per class
+
+
+# %% [markdown]
+# The parameters are checked first (types and ranges), so a mistyped value stops here, before anything on disk is touched.
+
+# %%
+from ferlib.notebooks import check_parameters
+
+check_parameters(globals())
 
 # %% [markdown]
 # ## The recipe
@@ -41,36 +57,33 @@ num_anchors = 10  # type: int  (anchors per class)
 # %%
 from ferlib.engine import train
 from ferlib.models import create_model
-from ferlib.recipes import load_recipe
 from ferlib.viz.live import LivePlot
-from ferlib.viz import plot_confusion, plot_curves
+from ferlib.viz.report import report_run
 
-model_kwargs = {"num_anchors": num_anchors}
-loss_kwargs = {"lambda_anchor": lambda_anchor, "lambda_center": lambda_center}
-recipe = load_recipe("grefel", dataset, model_kwargs=model_kwargs, loss_kwargs=loss_kwargs)
-print("model", recipe.model_kwargs, "classes", recipe.num_classes, "sampler", recipe.sampler, recipe.sampler_kwargs)
-print("loss", recipe.loss, recipe.loss_kwargs)
-print(recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.schedule, recipe.schedule_kwargs)
-print("input", recipe.input_size, "epochs", recipe.epochs, "batch", recipe.batch_size)
+options = dict(data_root=data_root, base_recipe=base_recipe, epochs=epochs, batch_size=batch_size, pretrained=pretrained,
+               precision=precision, max_steps=max_steps, device=device, seed=seed, threads=threads,
+               run_name=run_name.format(dataset=dataset),
+               model_kwargs={"num_anchors": num_anchors}, loss_kwargs={"lambda_anchor": lambda_anchor, "lambda_center": lambda_center})
+plan = train("grefel", dataset, dry_run=True, **options)
 
 # %% [markdown]
 # ## The model
 # `variant="grefel"` (paper, default): 10 anchors per class initialised at random, per-sample self-attention, prediction = the reliability-balanced distribution. IR-50 (17.6 M) and MobileFaceNet (0.9 M) are frozen, as in ARBEx's training script; 45.8 M parameters in all, 1.6 M of them registered upstream but unused.
 
 # %%
-model = create_model("grefel", num_classes=recipe.num_classes, **recipe.model_kwargs)
+model = create_model("grefel", num_classes=plan["num_classes"], **plan["model_kwargs"])
 total = sum(p.numel() for p in model.parameters())
 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 print(f"{model.variant}: {total:,} parameters, {trainable:,} trainable, anchors {tuple(model.anchors.anchors.shape)}")
+del model
 
 # %% [markdown]
 # ## Train
 # One engine call with the card's recipe, the chosen loss weights and number of anchors.
 
 # %%
-run = train("grefel", dataset, callbacks=[LivePlot(title="grefel")], data_root=data_root, run_name=run_name.format(dataset=dataset), epochs=epochs,
-            batch_size=batch_size, device=device, max_steps=max_steps, seed=seed, pretrained=pretrained,
-            resume=False, model_kwargs=model_kwargs, loss_kwargs=loss_kwargs)
+run = plan if dry_run else train("grefel", dataset, callbacks=[LivePlot(title="grefel")], resume=resume, overwrite=overwrite,
+                                 **options)
 run
 
 # %% [markdown]
@@ -78,11 +91,4 @@ run
 # Curves and the row-normalised confusion matrix on the evaluation split, from the run directory.
 
 # %%
-plot_curves(run.run_dir);
-
-# %%
-plot_confusion(run.run_dir);
-
-# %%
-print(f"accuracy {run.metrics['accuracy']:.4f}; reported: {recipe.reported or 'none for this dataset'}")
-print("run directory:", run.run_dir)
+report_run(run)

@@ -20,18 +20,34 @@
 # The defaults train the card's `synthetic` entry on CPU in a few minutes. **On `synthetic` the model is a reduced-width copy** (dims 16/32/64/128, depths 1/1/3/1, 1.4 M parameters, same structure): the full model takes about a minute per training step on a 2-core CPU, so it cannot take a few steps in a minute. `-p dataset rafdb` (or affectnet, affectnet8, ferplus) runs the full model with the paper's recipe (GPU).
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (synthetic, rafdb, affectnet, affectnet8, ferplus)
-data_root = None  # type: Optional[str]  (None = data/<dataset>)
-epochs = None  # type: Optional[int]  (None = the card's value)
-batch_size = None  # type: Optional[int]  (None = the card's value)
-pretrained = False  # type: Union[bool, str]  (a checkpoint path; no MFER weights are released)
-device = "auto"  # type: str  (auto, cpu, cuda)
-run_name = "mfer_{dataset}_{feature_loss}"  # type: str
-max_steps = None  # type: Optional[int]  (a number makes a smoke run)
-seed = 0  # type: int
-feature_loss = None  # type: Optional[str]  (None, "lgm" or "dsf"; dsf is OUR reconstruction, the paper's is unreleased)
-feature_loss_weight = None  # type: Optional[float]  (None = the card's 1.0, unweighted as train.py adds it)
+from typing import Optional, Union
 
+dataset: str = "synthetic"  # synthetic (CPU demo), rafdb, affectnet, affectnet8, ferplus; or imagefolder for your own train/<class>/ and test/<class>/ folders
+data_root: Optional[str] = None  # the dataset's folder as distributed; None means data/<dataset>
+base_recipe: Optional[str] = None  # imagefolder only: the card entry whose recipe to use; None means rafdb
+epochs: Optional[int] = None  # None: the card's
+batch_size: Optional[int] = None  # None: the card's
+pretrained: Union[bool, str] = "card"  # card or True: none released (random init; see the card); False: random init; or a ferlib.weights entry / a file
+precision: Optional[str] = None  # None: the card's (fp32, as the authors); bf16 is the fast GPU switch
+max_steps: Optional[int] = None  # None: the card's, a CPU smoke budget on synthetic and the full recipe on real data
+dry_run: bool = False  # True: print the plan and write plan.json without training
+resume: bool = False  # continue the run in run_name from its last.pt
+overwrite: bool = False  # replace a previous run in run_name (without it such a run refuses)
+threads: Optional[int] = None  # torch CPU threads; None: OMP_NUM_THREADS or one per core
+device: str = "auto"  # auto, cpu or cuda
+run_name: str = "mfer_{dataset}_{feature_loss}"  # the run directory under results/runs
+seed: int = 0  # one seed for Python, NumPy, torch and the samplers
+feature_loss: Optional[str] = None  # None, lgm or dsf; dsf is OUR reconstruction, the paper's is unreleased
+feature_loss_weight: Optional[float] = None  # None: the card's 1.0, unweighted as train.py adds it
+
+
+# %% [markdown]
+# The parameters are checked first (types and ranges), so a mistyped value stops here, before anything on disk is touched.
+
+# %%
+from ferlib.notebooks import check_parameters
+
+check_parameters(globals())
 
 # %% [markdown]
 # ## The recipe
@@ -40,34 +56,32 @@ feature_loss_weight = None  # type: Optional[float]  (None = the card's 1.0, unw
 # %%
 from ferlib.engine import train
 from ferlib.models import create_model
-from ferlib.recipes import load_recipe
 from ferlib.viz.live import LivePlot
-from ferlib.viz import plot_confusion, plot_curves, plot_tsne
+from ferlib.viz.report import report_run
 
-loss_kwargs = {k: v for k, v in {"feature_loss": feature_loss, "feature_loss_weight": feature_loss_weight}.items() if v is not None}
-recipe = load_recipe("mfer", dataset, loss_kwargs=loss_kwargs)
-print("model", recipe.model_kwargs, "classes", recipe.num_classes)
-print("loss", recipe.loss, recipe.loss_kwargs)
-print(recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.schedule, recipe.schedule_kwargs)
-print("input", recipe.input_size, "epochs", recipe.epochs, "batch", recipe.batch_size)
+options = dict(data_root=data_root, base_recipe=base_recipe, epochs=epochs, batch_size=batch_size, pretrained=pretrained,
+               precision=precision, max_steps=max_steps, device=device, seed=seed, threads=threads,
+               run_name=run_name.format(dataset=dataset, feature_loss=feature_loss or "none"),
+               loss_kwargs={k: v for k, v in {"feature_loss": feature_loss, "feature_loss_weight": feature_loss_weight}.items() if v is not None})
+plan = train("mfer", dataset, dry_run=True, **options)
 
 # %% [markdown]
 # ## The model
 # Keys equal the authors' (`backbone.*`, `msc.{0,1,2}.*`); the tests check outputs and intermediates against the authors' code. On `synthetic` this is the reduced-width copy described above.
 
 # %%
-model = create_model("mfer", num_classes=recipe.num_classes, **recipe.model_kwargs)
+model = create_model("mfer", num_classes=plan["num_classes"], **plan["model_kwargs"])
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters; feature width {model.backbone.num_features}; "
       f"heads read {[h.in_features for h in model.msc]} channels")
+del model
 
 # %% [markdown]
 # ## Train
 # One engine call with the card's recipe and the chosen feature loss.
 
 # %%
-run = train("mfer", dataset, callbacks=[LivePlot(title="mfer")], data_root=data_root, run_name=run_name.format(dataset=dataset, feature_loss=feature_loss or "none"),
-            epochs=epochs, batch_size=batch_size, device=device, max_steps=max_steps, seed=seed,
-            pretrained=pretrained, resume=False, loss_kwargs=loss_kwargs)
+run = plan if dry_run else train("mfer", dataset, callbacks=[LivePlot(title="mfer")], resume=resume, overwrite=overwrite,
+                                 **options)
 run
 
 # %% [markdown]
@@ -75,14 +89,4 @@ run
 # Curves, the row-normalised confusion matrix on the evaluation split (the README reports confusion matrices), and a t-SNE of the 1024-d features (the README's figures: without feature loss, with LGM, with DSF — rerun with `-p feature_loss lgm` / `dsf` to compare).
 
 # %%
-plot_curves(run.run_dir);
-
-# %%
-plot_confusion(run.run_dir);
-
-# %%
-plot_tsne(run.run_dir, title=f"MFER features, feature loss: {feature_loss or 'none'}");
-
-# %%
-print(f"accuracy {run.metrics['accuracy']:.4f}; reported: {recipe.reported or 'none for this dataset'}")
-print("run directory:", run.run_dir)
+report_run(run, tsne=True, tsne_title=f"MFER features, feature loss: {feature_loss or 'none'}")
