@@ -18,15 +18,17 @@
 # Generate the synthetic face-expression set (FACS action units drive brows, lids, nose and mouth; RAF-DB's class imbalance), train a small model on it, and look at the confusion matrix and the t-SNE of its features. On 2 CPU cores this takes a few minutes. The same calls train every paper's recipe: see notebooks 03–07.
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (the quickstart trains on the embedded synthetic set)
-model = "baseline"  # type: str  (a recipe card in ferlib/recipes: baseline, fermam, mmfrm, emonet, grefel, mfer)
-epochs = None  # type: Optional[int]  (None = the card's value)
-batch_size = None  # type: Optional[int]  (None = the card's value)
-device = "auto"  # type: str  (auto, cpu, cuda)
-max_steps = None  # type: Optional[int]  (a number makes a smoke run)
-seed = 0  # type: int
-run_name = "quickstart"  # type: str
-data_root = None  # type: Optional[str]  (None = data/<dataset>)
+from typing import Optional
+
+dataset: str = "synthetic"  # the quickstart trains on the embedded synthetic set
+model: str = "baseline"  # a recipe card in ferlib/recipes: baseline, fermam, mmfrm, emonet, grefel, mfer
+epochs: Optional[int] = None  # None: the card's value
+batch_size: Optional[int] = None  # None: the card's value
+device: str = "auto"  # auto, cpu or cuda
+max_steps: Optional[int] = None  # a number makes a smoke run
+seed: int = 0  # the random seed of the run
+run_name: str = "quickstart"  # the run directory's name under results/runs
+data_root: Optional[str] = None  # None: data/<dataset>
 
 # %% [markdown]
 # ## The data

@@ -20,18 +20,19 @@
 # A finished run (its `summary.json` shows the expected epochs or `max_steps` steps) is skipped; an interrupted one resumes. The defaults (EMO-Net λ on the synthetic set, 30 steps per run, one seed) take about five minutes on two busy CPU cores (a whole epoch per run: `-p max_steps None`, about two minutes per run); such short runs only show that the machinery works. `-p grid all -p dataset rafdb -p epochs None -p max_steps None -p seeds '[0, 1, 2]'` is the full study (GPU).
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (synthetic, rafdb, affectnet, affectnet8, ferplus, fer2013)
-grid = "emonet_lambda"  # type: Union[str, dict, list]  (a preset, "papers", "code_vs_paper", "all", or {"paper": ..., "variants": {label: overrides}})
-epochs = 1  # type: Optional[int]  (None = the card's value)
-max_steps = 30  # type: Optional[int]  (steps per run; None = whole epochs)
-seeds = [0]  # type: list
-data_root = None  # type: Optional[str]  (None = data/<dataset>)
-val_fraction = None  # type: Optional[float]  (hold out a validation split and select on it instead of the test split)
-dataset_kwargs = None  # type: Optional[dict]  (e.g. {"n_train": 96, "n_test": 48} for a tiny synthetic set)
-runs_dir = None  # type: Optional[str]  (None = results/runs; runs go to <runs_dir>/ablations/<dataset>/<sweep>/)
-tables_dir = None  # type: Optional[str]  (None = results/tables)
-figures_dir = None  # type: Optional[str]  (None = results/figures)
+from typing import Optional, Union
 
+dataset: str = "synthetic"  # synthetic, rafdb, affectnet, affectnet8, ferplus or fer2013
+grid: Union[str, dict, list] = "emonet_lambda"  # a preset, "papers", "code_vs_paper", "all", or {"paper": ..., "variants": {label: overrides}}
+epochs: Optional[int] = 1  # None: the card's value
+max_steps: Optional[int] = 30  # steps per run; None: whole epochs
+seeds: list = [0]  # one run per seed and variant
+data_root: Optional[str] = None  # None: data/<dataset>
+val_fraction: Optional[float] = None  # hold out a validation split and select on it instead of the test split
+dataset_kwargs: Optional[dict] = None  # e.g. {"n_train": 96, "n_test": 48} for a tiny synthetic set
+runs_dir: Optional[str] = None  # None: results/runs; runs go to <runs_dir>/ablations/<dataset>/<sweep>/
+tables_dir: Optional[str] = None  # None: results/tables
+figures_dir: Optional[str] = None  # None: results/figures
 
 # %% [markdown]
 # ## The grid

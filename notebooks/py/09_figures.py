@@ -20,15 +20,16 @@
 # When `runs_dir` holds no run yet, the notebook first trains the few it needs on the synthetic set (the baseline and MFER with each feature loss, one epoch bounded by `max_steps`).
 
 # %% tags=["parameters"]
-runs_dir = None  # type: Optional[str]  (None = results/runs)
-figures_dir = None  # type: Optional[str]  (None = results/figures)
-dataset = "synthetic"  # type: str  (dataset of the minimal runs, trained only when runs_dir is empty)
-max_steps = 20  # type: Optional[int]  (steps of each minimal run)
-minimal_papers = ["baseline", "mfer"]  # type: list  (papers of the minimal runs; MFER trains one run per feature loss)
-dataset_kwargs = None  # type: Optional[dict]  (e.g. {"n_train": 96, "n_test": 48} for a tiny synthetic set)
-tsne = True  # type: bool
-max_points = 2000  # type: int  (t-SNE points per panel)
+from typing import Optional
 
+runs_dir: Optional[str] = None  # None: results/runs
+figures_dir: Optional[str] = None  # None: results/figures
+dataset: str = "synthetic"  # dataset of the minimal runs, trained only when runs_dir is empty
+max_steps: Optional[int] = 20  # steps of each minimal run
+minimal_papers: list = ["baseline", "mfer"]  # papers of the minimal runs; MFER trains one run per feature loss
+dataset_kwargs: Optional[dict] = None  # e.g. {"n_train": 96, "n_test": 48} for a tiny synthetic set
+tsne: bool = True  # draw the t-SNE figures (the slowest part)
+max_points: int = 2000  # t-SNE points per panel
 
 # %% [markdown]
 # ## The runs

@@ -1,0 +1,38 @@
+"""Every notebook's parameters cell is in the form papermill parses: ``papermill --help-notebook`` lists
+each parameter with its type and logs no "Unable to parse line" warning (which, at run time, turns into
+"Passed unknown parameter" and reads as if the value were ignored)."""
+import logging
+from pathlib import Path
+
+import papermill
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def parameter_lines(path: Path) -> list[str]:
+    """The assignment lines of the cell tagged ``parameters`` (what a user can pass with ``-p``)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: {len(cells)} cells tagged parameters"
+    return [ln for ln in cells[0].source.splitlines() if "=" in ln and not ln.lstrip().startswith(("#", "from "))]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_help_notebook_lists_every_parameter_with_a_type_and_no_warning(path, caplog):
+    from click.testing import CliRunner
+    from papermill.cli import papermill as papermill_cli
+
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        params = papermill.inspect_notebook(str(path))
+        shown = CliRunner().invoke(papermill_cli, ["--help-notebook", str(path)]).output
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == [], warned
+    names = [ln.split("=")[0].split(":")[0].strip() for ln in parameter_lines(path)]
+    assert list(params) == names  # none dropped by the parser
+    untyped = [n for n, p in params.items() if p["inferred_type_name"] in ("None", "")]
+    assert untyped == [], f"{path.name}: no type for {untyped}"
+    for name, p in params.items():
+        assert f"{name}: {p['inferred_type_name']}" in shown
