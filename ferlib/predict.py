@@ -205,6 +205,16 @@ class Predictor:
         net, recipe, classes, _ = model_from_weights(weights, model, dataset)
         return cls(net, recipe, classes, **kw)
 
+    def __repr__(self) -> str:
+        r = self.recipe
+        return (f"Predictor({r.paper} / {r.model} trained on {r.dataset}: {len(self.classes)} classes {self.classes}, "
+                f"faces cropped '{self.crop}', input {r.input_size}×{r.input_size} {r.color_order})")
+
+    @property
+    def demonstration_only(self) -> bool:
+        """True for a model trained on the synthetic faces: a demonstration, not a classifier of real expressions."""
+        return self.recipe.dataset == "synthetic"
+
     # --- prediction ---
     @property
     def detector(self):
@@ -233,6 +243,70 @@ class Predictor:
                               dict(zip(self.classes, (float(p) for p in pr))), c if keep_crops else None)
                for f, pr, c in zip(faces, probs, crops)]
         return PhotoPrediction(img, out, self.classes, path)
+
+
+def demo_photo() -> Path:
+    """A real photo with a face that ships inside an installed package: matplotlib's sample portrait of
+    Grace Hopper (``mpl-data/sample_data/grace_hopper.jpg``; an official U.S. Navy photograph, in the public
+    domain). Nothing is downloaded."""
+    import matplotlib.cbook
+
+    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def quickstart_run(max_steps: int | None = None, device: str = "auto", run_name: str = "quickstart") -> Path:
+    """The quickstart's run directory (``results/runs/quickstart``, written by notebook 00 or ``make demo``); when
+    it has no ``best.pt`` yet, the quickstart's model is trained here by the same call the quickstart makes
+    (``ferlib.engine.train("baseline", "synthetic", …)``; ``max_steps`` makes it a smoke run)."""
+    from ferlib.paths import results_dir
+
+    run = results_dir() / "runs" / run_name
+    if (run / "best.pt").is_file():
+        return run
+    from ferlib.engine import train
+
+    print(f"no trained quickstart model at {run}: training it now (as notebooks/00_quickstart.ipynb does)", flush=True)
+    return train("baseline", "synthetic", run_name=run_name, device=device, max_steps=max_steps, seed=0,
+                 resume=False).run_dir
+
+
+def upload_widget(predictor: Predictor):
+    """An ipywidgets box: a FileUpload button; each uploaded photo is classified and shown annotated, with the
+    probability bars of every face. Returns the widget (display it as a cell's last expression)."""
+    import io
+
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    from PIL import Image
+
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
+    status = widgets.HTML("Choose a photo with one or more faces.")
+    out = widgets.Output()
+
+    def on_upload(change):
+        files = change["new"]
+        if not files:
+            return
+        f = files[-1] if isinstance(files, (list, tuple)) else list(files.values())[-1]
+        name = f.get("name", "upload") if hasattr(f, "get") else getattr(f, "name", "upload")
+        content = f["content"] if hasattr(f, "__getitem__") else f.content
+        with out:
+            out.clear_output(wait=True)
+            try:
+                res = predictor(Image.open(io.BytesIO(bytes(content))))
+            except Exception as e:  # noqa: BLE001 - shown to the person who uploaded, not raised in a callback
+                status.value = f"<b>{name}</b>: cannot classify it ({type(e).__name__}: {e})"
+                return
+            res.path = name
+            faces = ", ".join(f"{x.label} {x.confidence:.0%}" for x in res) or "no face found"
+            status.value = f"<b>{name}</b>: {len(res)} face(s): {faces}"
+            for fig in (draw_predictions(res), plot_probabilities(res)):
+                display(fig)
+                plt.close(fig)
+
+    upload.observe(on_upload, names="value")
+    return widgets.VBox([upload, status, out])
 
 
 # --- drawing -------------------------------------------------------------------------------------------

@@ -26,6 +26,27 @@ _DETECTORS = {"rafdb": "ferlib.data.rafdb", "affectnet": "ferlib.data.affectnet"
               "affectnet8": "ferlib.data.affectnet", "ferplus": "ferlib.data.ferplus", "fer2013": "ferlib.data.fer2013"}
 
 
+def dataset_root(dataset: str, data_root=None) -> Path | None:
+    """The folder ``dataset`` is read from: ``data_root``, else ``data/<dataset>``; None for the generated
+    synthetic set. Raises :class:`ferlib.engine.run.DataNotFoundError` (the message training gives) when the
+    folder does not exist."""
+    from ferlib.engine.run import DataNotFoundError, default_data_root
+
+    if dataset == "synthetic":
+        return Path(data_root).expanduser() if data_root else None
+    root = Path(data_root).expanduser() if data_root else default_data_root(dataset)
+    if root.exists():
+        return root
+    if dataset == "imagefolder":
+        raise DataNotFoundError(f"imagefolder: no data at {root}. Pass your own folder: data_root=<folder> (-p "
+                                f"data_root <folder>) holding train/<class>/<image> and test/<class>/<image> "
+                                f"(python -m ferlib.prepare imagefolder --root <folder> --make-split 0.2 makes them).")
+    raise DataNotFoundError(
+        f"{dataset}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {dataset} "
+        f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
+        f"notebooks/01_prepare_data.ipynb (-p dataset {dataset} -p data_root <folder>).")
+
+
 def check_layout(dataset: str, root) -> str:
     """One line naming the layout found under ``root``; raises DatasetFormatError with the fix if none."""
     import importlib

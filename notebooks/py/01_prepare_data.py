@@ -22,11 +22,13 @@
 # The formats and each project's variant are described in `specs/datasets.md`; `data/README.md` says where to put each dataset.
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (rafdb, affectnet, affectnet8, ferplus, fer2013, imagefolder, synthetic)
-data_root = None  # type: Optional[str]  (the dataset folder as distributed; None = data/synthetic for synthetic)
-align = False  # type: bool  (align faces to the 5-point template: landmarks when the format has them, else MTCNN)
-size = 112  # type: int  (side of the stored images; a recipe's stored_size)
-cache_dir = None  # type: Optional[str]  (None = data/cache)
+from typing import Optional
+
+dataset: str = "synthetic"  # rafdb, affectnet, affectnet8, ferplus, fer2013, imagefolder or synthetic
+data_root: Optional[str] = None  # the dataset folder as distributed (None: data/synthetic for synthetic)
+align: bool = False  # align faces to the 5-point template (landmarks where the format has them, else MTCNN)
+size: int = 112  # side of the stored images (a recipe's stored_size)
+cache_dir: Optional[str] = None  # where caches live (None: data/cache)
 
 # %% [markdown]
 # ## 1. Check the layout
@@ -34,10 +36,10 @@ cache_dir = None  # type: Optional[str]  (None = data/cache)
 # `DatasetFormatError` naming the file, the line and the fix.
 
 # %%
-from ferlib.prepare import check_layout, prepare
+from ferlib.prepare import layout_report, prepare
 from ferlib.viz.data_plots import cache_table, class_balance, skip_table
 
-print(check_layout(dataset, data_root))
+print(layout_report(dataset, data_root))
 
 # %% [markdown]
 # ## 2. Build the cache

@@ -20,17 +20,20 @@
 # from the official files.
 
 # %% tags=["parameters"]
-dataset = "synthetic"  # type: str  (rafdb, affectnet, affectnet8, ferplus, fer2013, imagefolder, synthetic)
-data_root = None  # type: Optional[str]  (the dataset folder as distributed; None = data/synthetic for synthetic)
-per_class = 6  # type: int  (images per class in the sample grid)
-seed = 0  # type: int  (which images the grid shows)
+from typing import Optional
+
+dataset: str = "synthetic"  # rafdb, affectnet, affectnet8, ferplus, fer2013, imagefolder or synthetic
+data_root: Optional[str] = None  # the dataset folder as distributed (None: data/synthetic for synthetic)
+per_class: int = 6  # images per class in the sample grid
+seed: int = 0  # which images the grid shows
 
 # %%
 from ferlib.data import load_splits
+from ferlib.prepare import dataset_root
 from ferlib.viz import plot_samples
 from ferlib.viz.data_plots import class_balance, image_browser, plot_class_balance
 
-splits = load_splits(dataset, data_root)
+splits = load_splits(dataset, dataset_root(dataset, data_root))  # a missing folder: where it goes
 splits
 
 # %% [markdown]

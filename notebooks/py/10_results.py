@@ -26,13 +26,14 @@
 # A run marked `partial` stopped before its recipe's epochs (`max_steps`): its numbers are a smoke test, not a result.
 
 # %% tags=["parameters"]
-runs_dir = None  # type: Optional[str]  (None = results/runs)
-tables_dir = None  # type: Optional[str]  (None = results/tables)
-complexity_papers = None  # type: Optional[list]  (None = every paper card; [] skips the measurement)
-complexity_dataset = "rafdb"  # type: str  (whose card settings: input size, classes)
-cross_dataset = [{"trained_on": "synthetic", "dataset": "synthetic", "fmt": "affectnet8"}]  # type: list  (targets: trained_on, dataset, data_root, reader options)
-max_steps = None  # type: Optional[int]  (limits the evaluation batches of the cross-dataset runs)
+from typing import Optional
 
+runs_dir: Optional[str] = None  # run directories to tabulate (None: results/runs)
+tables_dir: Optional[str] = None  # where the CSV tables go (None: results/tables)
+complexity_papers: Optional[list] = None  # paper cards to measure (None: every card; [] skips the measurement)
+complexity_dataset: str = "rafdb"  # whose card settings: input size, classes
+cross_dataset: list = [{"trained_on": "synthetic", "dataset": "synthetic", "fmt": "affectnet8"}]  # targets: trained_on, dataset, data_root, reader options
+max_steps: Optional[int] = None  # limits the evaluation batches of the cross-dataset runs
 
 # %% [markdown]
 # ## Every run
@@ -96,3 +97,17 @@ cross = pd.concat([results.cross_dataset_table(results.one_run_per_paper(runs, t
                    for t in cross_dataset], ignore_index=True) if len(runs) and cross_dataset else pd.DataFrame()
 results.save_table(cross, "cross_dataset", tables_dir)
 cross
+
+# %% [markdown]
+# ## Released checkpoints: reported vs measured by ferlib
+# Every released file of the weights registry, with the accuracy its authors report and the one ferlib measures with
+# `python -m ferlib.evaluate --weights ENTRY --dataset DATASET --data-root FOLDER` (the entry's preprocessing and class
+# order; written to `results/released/<entry>_<dataset>.json`). Empty cells say why in `note`: the file is absent (the
+# checkpoints are not redistributed; `data/README.md` says where to get them) or not evaluated yet.
+
+# %%
+from ferlib.evaluate import released_checkpoints_table
+
+released = released_checkpoints_table()
+results.save_table(released, "released_checkpoints", tables_dir)
+released
