@@ -136,3 +136,23 @@ def test_text_saved_as_pth_is_named_not_called_pickled_objects(tmp_path, content
     assert not isinstance(err.value, UnsafeCheckpointError) and "pickled" not in str(err.value)
     if kind == "an HTML page":
         assert "a failed download?" in str(err.value)
+
+
+def test_last_checkpoint_stays_in_place_while_the_next_is_written(tmp_path, monkeypatch):
+    """A kill during the write used to leave only last.pt.prev (last.pt was renamed first)."""
+    from ferlib.engine import checkpoint as ck
+
+    p = tmp_path / "last.pt"
+    save_checkpoint(state(1.0), p)
+    seen, real_save = [], torch.save
+
+    def save_and_look(obj, f):
+        seen.append(sorted(x.name for x in tmp_path.iterdir() if not x.name.startswith(".")))
+        real_save(obj, f)
+
+    monkeypatch.setattr(ck.torch, "save", save_and_look)
+    save_checkpoint(state(2.0), p)
+    assert seen == [["last.pt"]]
+    assert float(load_checkpoint(p)["model"]["b"]) == 2.0
+    assert float(load_checkpoint(tmp_path / "last.pt.prev")["model"]["b"]) == 1.0
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["last.pt", "last.pt.prev"]

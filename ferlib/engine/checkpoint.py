@@ -56,12 +56,9 @@ def _feed(h, path: str, obj) -> None:
         h.update(f"{path}|{type(obj).__name__}|{obj!r}\n".encode())
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` so that a reader never sees a partial file, even after SIGKILL.
-
-    Temp files left in the folder by a killed process (``.<name>.tmp<PID>``, a full checkpoint each) are
-    removed first."""
-    path = Path(path)
+def _write_temp(obj, path: Path) -> Path:
+    """``torch.save`` into ``.<name>.tmp<PID>`` next to ``path``, fsynced; temp files left in the folder by a
+    killed process (a full checkpoint each) are removed first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(path.parent, TEMP_PATTERN)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -69,23 +66,50 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def _fsync_dir(folder: Path) -> None:
     try:
-        dfd = os.open(path.parent, os.O_RDONLY)
+        dfd = os.open(folder, os.O_RDONLY)
         os.fsync(dfd)
         os.close(dfd)
     except OSError:
         pass
 
 
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` so that a reader never sees a partial file, even after SIGKILL."""
+    path = Path(path)
+    os.replace(_write_temp(obj, path), path)
+    _fsync_dir(path.parent)
+
+
+def _keep_as_previous(path: Path) -> None:
+    """Make ``<name>.prev`` the current ``path`` while ``path`` stays in place (a hard link, renamed over the
+    old ``.prev``); where the file system has no hard links, ``path`` is renamed."""
+    prev = path.with_name(path.name + ".prev")
+    link = path.with_name(f".{prev.name}.tmp{os.getpid()}")
+    try:
+        link.unlink(missing_ok=True)
+        os.link(path, link)
+        os.replace(link, prev)
+    except OSError:
+        os.replace(path, prev)
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike, keep_previous: bool = True) -> None:
     """Save ``state`` with its :func:`checksum`; the file it replaces is kept as ``<name>.prev`` so a later
-    corruption can fall back to it."""
+    corruption can fall back to it.
+
+    The new file is written in full before anything is renamed, so a kill at any moment leaves ``path``
+    (old or new) in place, never only ``.prev``."""
     path = Path(path)
-    stamped = {**state, CHECKSUM_KEY: checksum(state)}
+    tmp = _write_temp({**state, CHECKSUM_KEY: checksum(state)}, path)
     if keep_previous and path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
-    atomic_save(stamped, path)
+        _keep_as_previous(path)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def read_checkpoint_file(path: str | os.PathLike, map_location="cpu") -> dict:
