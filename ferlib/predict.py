@@ -282,7 +282,9 @@ def upload_widget(predictor: Predictor):
 
     upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
     status = widgets.HTML("Choose a photo with one or more faces.")
-    out = widgets.Output()
+    photo_out, bars_out = widgets.Output(), widgets.Output()
+    photo_out.add_class("ferlib-photo")
+    bars_out.add_class("ferlib-bars")
 
     def on_upload(change):
         files = change["new"]
@@ -291,22 +293,23 @@ def upload_widget(predictor: Predictor):
         f = files[-1] if isinstance(files, (list, tuple)) else list(files.values())[-1]
         name = f.get("name", "upload") if hasattr(f, "get") else getattr(f, "name", "upload")
         content = f["content"] if hasattr(f, "__getitem__") else f.content
-        with out:
-            out.clear_output(wait=True)
-            try:
-                res = predictor(Image.open(io.BytesIO(bytes(content))))
-            except Exception as e:  # noqa: BLE001 - shown to the person who uploaded, not raised in a callback
-                status.value = f"<b>{name}</b>: cannot classify it ({type(e).__name__}: {e})"
-                return
-            res.path = name
-            faces = ", ".join(f"{x.label} {x.confidence:.0%}" for x in res) or "no face found"
-            status.value = f"<b>{name}</b>: {len(res)} face(s): {faces}"
-            for fig in (draw_predictions(res), plot_probabilities(res)):
+        photo_out.clear_output()
+        bars_out.clear_output()
+        try:
+            res = predictor(Image.open(io.BytesIO(bytes(content))))
+        except Exception as e:  # noqa: BLE001 - shown to the person who uploaded, not raised in a callback
+            status.value = f"<b>{name}</b>: cannot classify it ({type(e).__name__}: {e})"
+            return
+        res.path = name
+        faces = ", ".join(f"{x.label} {x.confidence:.0%}" for x in res) or "no face found"
+        status.value = f"<b>{name}</b>: {len(res)} face(s): {faces}"
+        for out, fig in ((photo_out, draw_predictions(res)), (bars_out, plot_probabilities(res))):
+            with out:
                 display(fig)
-                plt.close(fig)
+            plt.close(fig)
 
     upload.observe(on_upload, names="value")
-    return widgets.VBox([upload, status, out])
+    return widgets.VBox([upload, status, photo_out, bars_out])
 
 
 # --- drawing -------------------------------------------------------------------------------------------
@@ -334,17 +337,21 @@ def draw_predictions(result: PhotoPrediction, ax=None, bars: bool = True, top: i
                 bbox=dict(facecolor=c, alpha=0.8, pad=1.5, lw=0))
         if bars:
             names = sorted(f.probs, key=f.probs.get, reverse=True)[:top]
-            bw = max((x2 - x1) * 0.9, w * 0.12) / w
+            # under the box (above it when the photo ends first), as wide as the box: clear of side-by-side faces
+            bw = min(max((x2 - x1) * 0.8, w * 0.12), w - 0.0) / w
             bh = min(0.05 * len(names) + 0.02, 0.3)
-            left = (x2 + 4) / w if (x2 + 4) / w + bw < 1 else max(0.0, x1 / w - bw - 0.01)
-            bottom = max(0.0, 1 - y2 / h)
+            left = min(max(0.0, x1 / w + 0.04 * bw), 1 - bw)
+            below = 1 - (y2 + 0.02 * h) / h - bh
+            bottom = below if below >= 0 else min(1 - bh, 1 - (y1 - 0.02 * h) / h)
             inset = ax.inset_axes([left, bottom, bw, bh])
-            inset.barh(range(len(names)), [f.probs[n] for n in names], color=c)
+            inset.barh(range(len(names)), [f.probs[n] for n in names], color=c, alpha=0.6)
+            for j, n in enumerate(names):  # the class and its probability written on its bar
+                inset.text(0.02, j, f"{n} {f.probs[n]:.0%}", va="center", ha="left", fontsize=7)
             inset.set_xlim(0, 1)
-            inset.set_yticks(range(len(names)), names, fontsize=7)
-            inset.invert_yaxis()
-            inset.tick_params(axis="x", labelsize=6)
-            inset.patch.set_alpha(0.8)
+            inset.set_ylim(len(names) - 0.5, -0.5)
+            inset.set_xticks([])
+            inset.set_yticks([])
+            inset.patch.set_alpha(0.85)
     title = Path(result.path).name if result.path else ""
     ax.set_title(f"{title} — {len(result.faces)} face(s)" if title else f"{len(result.faces)} face(s)")
     return fig

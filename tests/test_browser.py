@@ -1,10 +1,12 @@
-"""JupyterLab in a real browser: what a person sees when running the quickstart and the data browser.
+"""JupyterLab in a real browser: what a person sees when running the quickstart, the data browser and the
+photo classifier.
 
 Starts ``jupyter lab`` from the project's environment on a free 127.0.0.1 port with a random token,
-opens temporary copies of ``00_quickstart.ipynb`` (parameters cell edited for a 3-step run) and
-``02_explore_data.ipynb``, clicks Run ▸ Run All Cells, waits for the kernel, and checks the rendered page:
-no error outputs, the tqdm notebook bar and the live curves during training, the confusion matrix image,
-the ipywidgets image browser answering a class change. Screenshots go to ``results/browser/``.
+opens temporary copies of ``00_quickstart.ipynb`` (parameters cell edited for a 3-step run),
+``02_explore_data.ipynb`` and ``11_predict.ipynb``, clicks Run ▸ Run All Cells, waits for the kernel, and checks
+the rendered page: no error outputs, the tqdm notebook bar and the live curves during training, the confusion
+matrix image, the ipywidgets image browser answering a class change, and a photo uploaded through notebook 11's
+FileUpload button coming back annotated with its probability bars. Screenshots go to ``results/browser/``.
 
 Needs Debian's ``chromium`` and the ``playwright`` package (``make test-browser`` installs both); skips
 with the reason otherwise. Playwright drives the system chromium (its own browser download needs internet).
@@ -37,8 +39,10 @@ PAGE_LOAD_S = 120          # the notebook's cells in the DOM, its kernel started
 QUICKSTART_S = 360         # Run All on the quickstart (2 busy CPU cores; typically 1-2 minutes)
 EXPLORE_S = 180            # Run All on 02_explore_data
 WIDGET_S = 30              # the browser widget answering a dropdown change
+PREDICT_S = 300            # Run All on 11_predict (trains a 2-step quickstart model when none exists yet)
+UPLOAD_S = 90              # an uploaded photo classified and drawn (MTCNN + model + two figures)
 #: Parameters appended to each notebook's parameters cell so that a run takes seconds, not minutes.
-TINY = {"00_quickstart": {"max_steps": 3}, "02_explore_data": {"per_class": 2}}
+TINY = {"00_quickstart": {"max_steps": 3}, "02_explore_data": {"per_class": 2}, "11_predict": {"max_steps": 2}}
 
 
 def chromium_path() -> str | None:
@@ -377,3 +381,53 @@ def test_explore_data_widget_responds(page, lab):
     shot(page, "02_explore_widget_after", image)
     assert caption.inner_text() != caption0
     print(f"\n02_explore_data through the UI: {time.monotonic() - t0:.0f}s; class {options[pick]!r} -> {caption.inner_text()!r}")
+
+
+def two_face_photo(folder: Path) -> Path:
+    """A photo with two faces: matplotlib's Grace Hopper portrait beside its mirror image."""
+    import numpy as np
+    from PIL import Image
+
+    from ferlib.predict import demo_photo, read_photo
+
+    img = read_photo(demo_photo())
+    path = folder / "two_faces.png"
+    Image.fromarray(np.concatenate([img, img[:, ::-1]], axis=1)).save(path)
+    return path
+
+
+def test_predict_upload_shows_probability_bars(page, lab, tmp_path):
+    t0 = time.monotonic()
+    open_notebook(page, lab, "11_predict")
+    snap = run_all(page, lab, "11_predict", PREDICT_S)
+    assert not errors(snap), "error outputs in 11_predict:\n" + "\n---\n".join(errors(snap))
+    assert all(re.search(r"\[\d+\]", c["prompt"]) for c in snap), [c["prompt"] for c in snap]
+    drawn = cell_with(snap, "draw_predictions(result)")
+    assert any(w > 200 for o in drawn["outputs"] for w in o["images"]), "the annotated photo is not shown"
+    assert "1 face(s)" in " ".join(o["text"] for o in drawn["outputs"])
+
+    out = page.locator(".jp-CodeCell", has_text="upload_widget(predictor)").locator(".jp-OutputArea-output")
+    button = out.locator(".widget-upload")
+    button.wait_for(state="visible", timeout=WIDGET_S * 1000)
+    shot(page, "11_predict_before_upload", button)
+    photo = two_face_photo(tmp_path)
+    with page.expect_file_chooser(timeout=WIDGET_S * 1000) as chooser:  # ipywidgets' input is not in the DOM
+        button.click()
+    chooser.value.set_files(str(photo))
+    status = out.locator(".widget-html", has_text="two_faces.png")
+    status.wait_for(state="visible", timeout=UPLOAD_S * 1000)
+    deadline = time.monotonic() + UPLOAD_S
+    js = "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"
+    while True:  # the annotated photo and the bar chart of every face, each in its output area of the widget
+        widths = [out.locator(f".{part} img").evaluate_all(js) for part in ("ferlib-photo", "ferlib-bars")]
+        if all(any(w > 200 for w in ws) for ws in widths):
+            break
+        if time.monotonic() > deadline:
+            shot(page, "11_predict_upload_timeout")
+            pytest.fail(f"after the upload: status {status.inner_text()!r}, images {widths}\n{lab.log_tail()}")
+        time.sleep(0.5)
+    assert "2 face(s)" in status.inner_text(), status.inner_text()
+    time.sleep(1.0)  # let the page paint the images before the screenshots
+    shot(page, "11_predict_after_upload_photo", out.locator(".ferlib-photo img").first)
+    shot(page, "11_predict_after_upload_bars", out.locator(".ferlib-bars img").first)
+    print(f"\n11_predict through the UI: {time.monotonic() - t0:.0f}s; {status.inner_text()!r}")
