@@ -93,3 +93,26 @@ def test_11_defaults_train_the_quickstart_model_and_classify_the_shipped_photo(t
     assert pngs >= 2  # the annotated photo and the probability bars
     assert "FileUpload" in text or any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                                        for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_10_ends_with_released_checkpoints_reported_vs_measured(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    from ferlib.weights.registry import list_weights
+
+    monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "results" / "released").mkdir(parents=True)
+    (tmp_path / "results" / "released" / "emonet_rafdb_lam0.5_rafdb.json").write_text(
+        json.dumps({"measured": 90.1, "n": 3068, "split": "test", "date": "2026-11-27 07:00:00"}))
+    (tmp_path / "runs").mkdir()
+    nb = _execute("10_results", tmp_path, runs_dir=str(tmp_path / "runs"), complexity_papers=[], cross_dataset=[])
+    last = nb.cells[-1]
+    assert "released_checkpoints_table()" in last.source and "90.1" in _text(nbformat.v4.new_notebook(cells=[last]))
+    table = pd.read_csv(tmp_path / "results" / "tables" / "released_checkpoints.csv")
+    assert set(table["weights"]) == set(list_weights(released=True))
+    row = table[table.weights == "emonet_rafdb_lam0.5"].iloc[0]
+    assert row.reported == 91.3 and row.measured == 90.1 and row.gap == pytest.approx(-1.2)
