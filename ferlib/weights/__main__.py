@@ -16,7 +16,7 @@ from .load import sha256_of
 from .registry import README_SECTION, WeightsEntry, entry_for_filename
 
 
-def compare(path: Path, digest: str, size: int, entry: WeightsEntry | None) -> tuple[bool, str]:
+def compare(digest: str, size: int, entry: WeightsEntry | None) -> tuple[bool, str]:
     """``(matches, one line)`` comparing a file's hash and size with the registry entry of its name."""
     if entry is None:
         return True, "no registry entry has this file name: compare the sha256 with the one its authors publish"
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             status = 2
             continue
         digest, size = sha256_of(path), path.stat().st_size
-        ok, line = compare(path, digest, size, entry_for_filename(path.name))
+        ok, line = compare(digest, size, entry_for_filename(path.name))
         print(f"{digest}  {path}  ({size:,} bytes)\n  {line}")
         if not ok:
             status = max(status, 1)
