@@ -11,7 +11,9 @@ Accuracy columns say how the epoch was chosen, because the authors' code selects
                             (``selected_on: val``, ``summary["test_at_val_selected"]``)
 
 Means and sample standard deviations (ddof 1) are over seeds of runs sharing paper, dataset,
-variant (the recipe's difference from the card) and epochs. Reported numbers come from the recipe
+variant (the recipe's difference from the card), epochs and precision. A run cut short (``max_steps``,
+a stop, fewer epochs than its recipe: ``summary.json`` ``complete: false``) is labelled ``smoke`` and never
+compared with a paper's number as a reproduction. Reported numbers come from the recipe
 cards' ``reported:`` fields (percentages above 1 are read as percent); gaps are ours − reported in
 percentage points.
 """
@@ -92,13 +94,19 @@ def read_run(run_dir, runs_dir=None) -> dict:
     sel = summary.get("selected") or {}
     tav = summary.get("test_at_val_selected") or {}
     by_test = selected_on == "test_selected"
+    complete = summary.get("complete")
+    if complete is None:  # runs written before summary.json recorded it
+        complete = fit.get("max_steps") is None and summary.get("epochs_run") == recipe.get("epochs") \
+            and not summary.get("stopped")
+    precision = summary.get("precision") or (cfg.get("resolved") or {}).get("precision")
     name = str(run_dir.relative_to(runs_dir)) if runs_dir is not None and run_dir.is_relative_to(runs_dir) else run_dir.name
     return {
         "run": name, "paper": recipe.get("paper"), "dataset": recipe.get("dataset"), "model": recipe.get("model"),
         "variant": recipe_variant(recipe) if recipe else "unknown", "seed": fit.get("seed"),
         "data": _short(recipe.get("dataset_kwargs") or {}) if recipe.get("dataset_kwargs") else "",
         "epochs": recipe.get("epochs"), "epochs_run": summary.get("epochs_run"), "steps": summary.get("steps"),
-        "max_steps": fit.get("max_steps"), "selected_on": selected_on, "selected_epoch": summary.get("selected_epoch"),
+        "max_steps": fit.get("max_steps"), "precision": precision, "complete": bool(complete),
+        "status": "reproduction" if complete else "smoke", "selected_on": selected_on, "selected_epoch": summary.get("selected_epoch"),
         "accuracy_last": float(last) if by_test else np.nan,
         "accuracy_test_selected": float(sel.get("accuracy", np.nan)) if by_test else np.nan,
         "accuracy_val_selected": float(tav.get("accuracy", np.nan)) if not by_test else np.nan,
@@ -114,15 +122,22 @@ def runs_table(runs_dir) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_table(runs: pd.DataFrame, keys=("paper", "dataset", "data", "variant", "epochs")) -> pd.DataFrame:
-    """Mean ± std over seeds of each accuracy column per (paper, dataset, data options, variant, epochs).
+def summary_table(runs: pd.DataFrame,
+                  keys=("paper", "dataset", "data", "variant", "epochs", "precision", "status")) -> pd.DataFrame:
+    """Mean ± std over seeds of each accuracy column per (paper, dataset, data options, variant, epochs,
+    precision, status): complete runs (``reproduction``) and runs cut short (``smoke``: ``max_steps``, a stop,
+    fewer epochs than the recipe) are never averaged together.
 
     Columns ``<acc>_mean``, ``<acc>_std`` (ddof 1, NaN for one seed) and ``<acc>`` as text;
-    ``n_seeds``; ``partial`` is True when a run stopped before its recipe's epochs (``max_steps``).
+    ``n_seeds``; ``partial`` is True for smoke rows.
     """
+    if not runs.empty and "status" not in runs:  # a table made before runs recorded completeness
+        done = runs["epochs_run"].astype(float) >= runs["epochs"].astype(float)
+        runs = runs.assign(status=np.where(done, "reproduction", "smoke"))
+    keys = [k for k in keys if runs.empty or k in runs]
     if runs.empty:
-        return pd.DataFrame(columns=list(keys) + ["n_seeds"])
-    runs = runs.assign(partial=runs["epochs_run"].astype(float) < runs["epochs"].astype(float))
+        return pd.DataFrame(columns=list(keys) + ["n_seeds", "partial"])
+    runs = runs.assign(partial=runs["status"] == "smoke")
     g = runs.groupby(list(keys), sort=True, dropna=False)
     out = g.size().rename("n_seeds").to_frame()
     out["partial"] = g["partial"].any()
@@ -180,8 +195,13 @@ def compare_to_reported(summary: pd.DataFrame, reported: pd.DataFrame | None = N
         if f"{col}_mean" not in out:
             out[f"{col}_mean"] = np.nan
         out[f"gap_{col}_pp"] = 100.0 * (out[f"{col}_mean"] - out[f"reported_{metric}"])
+        if "partial" in out:  # a smoke run is no reproduction: no gap to the paper's number
+            out.loc[out["partial"].fillna(False).astype(bool), f"gap_{col}_pp"] = np.nan
         out[col] = out[col].fillna("–") if col in out else "–"
-    cols = ["paper", "dataset", "data", "variant", "epochs", "card_epochs", "n_seeds", "partial", f"reported_{metric}"]
+    if "status" in out:
+        out["status"] = out["status"].fillna("not run")
+    cols = ["paper", "dataset", "data", "variant", "epochs", "precision", "card_epochs", "n_seeds", "status", "partial",
+            f"reported_{metric}"]
     for col in ACCURACY_COLUMNS:
         cols += [col, f"{col}_mean", f"{col}_std", f"gap_{col}_pp"]
     cols.append("source")

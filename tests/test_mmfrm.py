@@ -138,7 +138,7 @@ def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
     import yaml
 
     from ferlib.notebooks import execute
-    from ferlib.testing import _REPO
+    from ferlib.testing import FIXTURES_DIR, _REPO
 
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
     execute("04_train_mmfrm", dict(max_steps=2, rfloss="intended", run_name="nb04"), output_dir=tmp_path)
@@ -146,15 +146,17 @@ def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["recipe"]["loss"] == "ce_rfloss"
     assert config["recipe"]["loss_kwargs"]["variant"] == "intended"
-    assert config["recipe"]["pretrained"][0]["weights"] == "mobilefacenet_landmark"   # the card's start ...
-    assert config["plan"]["start"] == []                                                # ... not used on synthetic
+    assert config["recipe"]["pretrained"] == [] and config["plan"]["start"] == []   # the smoke entry needs no file
+    assert config["resolved"]["precision"] == "fp32" and config["plan"]["complete_planned"] is False
     assert (run_dir / "confusion.png").exists() and (run_dir / "predictions.npz").exists()
     # -p pretrained True without the landmark checkpoint stops before training, naming the file
     monkeypatch.setenv("FERLIB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FERLIB_DATA", raising=False)
     with pytest.raises(papermill.PapermillExecutionError, match="mobilefacenet_model_best.pth.tar"):
-        execute(_REPO / "notebooks" / "04_train_mmfrm.ipynb", dict(max_steps=1, pretrained=True, run_name="nb04b"),
+        execute(_REPO / "notebooks" / "04_train_mmfrm.ipynb",
+                dict(dataset="rafdb", data_root=str(FIXTURES_DIR / "rafdb" / "basic"), run_name="nb04b"),
                 output_dir=tmp_path / "b")
+    assert not (tmp_path / "results" / "runs" / "nb04b" / "config.yaml").exists()   # stopped before training
 
 
 def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkeypatch):

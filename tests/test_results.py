@@ -117,7 +117,26 @@ def test_partial_runs_are_flagged(tmp_path):
     r = tmp_path / "runs"
     fake_run(r, "short", epochs=5, epochs_run=2)
     s = results.summary_table(results.runs_table(r))
-    assert bool(s.partial.iloc[0]) is True and s.epochs.iloc[0] == 5
+    assert bool(s.partial.iloc[0]) is True and s.epochs.iloc[0] == 5 and s.status.iloc[0] == "smoke"
+
+
+def test_smoke_runs_are_never_compared_as_reproductions_and_precisions_stay_apart(tmp_path):
+    r = tmp_path / "runs"
+    full = fake_run(r, "full", selected=0.90)
+    smoke = fake_run(r, "smoke", seed=1, selected=0.20)
+    bf16 = fake_run(r, "bf16", seed=2, selected=0.80)
+    for d, extra in ((full, {"complete": True, "precision": "fp32"}),
+                     (smoke, {"complete": False, "limited_by": ["max_steps"], "precision": "fp32"}),
+                     (bf16, {"complete": True, "precision": "bf16"})):
+        summary = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({**summary, **extra}))
+    runs = results.runs_table(r).set_index("run")
+    assert runs.loc["smoke", "status"] == "smoke" and runs.loc["full", "status"] == "reproduction"
+    c = results.compare_to_reported(results.summary_table(runs.reset_index()))
+    rows = c[(c.paper == "emonet") & (c.dataset == "rafdb")].set_index(["precision", "status"])
+    assert rows.loc[("fp32", "smoke"), "n_seeds"] == 1 and math.isnan(rows.loc[("fp32", "smoke"), "gap_accuracy_test_selected_pp"])
+    assert rows.loc[("fp32", "reproduction"), "gap_accuracy_test_selected_pp"] == pytest.approx(100 * (0.90 - 0.9130))
+    assert rows.loc[("bf16", "reproduction"), "accuracy_test_selected_mean"] == pytest.approx(0.80)
 
 
 def test_cross_dataset_mapping_hand_made():

@@ -270,6 +270,9 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
                   callbacks=callbacks, start=[i.to_dict() for i in items])
     summary["selected_on"] = opts.selected_on
+    card_epochs = resolve_recipe(paper, dataset, data_root, base_recipe, **recipe_overrides).epochs
+    if summary.get("complete") and recipe.epochs < card_epochs:  # fewer epochs than the paper: not its run
+        summary.update(complete=False, limited_by=[f"epochs {recipe.epochs} < the card's {card_epochs}"])
     if rank == 0:
         _record_data_source(Path(run_dir), data_root, cache)
     if val_fraction and not summary.get("stopped"):  # the test split, with the checkpoint chosen on validation
