@@ -267,7 +267,7 @@ def quickstart_run(max_steps: int | None = None, device: str = "auto", run_name:
 
     print(f"no trained quickstart model at {run}: training it now (as notebooks/00_quickstart.ipynb does)", flush=True)
     return train("baseline", "synthetic", run_name=run_name, device=device, max_steps=max_steps, seed=0,
-                 resume=False).run_dir
+                 resume=True).run_dir  # an interrupted run continues where it stopped
 
 
 def upload_widget(predictor: Predictor):

@@ -46,8 +46,10 @@ max_steps: Optional[int] = None  # only if the quickstart model must be trained 
 # %%
 import pandas as pd
 
+from ferlib.notebooks import check_parameters
 from ferlib.predict import Predictor, demo_photo, draw_predictions, plot_probabilities, quickstart_run, upload_widget
 
+check_parameters(globals())  # a mistyped -p value stops here, naming the parameter
 if weights:
     predictor = Predictor.from_weights(weights, model=model, device=device)
 else:
