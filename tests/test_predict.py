@@ -121,3 +121,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "a.jpg").symlink_to(PHOTO)
     assert main([str(tmp_path / "a.jpg"), "--run", str(tmp_path / "not_a_run")]) == 2
     assert "not_a_run" in capsys.readouterr().err
+
+
+def test_a_run_trained_on_your_own_folder_predicts_its_folder_classes(tmp_path, monkeypatch):
+    """make_split on a folder of class sub-folders, a 1-step run on it, then the photo: probabilities over the
+    folder names (in the run's recorded order), and evaluate_run reads the same classes."""
+    from ferlib.data.imagefolder import make_split
+    from ferlib.engine import train
+    from ferlib.evaluate import evaluate_run
+
+    monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
+    rng = np.random.default_rng(0)
+    for k, cls in enumerate(("calm", "grin", "scowl")):
+        (tmp_path / "faces" / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / "faces" / cls / f"P{i:02d}_{k}.png")
+    make_split(tmp_path / "faces", 0.25, group_by=r"^(P\d+)_")
+    run = train("baseline", "imagefolder", data_root=str(tmp_path / "faces"), max_steps=1, device="cpu",
+                run_name="own", progress=False, epochs=1)
+    res = Predictor.from_run(run.run_dir)(PHOTO)
+    assert len(res) == 1 and list(res[0].probs) == ["calm", "grin", "scowl"]
+    assert sum(res[0].probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert evaluate_run(run.run_dir, device="cpu", progress=False)["classes"] == ["calm", "grin", "scowl"]
