@@ -85,6 +85,8 @@ def test_refuses_unmatched_names_and_an_existing_split(tmp_path):
     write_tree(tmp_path, subjects=4)
     with pytest.raises(DatasetFormatError, match="do not match"):
         make_split(tmp_path, 0.2, group_by=r"^(P\d+)_")
+    with pytest.raises(DatasetFormatError, match="not a regular expression"):
+        make_split(tmp_path, 0.2, group_by=r"^(S\d+_")
     make_split(tmp_path, 0.2)
     with pytest.raises(DatasetFormatError, match="already exists"):
         make_split(tmp_path, 0.2)

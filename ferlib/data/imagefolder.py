@@ -186,7 +186,11 @@ def make_split(root, fraction: float = 0.2, group_by: str | None = None, seed: i
     if group_by:
         from sklearn.model_selection import StratifiedGroupKFold
 
-        pattern = re.compile(group_by)
+        try:
+            pattern = re.compile(group_by)
+        except re.error as e:
+            raise DatasetFormatError(f"--group-by {group_by!r} is not a regular expression ({e}).", path=root,
+                                     fix=r"e.g. '^(S\d+)_' (the first group names the subject).") from None
         groups = [_group_of(f.name, pattern) for f in files]
         unmatched = [f"{f.parent.name}/{f.name}" for f, g in zip(files, groups) if g is None]
         if unmatched:
