@@ -57,6 +57,43 @@ def run_epochs(loader, step, epochs: int) -> tuple[float, int]:
     return dt, n
 
 
+def _on(device: torch.device, fn=None):
+    """A step that moves the batch to ``device`` (then applies ``fn``) and waits for the device."""
+    def step(x):
+        x = x.to(device, non_blocking=True)
+        x = fn(x) if fn is not None else x
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return x
+
+    return step
+
+
+def measure(files, cached, size: int, batch_size: int, workers: int, epochs: int = 2, transform_in: str = "main",
+            device: torch.device | str = "cpu") -> dict:
+    """Images/s of (a) the per-item PIL pipeline over ``files`` and (b) cache batches of ``cached`` with the
+    batched transform, both delivering the training batch on ``device``; the last of ``epochs`` is timed."""
+    device = torch.device(device)
+    authors = DataLoader(PILFolder(files.samples, files.targets, size), batch_size=batch_size, shuffle=True,
+                         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    ta, na = run_epochs(authors, _on(device), epochs)
+    recipe = Recipe(paper="bench", dataset="synthetic", model="none", input_size=size, mean=MEAN, std=STD,
+                    train_transforms=("hflip",))
+    in_workers = workers > 0 and transform_in == "workers" and device.type == "cpu"
+    tf = build_batch_transform(recipe, train=True)
+    batches = BatchSampler(RandomSampler(range(len(cached))), batch_size, drop_last=False)
+    # workers only gather uint8 batches (4x less to pass between processes than float); the batched
+    # transform runs where the engine runs it, on the training process's batch (the GPU in real runs)
+    ours = DataLoader(CacheBatches(cached, tf if in_workers else None), sampler=batches, batch_size=None,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    tb, nb = run_epochs(ours, _on(device, None if in_workers else tf.to(device)), epochs)
+    assert na == nb == len(files) == len(cached), (na, nb, len(files), len(cached))
+    ra, rb = na / ta, nb / tb
+    return {"images": na, "size": size, "batch_size": batch_size, "workers": workers, "device": str(device),
+            "a_pil_per_sample_img_s": round(ra, 1), "b_cache_batched_img_s": round(rb, 1), "ratio": round(rb / ra, 2),
+            "transform_in": "workers" if in_workers else "main"}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=None, help="synthetic data folder (default data/synthetic)")
@@ -71,31 +108,13 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
 
     files = load_dataset("synthetic", a.root, "train", progress=False)
-    authors = DataLoader(PILFolder(files.samples, files.targets, a.size), batch_size=a.batch_size, shuffle=True,
-                         num_workers=a.workers, persistent_workers=a.workers > 0)
-    ta, na = run_epochs(authors, lambda x: x, a.epochs)
-
     t0 = time.perf_counter()
     cached = load_dataset("synthetic", a.root, "train", cache=True, cache_size=a.size, progress=False)
     cache_s = time.perf_counter() - t0
-    recipe = Recipe(paper="bench", dataset="synthetic", model="none", input_size=a.size, mean=MEAN, std=STD,
-                    train_transforms=("hflip",))
-    tf = build_batch_transform(recipe, train=True)
-    batches = BatchSampler(RandomSampler(range(len(cached))), a.batch_size, drop_last=False)
-    # workers only gather uint8 batches (4× less to pass between processes than float); the batched
-    # transform runs where the engine runs it, on the training process's batch (the GPU in real runs)
-    in_workers = a.workers > 0 and a.transform_in == "workers"
-    ours = DataLoader(CacheBatches(cached, tf if in_workers else None), sampler=batches, batch_size=None,
-                      num_workers=a.workers, persistent_workers=a.workers > 0)
-    tb, nb = run_epochs(ours, (lambda x: x) if in_workers else tf, a.epochs)
-
-    assert na == nb == len(files) == len(cached), (na, nb, len(files), len(cached))
-    ra, rb = na / ta, nb / tb
-    result = {"images": na, "size": a.size, "batch_size": a.batch_size, "workers": a.workers,
-              "a_pil_per_sample_img_s": round(ra, 1), "b_cache_batched_img_s": round(rb, 1),
-              "ratio": round(rb / ra, 2), "transform_in": a.transform_in, "cache_build_or_check_s": round(cache_s, 2),
-              "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-              "cpu_threads": torch.get_num_threads()}
+    result = measure(files, cached, a.size, a.batch_size, a.workers, a.epochs, a.transform_in)
+    ra, rb = result["a_pil_per_sample_img_s"], result["b_cache_batched_img_s"]
+    result.update({"cache_build_or_check_s": round(cache_s, 2), "torch": torch.__version__,
+                   "machine": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()})
     out = Path(a.out) if a.out else results_dir() / "bench" / "data_pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

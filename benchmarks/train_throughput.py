@@ -53,24 +53,33 @@ def endless(loader):
 
 
 class Pipeline:
-    """One training pipeline: ``step()`` loads a batch and trains on it; times and memory are recorded."""
+    """One training pipeline: ``step()`` loads a batch and trains on it; times and memory are recorded.
 
-    def __init__(self, name, model, loader, prepare, step, device):
+    ``setup`` (optional) runs before every step: e.g. the TF32 switches, which are process-wide while the
+    pipelines of one run share the process.
+    """
+
+    def __init__(self, name, model, loader, prepare, step, device, setup=None):
         self.name, self.model, self.it, self.prepare, self.step_fn = name, model, endless(loader), prepare, step
-        self.device, self.times, self.peak, self.images = device, [], 0.0, 0
+        self.device, self.setup, self.times, self.peak, self.images = device, setup, [], 0.0, 0
 
-    def step(self, timed: bool = True) -> None:
+    def step(self, timed: bool = True) -> float:
+        """One step; returns its seconds (data loading included)."""
+        if self.setup is not None:
+            self.setup()
         sync(self.device)
         t0 = time.perf_counter()
         x, y = next(self.it)
         x, y = self.prepare(x, y)
         self.step_fn(x, y)
         sync(self.device)
+        dt = time.perf_counter() - t0
         if timed:
-            self.times.append(time.perf_counter() - t0)
+            self.times.append(dt)
             self.images = int(y.shape[0])
         self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device) / 2**20
                         if self.device.type == "cuda" else rss_mb())
+        return dt
 
     def result(self) -> dict:
         med = statistics.median(self.times)
@@ -83,52 +92,74 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def authors_pipeline(model_name, files, size, batch, device, workers):
+def bench_recipe(model_name: str, size: int):
+    """The recipe both pipelines of this script train by: Adam 1e-4, cross-entropy, flip only."""
+    from ferlib.recipes import Recipe
+
+    return Recipe(paper="bench", dataset="synthetic", model=model_name, input_size=size, mean=MEAN, std=STD,
+                  train_transforms=("hflip",), optimizer="adam", lr=1e-4, weight_decay=0.0)
+
+
+def model_and_loss(recipe, device):
+    """``recipe``'s model (random init, seed 0) and loss on ``device``, and the tensors the optimiser updates."""
+    from ferlib.engine.run import build_loss
     from ferlib.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(model_name, num_classes=7).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loader = DataLoader(PILFolder(files.samples, files.targets, size), batch_size=batch, shuffle=True,
+    model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs).to(device).train()
+    loss = build_loss(recipe).to(device)
+    params = [p for p in model.parameters() if p.requires_grad] + [p for p in loss.parameters() if p.requires_grad]
+    return model, loss, params
+
+
+def authors_pipeline(recipe, files, batch, device, workers, setup=None):
+    """The authors' way: per-item PIL pipeline, fp32, NCHW, torch's default optimiser implementation (not
+    fused), SAM's two passes when the recipe has SAM."""
+    from ferlib.engine.optim import build_optimizer
+
+    model, loss, params = model_and_loss(recipe, device)
+    opt = build_optimizer(params, recipe.replace(optimizer_kwargs={"foreach": None}))
+    loader = DataLoader(PILFolder(files.samples, files.targets, recipe.input_size), batch_size=batch, shuffle=True,
                         num_workers=workers, drop_last=True)
 
     def prepare(x, y):
         return x.to(device), y.to(device)
 
     def step(x, y):
-        out = model(x)
-        loss = torch.nn.functional.cross_entropy(out.logits, y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss(model(x), y).backward()
+        if recipe.sam:
+            opt.first_step(zero_grad=True)
+            loss(model(x), y).backward()
+            opt.second_step(zero_grad=True)
+        else:
+            opt.step()
 
-    return Pipeline("authors", model, loader, prepare, step, device)
+    return Pipeline("authors", model, loader, prepare, step, device, setup)
 
 
-def ferlib_pipeline(model_name, cached, size, batch, device, workers, channels_last, precision, compile_):
+def ferlib_pipeline(recipe, cached, batch, device, workers, channels_last, precision, compile_, setup=None):
+    """The engine's way: uint8 cache batches, the recipe's batched transforms on ``device``, channels_last,
+    the fused optimiser and :class:`~ferlib.engine.step.Stepper` in ``precision``; ``compile_`` True or a
+    ``torch.compile`` backend name compiles the model."""
     from ferlib.data.transforms import build_batch_transform
     from ferlib.engine.loader import EpochSampler, make_loader
     from ferlib.engine.optim import build_optimizer
     from ferlib.engine.step import Stepper
-    from ferlib.models import create_model
-    from ferlib.recipes import Recipe
 
-    torch.manual_seed(0)
-    model = create_model(model_name, num_classes=7).to(device).train()
+    model, loss, params = model_and_loss(recipe, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    recipe = Recipe(paper="bench", dataset="synthetic", model=model_name, input_size=size, mean=MEAN, std=STD,
-                    train_transforms=("hflip",), optimizer="adam", lr=1e-4, weight_decay=0.0)
-    opt = build_optimizer(list(model.parameters()), recipe)   # the engine's (fused) Adam
-    net = torch.compile(model) if compile_ else model
+    opt = build_optimizer(params, recipe)   # the engine's (fused) optimiser
+    if compile_:  # True: torch's default backend (inductor); a string names another backend
+        net = torch.compile(model, backend=compile_) if isinstance(compile_, str) else torch.compile(model)
+    else:
+        net = model
     tf = build_batch_transform(recipe, train=True).to(device)
     sampler = EpochSampler(len(cached), seed=0)
     loader = make_loader(cached, batch, sampler, workers, pin_memory=device.type == "cuda")
-
-    def ce(out, y):
-        return torch.nn.functional.cross_entropy(out.logits.float(), y)
-
-    stepper = Stepper(net, ce, opt, list(model.parameters()), [], device, precision)
+    loss_params = [p for p in loss.parameters() if p.requires_grad]
+    stepper = Stepper(net, loss, opt, params, loss_params, device, precision, grad_clip=recipe.grad_clip)
 
     def prepare(x, y):
         x = tf(x.to(device, non_blocking=True))
@@ -139,7 +170,7 @@ def ferlib_pipeline(model_name, cached, size, batch, device, workers, channels_l
     def step(x, y):
         stepper.micro(x, y, boundary=True)
 
-    return Pipeline("ferlib", model, loader, prepare, step, device)
+    return Pipeline("ferlib", model, loader, prepare, step, device, setup)
 
 
 @torch.no_grad()
@@ -185,7 +216,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=None, help="default 16 on CPU, 128 on GPU")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers, both pipelines")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $OMP_NUM_THREADS, else torch's)")
     p.add_argument("--root", default=None, help="synthetic data folder (default data/synthetic)")
     p.add_argument("--cache-dir", default=None, help="cache folder (default data/cache)")
     p.add_argument("--infer-batches", default=None, help="inference batch sizes (default 1,256 on GPU, 1,32 on CPU)")
@@ -199,13 +230,12 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
 
     from ferlib.data import load_dataset
-    from ferlib.engine.env import resolve_device
+    from ferlib.engine.env import configure_threads, resolve_device
     from ferlib.paths import results_dir
 
     device = resolve_device(a.device)
     gpu = device.type == "cuda"
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    configure_threads(a.threads)
     steps = a.steps or (30 if gpu else 3)
     warmup = a.warmup if a.warmup is not None else (5 if gpu else 1)
     batch = a.batch_size or (128 if gpu else 16)
@@ -223,8 +253,9 @@ def main(argv=None) -> dict:
     for name in [m.strip() for m in a.models.split(",") if m.strip()]:
         print(f"{name}: building pipelines", flush=True)
         try:
-            pa = authors_pipeline(name, files, a.size, batch, device, a.workers)
-            pb = ferlib_pipeline(name, cached, a.size, batch, device, a.workers, channels_last, precision, compile_)
+            recipe = bench_recipe(name, a.size)
+            pa = authors_pipeline(recipe, files, batch, device, a.workers)
+            pb = ferlib_pipeline(recipe, cached, batch, device, a.workers, channels_last, precision, compile_)
             for _ in range(warmup):
                 pa.step(timed=False)
                 pb.step(timed=False)
