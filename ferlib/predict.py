@@ -180,7 +180,8 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir, checkpoint: str = "best", **kw) -> "Predictor":
         """A run directory of ``ferlib.train``: its model and recipe from ``<checkpoint>.pt``, class names from the
-        checkpoint (``classes``) or the run's ``config.yaml`` (``data.train.classes``)."""
+        checkpoint (``classes``) or the run's ``config.yaml`` (``data.train.classes``); the face crop from the
+        checkpoint's ``preprocessing.face_crop`` when it has one, else from the recipe's dataset."""
         from ferlib.engine.run import load_run
         from ferlib.evaluate import run_classes
 
@@ -194,6 +195,9 @@ class Predictor:
             from ferlib.data.labels import paper_order
 
             classes = list(paper_order(recipe.paper, recipe.dataset))
+        crop = (head.get("preprocessing") or {}).get("face_crop")  # when the checkpoint states it
+        if crop in CROP_SIZES and kw.get("crop") is None:
+            kw["crop"] = crop
         return cls(model, recipe, classes, **kw)
 
     @classmethod

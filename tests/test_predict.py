@@ -144,3 +144,15 @@ def test_a_run_trained_on_your_own_folder_predicts_its_folder_classes(tmp_path, 
     assert len(res) == 1 and list(res[0].probs) == ["calm", "grin", "scowl"]
     assert sum(res[0].probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert evaluate_run(run.run_dir, device="cpu", progress=False)["classes"] == ["calm", "grin", "scowl"]
+
+
+def test_checkpoint_keys_win_over_the_config(tmp_path):
+    """A checkpoint carrying ``classes`` and ``preprocessing.face_crop`` is used without its config.yaml."""
+    run = synthetic_run(tmp_path / "run")
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    torch.save({**ckpt, "classes": names, "preprocessing": {"face_crop": "grey48"}}, run / "best.pt")
+    (run / "config.yaml").unlink()
+    pred = Predictor.from_run(run)
+    assert pred.classes == names and pred.crop == "grey48"
+    assert list(pred(PHOTO)[0].probs) == names
