@@ -17,7 +17,6 @@ import re
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -83,6 +82,8 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     if (h, w) == (size, size):
         return img
+    import cv2  # here, not at the top: importing ferlib.data must not need OpenCV
+
     interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_CUBIC
     return cv2.resize(img, (size, size), interpolation=interp)
 

@@ -18,7 +18,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -121,6 +120,8 @@ def render_face(identity: dict, aus: dict, size: int = 100, rng: np.random.Gener
     Coordinates are in a face frame (unit = image size, origin at the face centre, y down), then
     rotated/scaled/shifted by the pose parameters. Landmarks follow the iBUG 68-point scheme.
     """
+    import cv2  # here, not at the top: importing ferlib.data must not need OpenCV
+
     rng = rng or np.random.default_rng(0)
     ss = 3  # supersampling for anti-aliased shapes
     S = size * ss
