@@ -218,7 +218,11 @@ def make_split(root, fraction: float = 0.2, group_by: str | None = None, seed: i
         counts = np.bincount(y, minlength=len(classes))
         several = np.flatnonzero(counts[y] >= 2)  # a class with one image cannot be stratified: it stays in train
         if len(several) >= 2:
-            _, test_idx = train_test_split(several, test_size=fraction, random_state=seed, stratify=y[several])
+            try:
+                _, test_idx = train_test_split(several, test_size=fraction, random_state=seed, stratify=y[several])
+            except ValueError as e:  # e.g. fewer test images than classes
+                raise DatasetFormatError(f"cannot split {len(files)} images of {len(classes)} classes by "
+                                         f"{fraction}: {e}", path=root, fix="add images or raise the fraction.") from None
             test_mask[test_idx] = True
     if not test_mask.any() or test_mask.all():
         raise DatasetFormatError(f"the split leaves one side empty ({int(test_mask.sum())} test images of "
