@@ -350,7 +350,7 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
     spec_file.write_text(json.dumps({**spec, "digest": spec_digest(spec), "sweep": entry.sweep,
                                      "variant": entry.variant, "value": entry.value}, indent=2, default=str))
     train(entry.paper, dataset, data_root=data_root, run_dir=run_dir, epochs=epochs, max_steps=max_steps,
-          seed=entry.seed, resume=same, overwrite=not same, val_fraction=val_fraction, progress=progress, **overrides)
+          seed=entry.seed, resume="auto" if same else False, overwrite=not same, val_fraction=val_fraction, progress=progress, **overrides)
     return run_dir, status
 
 

@@ -17,11 +17,11 @@ def known_error_types() -> tuple[type, ...]:
     """The exception classes whose message is the whole answer for a user."""
     from ferlib.data import DatasetFormatError
     from ferlib.data.cache import CacheSpaceError
-    from ferlib.engine.loop import RunExistsError
+    from ferlib.engine.loop import ResumeError, RunExistsError
     from ferlib.engine.run import DataNotFoundError
     from ferlib.weights import PretrainedWeightsError
 
-    return DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError, RunExistsError
+    return DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError, RunExistsError, ResumeError
 
 
 def is_known(err: BaseException) -> bool:

@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="one seed for Python, NumPy, torch and the samplers")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels (torch.use_deterministic_algorithms, no cuDNN autotune, no TF32)")
-    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.pt (mid-epoch included)")
+    p.add_argument("--resume", nargs="?", const="must", default=False, choices=("must", "auto"),
+                   help="continue the run in --run-dir from its last.pt (mid-epoch included); an error when there is "
+                        "nothing usable to resume. --resume auto: resume when possible, else start afresh")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous run in --run-dir (without it, a fresh run into a used directory refuses)")
     p.add_argument("--checkpoint-every-steps", type=_count(1), default=None,

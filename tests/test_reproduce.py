@@ -241,3 +241,35 @@ def test_imagefolder_trains_through_the_cli_with_a_base_recipe(home, tmp_path):
     assert cfg["recipe"]["base_recipe"] == "rafdb" and cfg["recipe"]["num_classes"] == len(classes)
     assert cfg["data"]["train"]["classes"] == classes
     assert cfg["recipe"]["lr"] == load_recipe("emonet", "rafdb").lr and cfg["recipe"]["reported"] == {}
+
+
+def test_resume_never_restarts_silently_nor_mixes_recipes(home, tmp_path):
+    from ferlib.engine.loop import ResumeError
+
+    kw = dict(max_steps=1, epochs=1, progress=False, input_size=32, model_kwargs={"width": 8})
+    with pytest.raises(ResumeError, match="holds no last.pt"):
+        train("baseline", "synthetic", run_dir=tmp_path / "none", resume="must", **kw)
+    assert not (tmp_path / "none").exists()
+    train("baseline", "synthetic", run_dir=tmp_path / "run", **kw)
+    best = (tmp_path / "run" / "best.pt").read_bytes()
+    with pytest.raises(ResumeError, match=r"another recipe \(lr: .* in the run, 0.5 now"):
+        train("baseline", "synthetic", run_dir=tmp_path / "run", resume="must", lr=0.5, **kw)
+    for name in ("last.pt", "last.pt.prev"):
+        p = tmp_path / "run" / name
+        if p.exists():
+            p.write_bytes(p.read_bytes()[:100])       # truncated
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ResumeError, match="cannot resume .*unreadable.*Found: .*best.pt"):
+            train("baseline", "synthetic", run_dir=tmp_path / "run", resume="must", **kw)
+        with pytest.raises(ResumeError):                # 'auto' does not restart over a previous run either
+            train("baseline", "synthetic", run_dir=tmp_path / "run", resume="auto", **kw)
+    assert (tmp_path / "run" / "best.pt").read_bytes() == best
+
+
+def test_cli_resume_into_nothing_is_one_line_error(home, tmp_path):
+    from ferlib.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "baseline", "--dataset", "synthetic", "--run-dir", str(tmp_path / "x"), "--resume"])
+    assert exit_.value.code == 2

@@ -77,6 +77,25 @@ class RunExistsError(FileExistsError):
     """A fresh run was pointed at a directory holding a previous run (nothing was touched)."""
 
 
+class ResumeError(RuntimeError):
+    """``resume`` was asked for but nothing usable can be resumed, or the recipe differs from the stored one."""
+
+
+#: Recipe fields a resume may change: more (or fewer) epochs extend (or end) the same run; provenance text.
+SAFE_ON_RESUME = ("epochs", "notes", "source", "reported", "pretrained_note")
+
+
+def check_same_recipe(stored: dict, recipe, run_dir) -> None:
+    """Refuse to resume with a recipe that differs from the checkpoint's outside :data:`SAFE_ON_RESUME`."""
+    new = json.loads(json.dumps(recipe.to_dict(), default=str))
+    old = json.loads(json.dumps(stored, default=str))
+    diffs = [f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now" for k in sorted(set(new) | set(old))
+             if k not in SAFE_ON_RESUME and old.get(k) != new.get(k) and k in old]
+    if diffs:
+        raise ResumeError(f"cannot resume {run_dir} with another recipe ({'; '.join(diffs)}). Resume with the run's "
+                          f"own settings, or start a new run (another run directory, or overwrite=True).")
+
+
 def check_run_dir(run_dir, resume: bool, overwrite: bool) -> list[str]:
     """The previous run's files in ``run_dir`` that a fresh run would replace; raises :class:`RunExistsError`
     when there are some and neither ``resume`` nor ``overwrite`` is set. Touches nothing."""
@@ -172,8 +191,10 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
 
     ``val`` is the evaluation split the model is selected on (the test split in the authors' code,
     recorded as ``test_selected``; pass a held-out split and ``selected_on="val"`` to select honestly).
-    ``resume=True`` continues from ``run_dir/last.pt`` (or ``last.pt.prev`` when that one is damaged)
-    where it exists, mid-epoch included. Keyword options are :class:`FitOptions` fields.
+    ``resume``: ``True``/``"auto"`` continue from ``run_dir/last.pt`` (or ``last.pt.prev`` when that one is damaged)
+    when there is one, else start afresh in an empty directory; ``"must"`` raises :class:`ResumeError` when
+    nothing usable is there; a different recipe (except :data:`SAFE_ON_RESUME`) is refused. Resuming
+    continues mid-epoch. Keyword options are :class:`FitOptions` fields.
     ``callbacks``: ``cb(row, result)`` after each epoch on rank 0. ``start``: the starting-weights items the
     model was loaded from (recorded in config.yaml). summary.json says whether the run is ``complete``
     (every epoch of the recipe, whole evaluation split) or was cut short (``max_steps``, a stop).
@@ -235,8 +256,21 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             for name in previous:
                 (run_dir / name).unlink(missing_ok=True)
     barrier()
-    ckpt = load_checkpoint(run_dir / "last.pt") if resume else None
+    refused: list = []
+    ckpt = load_checkpoint(run_dir / "last.pt", refused=refused) if resume else None
+    if resume and ckpt is None:
+        found = [n for n in RUN_FILES if (run_dir / n).exists()]
+        if resume == "must" or (found and not opts.overwrite):
+            why = "; ".join(str(e) for e in refused) or "it holds no last.pt or last.pt.prev"
+            raise ResumeError(
+                f"cannot resume {run_dir}: {why}. Found: {', '.join(found) or 'no run files'}. Start afresh with "
+                f"overwrite=True (--overwrite, -p overwrite True)" + (", or resume='auto' (--resume auto) to resume "
+                f"only when there is something to resume" if resume == "must" and not found else "") + ".")
+        if is_main:
+            for name in found:  # overwrite=True: the unusable run is replaced, as the caller asked
+                (run_dir / name).unlink(missing_ok=True)
     if ckpt is not None:
+        check_same_recipe(ckpt.get("recipe") or {}, recipe, run_dir)
         model.load_state_dict(ckpt["model"])
         loss.load_state_dict(ckpt["loss"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -254,8 +288,12 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             state["epoch_stats"] = dict(ckpt["epoch_stats_ranks"][rank])
         if is_main:
             _truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
-            print(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
-                  f"(batch {state['batch_in_epoch']} of the epoch)", flush=True)
+            if state["epoch"] >= recipe.epochs:
+                print(f"{run_dir} is already complete ({state['epoch']} of {recipe.epochs} epochs); nothing to train",
+                      flush=True)
+            else:
+                print(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
+                      f"(batch {state['batch_in_epoch']} of the epoch)", flush=True)
     elif is_main:
         _write_config(run_dir, recipe, opts, device, model, train, val, precision, channels_last, world,
                       {"start": [dict(i) for i in start], "steps_planned": steps_planned, "max_steps": opts.max_steps,

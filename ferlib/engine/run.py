@@ -19,7 +19,7 @@ from ferlib.models import create_model
 from ferlib.paths import data_dir, results_dir
 from ferlib.recipes import Recipe, load_recipe
 
-from .loop import FitOptions, check_run_dir, evaluate, fit
+from .loop import FitOptions, ResumeError, check_run_dir, evaluate, fit
 from .checkpoint import load_checkpoint
 from .env import seed_everything
 
@@ -195,7 +195,7 @@ def _run_dir(paper: str, dataset: str, run_dir, run_name) -> Path:
 def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, run_name: str | None = None,
           device: str = "auto", epochs: int | None = None, batch_size: int | None = None,
           max_steps: int | None = None, pretrained="card", precision: str | None = None, seed: int = 0,
-          resume: bool = True, val_fraction: float | None = None, fit_options: dict | None = None,
+          resume: bool | str = "auto", val_fraction: float | None = None, fit_options: dict | None = None,
           progress: bool | None = None, callbacks=(), cache="auto", dry_run: bool = False,
           threads: int | None = None, base_recipe: str | None = None, overwrite: bool = False, **recipe_overrides):
     """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
@@ -218,6 +218,9 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     True / a folder, or False (see :func:`load_splits`). ``threads``: torch CPU threads (None honours
     ``OMP_NUM_THREADS``). ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields. Under
     ``torchrun`` the process group is joined here; every rank returns the run, only rank 0 writes.
+    ``resume``: ``"auto"``/True continue the run in ``run_dir`` when it has a checkpoint (else start afresh),
+    ``"must"`` continue it or raise :class:`~ferlib.engine.loop.ResumeError` saying what was found and why each
+    file was refused, False start afresh; a resume with another recipe (other than more epochs) is refused.
     A fresh run (``resume=False``, or nothing to resume) into a directory holding a previous run refuses
     (:class:`~ferlib.engine.loop.RunExistsError`) unless ``overwrite=True``; this is checked before any data
     is read.
@@ -244,7 +247,11 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     _warn_start(recipe, items, pretrained)
     if run_dir is not None or run_name is not None:
         target = _run_dir(paper, dataset, run_dir, run_name)
-        check_run_dir(target, resume and (target / "last.pt").exists(), overwrite)
+        if not resume:
+            check_run_dir(target, False, overwrite)
+        elif resume == "must" and not any((target / n).exists() for n in ("last.pt", "last.pt.prev")):
+            raise ResumeError(f"cannot resume {target}: it holds no last.pt or last.pt.prev (was the run started "
+                              f"there?). Start it afresh without resume, or use resume='auto' (--resume auto).")
 
     init_distributed(device)  # torchrun: join the process group (no-op for one process)
     rank, _ = rank_and_world()
