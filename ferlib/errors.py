@@ -18,10 +18,12 @@ def known_error_types() -> tuple[type, ...]:
     from ferlib.data import DatasetFormatError
     from ferlib.data.cache import CacheSpaceError
     from ferlib.engine.loop import ResumeError, RunExistsError
-    from ferlib.engine.run import DataNotFoundError
+    from ferlib.engine.run import DataNotFoundError, DeviceError
+    from ferlib.recipes import RecipeError
     from ferlib.weights import PretrainedWeightsError
 
-    return DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError, RunExistsError, ResumeError
+    return (DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError, RunExistsError, ResumeError,
+            RecipeError, DeviceError)
 
 
 def is_known(err: BaseException) -> bool:

@@ -273,3 +273,23 @@ def test_cli_resume_into_nothing_is_one_line_error(home, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["--model", "baseline", "--dataset", "synthetic", "--run-dir", str(tmp_path / "x"), "--resume"])
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "lr=abc"], "error: recipe field lr must be a number, got 'abc'"),
+    (["--set", "input_size=0"], "error: recipe field input_size must be at least 8, got 0"),
+    (["--set", "num_classes=3"], "error: rafdb: the data has 7 classes"),
+    (["--device", "cuda"], "error: device 'cuda' asked for, but this machine has no CUDA device"),
+    (["--precision", "fp16", "--device", "cpu"], "error: precision fp16 (with a GradScaler) needs a CUDA device"),
+])
+def test_cli_validates_options_before_training_in_one_line(extra, message, home, tmp_path, capsys):
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from ferlib.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "emonet", "--dataset", "rafdb", "--data-root", str(RAF), "--pretrained", "false",
+              "--no-cache", "--run-dir", str(tmp_path / "run")] + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1].startswith(message) and not any("Traceback" in e for e in err)
+    assert not (tmp_path / "run" / "config.yaml").exists()

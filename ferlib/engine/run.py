@@ -158,6 +158,26 @@ def build_loss(recipe: Recipe):
     return create_loss(recipe.loss, **kw)
 
 
+class DeviceError(RuntimeError):
+    """The device asked for is not on this machine, or the precision cannot run on it."""
+
+
+def check_device(device: str, precision: str):
+    """The torch device for ``device``, refusing CUDA without CUDA and fp16 off CUDA (before any work)."""
+    from .env import resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as e:
+        raise DeviceError(f"device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {device!r} asked for, but this machine has no CUDA device "
+                          f"(torch {torch.__version__}); use --device cpu / -p device cpu, or auto")
+    if precision == "fp16" and dev.type != "cuda":
+        raise DeviceError(f"precision fp16 (with a GradScaler) needs a CUDA device, not {dev}; use fp32 (or bf16)")
+    return dev
+
+
 class FromScratchWarning(UserWarning):
     """A real-dataset run does not start from the paper's starting weights: its number is not expected."""
 
@@ -243,6 +263,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     if dry_run:
         return plan_run(recipe, items, data_root, _run_dir(paper, dataset, run_dir, run_name), max_steps, device,
                         val_fraction, cache)
+    check_device(device, recipe.precision)
     require_start_files(items, f"{paper} on {dataset}")
     _warn_start(recipe, items, pretrained)
     if run_dir is not None or run_name is not None:
@@ -260,6 +281,11 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False and rank == 0, cache=cache)
     if rank == 0:
         barrier()
+    data_classes = len(train_ds.classes)
+    if data_classes != recipe.num_classes:
+        raise DatasetFormatError(f"{dataset}: the data has {data_classes} classes {list(train_ds.classes)} but the "
+                                 f"recipe has num_classes={recipe.num_classes}; drop the num_classes override (or use "
+                                 f"the card entry for this label set)")
     select_ds = eval_ds
     if val_fraction:
         train_ds, select_ds = holdout(train_ds, val_fraction, seed)

@@ -143,8 +143,35 @@ def _build(base: dict, overrides: dict) -> Recipe:
     if "pretrained" in merged:
         merged["pretrained"] = _start_items(merged["pretrained"])
     if merged.get("precision", "fp32") not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"recipe precision must be fp32, bf16 or fp16, got {merged.get('precision')!r}")
+        raise RecipeError(f"recipe precision must be fp32, bf16 or fp16, got {merged.get('precision')!r}")
+    _check_values(merged)
     return Recipe(**merged)
+
+
+class RecipeError(ValueError):
+    """A recipe value (from a card or an override such as ``--set lr=abc``) has the wrong type or range."""
+
+
+#: Numeric recipe fields: (type, smallest allowed value, whether the bound itself is allowed).
+_NUMERIC = {"num_classes": (int, 2, True), "input_size": (int, 8, True), "stored_size": (int, 8, True),
+            "epochs": (int, 1, True), "batch_size": (int, 1, True), "lr": (float, 0.0, False),
+            "weight_decay": (float, 0.0, True), "sam_rho": (float, 0.0, True), "warmup_epochs": (int, 0, True),
+            "select_from_epoch": (int, 1, True), "max_steps": (int, 1, True), "grad_clip": (float, 0.0, False)}
+
+
+def _check_values(merged: dict) -> None:
+    for name, (kind, low, inclusive) in _NUMERIC.items():
+        value = merged.get(name)
+        if value is None and name in ("stored_size", "max_steps", "grad_clip"):
+            continue
+        if name not in merged:
+            continue
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+        if not ok_type:
+            raise RecipeError(f"recipe field {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if value < low or (value == low and not inclusive):
+            bound = f"at least {low}" if inclusive else f"greater than {low}"
+            raise RecipeError(f"recipe field {name} must be {bound}, got {value!r}")
 
 
 def _start_items(spec) -> tuple:
