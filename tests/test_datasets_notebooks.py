@@ -1,5 +1,6 @@
 """Notebooks 01 (prepare) and 02 (explore) run headless with papermill: synthetic default and AffectNet fixture."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -18,8 +19,8 @@ def test_stored_without_outputs_and_tagged(name):
     assert "parameters" in code[0].metadata.get("tags", [])
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert not any("def " in c.source for c in code)
-    for line in code[0].source.splitlines():
-        assert "# type:" in line
+    assigned = [line for line in code[0].source.splitlines() if " = " in line]
+    assert assigned and all(re.match(r"^\w+: [\w\[\], ]+ = .+  # \S", line) for line in assigned)  # annotated, with help
 
 
 def _run(name, tmp_path, **params):

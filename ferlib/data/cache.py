@@ -23,7 +23,7 @@ import torch
 from .base import DECODE_ERRORS, FERDataset, SkipReport, show_progress, skip_reason
 from .labels import LABEL_SETS, LabelSet
 
-VERSION = 1
+VERSION = 2  # 2: aligned crops fill the warped border with a constant (1 mirrored it)
 #: reader options that do not change the cached pixels or targets
 _IGNORED_OPTS = {"check", "transform", "progress"}
 

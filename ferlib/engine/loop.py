@@ -312,6 +312,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             "ema": ema.state_dict() if ema is not None else None, "state": json.loads(json.dumps(state)),
             "rng": rngs[0], "rng_ranks": rngs,
             "epoch_stats_ranks": [g[1] for g in gathered], "world_size": world, "recipe": recipe.to_dict(),
+            "classes": list(train.classes), "preprocessing": preprocessing(recipe),
         }, path)
 
     show = _progress_enabled(opts.progress) and is_main
@@ -401,7 +402,8 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             if eligible and result[sel] > state["best"]:
                 state["best"], state["best_epoch"] = result[sel], state["epoch"]
                 _save_predictions(run_dir, result, val)
-                save_checkpoint({"model": eval_model.state_dict(),
+                save_checkpoint({"model": eval_model.state_dict(), "classes": list(train.classes),
+                                 "preprocessing": preprocessing(recipe),
                                  "state": json.loads(json.dumps(state)), "recipe": recipe.to_dict(),
                                  "metrics": {k: v for k, v in result.items() if k != "predictions"}},
                                 run_dir / "best.pt", keep_previous=False)
@@ -482,6 +484,19 @@ def _save_predictions(run_dir: Path, result: dict, dataset, name: str = "predict
     np.savez_compressed(tmp, logits=p["logits"], targets=p["targets"], features=p["features"],
                         classes=np.array(list(dataset.classes)))
     os.replace(tmp, Path(run_dir) / name)
+
+
+#: How a dataset's training images were cropped from a photo (what ``ferlib.predict`` must reproduce).
+FACE_CROP = {"rafdb": "aligned", "synthetic": "aligned", "affectnet": "box", "affectnet8": "box",
+             "ferplus": "grey48", "fer2013": "grey48"}
+
+
+def preprocessing(recipe) -> dict:
+    """What a checkpoint's user needs to feed it: sizes, normalisation, colour order, eval transform, face crop."""
+    base = recipe.base_recipe or recipe.dataset
+    return {"input_size": recipe.input_size, "stored_size": recipe.stored_size, "mean": list(recipe.mean),
+            "std": list(recipe.std), "color_order": recipe.color_order, "test_transforms": list(recipe.test_transforms),
+            "eval_resize": (recipe.transform_kwargs or {}).get("eval_resize"), "face_crop": FACE_CROP.get(base, "aligned")}
 
 
 def _completeness(state: dict, recipe, opts: FitOptions, stopped: bool, steps_planned: int, precision: str) -> dict:

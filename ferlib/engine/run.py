@@ -417,7 +417,7 @@ def _record_data_source(run_dir: Path, data_root, cache) -> None:
     if not path.exists():
         return
     cfg = yaml.safe_load(path.read_text()) or {}
-    cfg.setdefault("data", {})["source"] = {"data_root": str(data_root) if data_root else None,
+    cfg.setdefault("data", {})["source"] = {"data_root": str(Path(data_root).resolve()) if data_root else None,
                                             "cache": str(cache) if cache not in (True, False) else cache}
     tmp = run_dir / ".config.yaml.tmp"
     tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
