@@ -293,3 +293,14 @@ def test_cli_validates_options_before_training_in_one_line(extra, message, home,
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and err[-1].startswith(message) and not any("Traceback" in e for e in err)
     assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_synthetic_run_never_writes_into_a_users_data_folder(home, tmp_path):
+    from ferlib.engine.run import DataNotFoundError, load_split
+
+    mine = tmp_path / "my_photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"not touched")
+    with pytest.raises(DataNotFoundError, match="not a ferlib synthetic set"):
+        load_split(load_recipe("baseline", "synthetic"), "test", mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["holiday.jpg"]

@@ -98,6 +98,11 @@ def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True
         opts["label_mode"] = recipe.label_mode
     opts.setdefault("progress", progress)
     if name == "synthetic":
+        if data_root is not None and Path(data_root).is_dir() and any(Path(data_root).iterdir()) \
+                and not (Path(data_root) / "synthetic.json").exists():
+            raise DataNotFoundError(
+                f"synthetic: {data_root} is not a ferlib synthetic set (no synthetic.json) and ferlib never writes into "
+                f"a folder holding other data; pass an empty or new folder, or none (data/synthetic)")
         return load_dataset("synthetic", data_root, split, **opts)
     root = Path(data_root) if data_root else default_data_root(name)
     if not root.exists():
