@@ -29,10 +29,12 @@ def known_error_types() -> tuple[type, ...]:
 def is_known(err: BaseException) -> bool:
     if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
         return err.args[0].startswith(_USER_KEY_ERRORS)
-    return isinstance(err, known_error_types())
+    return isinstance(err, known_error_types() + (PermissionError,))
 
 
 def message(err: BaseException) -> str:
+    if isinstance(err, PermissionError):
+        return f"{err}: ferlib cannot write there; choose a writable folder (--run-dir, FERLIB_RESULTS, cache=<folder>)"
     return err.args[0] if isinstance(err, KeyError) and err.args else str(err)
 
 

@@ -304,3 +304,17 @@ def test_a_synthetic_run_never_writes_into_a_users_data_folder(home, tmp_path):
     with pytest.raises(DataNotFoundError, match="not a ferlib synthetic set"):
         load_split(load_recipe("baseline", "synthetic"), "test", mine)
     assert sorted(p.name for p in mine.iterdir()) == ["holiday.jpg"]
+
+
+def test_lost_or_damaged_metrics_never_change_the_selected_checkpoint(home, tmp_path):
+    kw = dict(run_dir=tmp_path / "run", epochs=2, progress=False, input_size=32, model_kwargs={"width": 8},
+              dataset_kwargs={"n_train": 64, "n_test": 32})
+    first = train("baseline", "synthetic", epochs=1, **{k: v for k, v in kw.items() if k != "epochs"})
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + "{not json\n")          # a damaged line
+    with pytest.warns(UserWarning, match="dropped a damaged line"):
+        res = train("baseline", "synthetic", **kw)                  # resumes (more epochs are allowed)
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert res.summary["selected_epoch"] == best["state"]["best_epoch"]
+    assert res.summary["selected"]["accuracy"] == pytest.approx(best["metrics"]["accuracy"])
+    assert first.summary["epochs_run"] == 1 and res.summary["epochs_run"] == 2

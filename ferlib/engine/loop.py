@@ -419,6 +419,12 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     summary = _summarise(run_dir, sel, opts.selected_on, recipe.select_from_epoch)
     if stopped:
         summary.update(stopped=True, stopped_at_step=state["step"])
+    if state["best_epoch"] is not None and summary.get("selected_epoch") != state["best_epoch"]:
+        best = load_checkpoint(run_dir / "best.pt")  # metrics.jsonl lost the selected epoch: best.pt is the truth
+        if best is not None and best.get("metrics"):
+            sel_metrics = {k: v for k, v in best["metrics"].items() if not isinstance(v, (list, dict))}
+            split = "test" if opts.selected_on == "test_selected" else "val"
+            summary.update(selected=sel_metrics, selected_epoch=state["best_epoch"], **{f"{split}_selected": sel_metrics})
     summary.update(_completeness(state, recipe, opts, stopped, steps_planned, precision))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(run_dir, summary)
@@ -472,7 +478,15 @@ def _truncate_metrics(path: Path, epochs: int) -> None:
         path.write_text("")
         return
     rows = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in rows if json.loads(line)["epoch"] <= epochs]
+    keep = []
+    for line in rows:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}: dropped a damaged line ({line[:60]!r}); the checkpoint's epoch count stands")
+            continue
+        if row.get("epoch", epochs + 1) <= epochs:
+            keep.append(line)
     if len(keep) != len(rows):
         path.write_text("".join(line + "\n" for line in keep))
 
@@ -526,7 +540,12 @@ def _write_config(run_dir, recipe, opts, device, model, train, val, precision, c
 def _summarise(run_dir: Path, sel: str, selected_on: str = "test_selected", select_from_epoch: int = 1) -> dict:
     """summary.json: ``last`` (last epoch), ``selected`` = ``<selected_on>`` (best epoch by ``sel`` among the
     epochs from ``select_from_epoch`` on; the last epoch when the run ends before it)."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            rows.append(json.loads(line)) if line.strip() else None
+        except json.JSONDecodeError:
+            continue  # a damaged line (reported when the run resumed)
     if not rows:
         return {"selected_on": selected_on}
     eligible = [r for r in rows if r["epoch"] >= select_from_epoch] or rows[-1:]

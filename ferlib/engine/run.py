@@ -453,8 +453,11 @@ def load_run(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, Recipe
     ``last`` = the last one written)."""
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    ckpt = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt")
+    refused: list = []
+    ckpt = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt", refused=refused)
     if ckpt is None:
+        if refused:
+            raise ResumeError(f"{run_dir}/{checkpoint}.pt cannot be used: " + "; ".join(str(e) for e in refused))
         raise FileNotFoundError(f"{run_dir}/{checkpoint}.pt not found: was the run trained?")
     recipe = recipe_from_dict(ckpt["recipe"])
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
