@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from ferlib.data.labels import LABEL_SETS
+from ferlib.labels import LABEL_SETS
 
 #: Where the README explains how to obtain every file.
 README_SECTION = 'data/README.md, section "Pretrained weights"'

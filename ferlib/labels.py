@@ -1,0 +1,102 @@
+"""Label sets without data: every dataset's native class order, the canonical order, synonyms and
+each paper's display order for figures (datasets.md §5). Pure Python, no ferlib imports: the
+weights registry, metrics and figures use it without loading the dataset readers
+(:mod:`ferlib.data.labels` re-exports all of it and adds the functions that relabel datasets).
+
+Canonical order = AffectNet's native codes: 0 neutral, 1 happy, 2 sad, 3 surprise, 4 fear,
+5 disgust, 6 anger, 7 contempt (the 7-class set is the prefix 0..6).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CANONICAL = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
+
+_SYNONYMS = {"happiness": "happy", "sadness": "sad", "angry": "anger", "surprised": "surprise",
+             "disgusted": "disgust", "fearful": "fear", "happily": "happy"}
+
+
+def canonical_name(name: str) -> str:
+    n = name.strip().lower()
+    return _SYNONYMS.get(n, n)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A dataset's native order: ``names[i]`` is the class with index ``i`` in that dataset's files."""
+
+    name: str
+    names: tuple
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def to_canonical(self) -> tuple:
+        """``to_canonical[native_index]`` = canonical index."""
+        return tuple(CANONICAL.index(canonical_name(n)) for n in self.names)
+
+    def map_to(self, other: "LabelSet") -> dict:
+        """native index here -> native index in ``other`` (classes missing there are left out)."""
+        theirs = [canonical_name(n) for n in other.names]
+        return {i: theirs.index(canonical_name(n)) for i, n in enumerate(self.names) if canonical_name(n) in theirs}
+
+    def index(self, name: str) -> int:
+        """Native index of a class name (synonyms such as ``happiness``/``happy`` accepted)."""
+        mine = [canonical_name(n) for n in self.names]
+        return mine.index(canonical_name(name))
+
+
+#: RAF-DB file labels 1..7 minus one (also EMO-Net's folders 0..6).
+RAFDB = ("surprise", "fear", "disgust", "happy", "sad", "anger", "neutral")
+#: AffectNet-8 alphabetical folder order (FERMam's 8-class ImageFolder; its checkpoint's indices).
+AFFECTNET8_ALPHA = ("anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+#: FERPlus vote-column order.
+FERPLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+#: FER2013 emotion codes 0..6.
+FER2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+#: EMO-Net's AffectNet-8 lists (val8.txt) and 8-class checkpoint: RAF-DB order + contempt (emonet.md §7).
+EMONET_AFFECTNET8 = RAFDB + ("contempt",)
+
+LABEL_SETS: dict[str, LabelSet] = {
+    ls.name: ls
+    for ls in (
+        LabelSet("rafdb", RAFDB),
+        LabelSet("affectnet", CANONICAL[:7]),
+        LabelSet("affectnet8", CANONICAL),
+        LabelSet("affectnet8_alpha", AFFECTNET8_ALPHA),
+        LabelSet("affectnet7_alpha", tuple(n for n in AFFECTNET8_ALPHA if n != "contempt")),
+        LabelSet("ferplus", FERPLUS),
+        LabelSet("ferplus_alpha", tuple(sorted(FERPLUS))),
+        LabelSet("fer2013", FER2013),
+        LabelSet("emonet_affectnet8", EMONET_AFFECTNET8),
+        LabelSet("canonical", CANONICAL),
+    )
+}
+
+#: Order in which each paper's code indexes (and its figures draw) each dataset's classes:
+#: ``PAPER_ORDERS[paper][dataset]`` = class names, index i = output i of that paper's checkpoints.
+#: Sources: datasets.md §5 table; entries marked [unverified] there follow the loader we ship.
+PAPER_ORDERS: dict[str, dict[str, tuple]] = {
+    "fermam": {"rafdb": RAFDB, "affectnet": CANONICAL[:7],
+               # 8 classes: the checkpoint indexes alphabetically; the authors' plot labels these
+               # indices in native order (a mislabelled figure), we label them correctly.
+               "affectnet8": AFFECTNET8_ALPHA, "ferplus": FERPLUS},
+    "mmfrm": {"rafdb": RAFDB},
+    "emonet": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": EMONET_AFFECTNET8},
+    "grefel": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": CANONICAL, "ferplus": FERPLUS,
+               "fer2013": FER2013},
+    "mfer": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": CANONICAL},
+}
+
+_DATASET_DEFAULT = {"rafdb": "rafdb", "affectnet": "affectnet", "affectnet8": "affectnet8", "ferplus": "ferplus",
+                    "fer2013": "fer2013", "synthetic": "rafdb"}
+
+
+def paper_order(paper: str, dataset: str) -> tuple:
+    """Class names in ``paper``'s order for ``dataset``; the dataset's native order when the paper has none."""
+    order = PAPER_ORDERS.get(paper, {}).get(dataset)
+    if order is not None:
+        return order
+    return LABEL_SETS[_DATASET_DEFAULT.get(dataset, dataset)].names
