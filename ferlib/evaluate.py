@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ferlib.errors import int_at_least
+
 
 class ClassMismatchError(ValueError):
     """The dataset's classes cannot be matched by name to the classes of a checkpoint's head."""
@@ -48,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="with --weights: the JSON file to write "
                                                "(default: results/released/<entry>_<dataset>.json)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="default: the recipe's")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--progress", default=None, action=argparse.BooleanOptionalAction)
     return p
 

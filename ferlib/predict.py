@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ferlib.data.imagefolder import IMG_EXTENSIONS
+from ferlib.errors import int_at_least
 
 #: How each training set's faces were cropped, hence how a photo's faces are cropped for its models.
 CROP_STYLES = {"rafdb": "aligned", "synthetic": "aligned", "affectnet": "box", "affectnet8": "box",
@@ -434,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for the annotated PNGs and the CSV "
                                                "(default: results/predictions)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--min-face-prob", type=float, default=0.9, help="detector score a face needs")
     p.add_argument("--no-progress", action="store_true")
     return p

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ferlib.data import DEFAULT_SPLITS, DatasetFormatError, load_dataset
+from ferlib.errors import int_at_least
 
 #: what each layout detector recognises, for :func:`check_layout`
 _DETECTORS = {"rafdb": "ferlib.data.rafdb", "affectnet": "ferlib.data.affectnet",
@@ -176,11 +177,11 @@ def main(argv=None) -> int:
     p.add_argument("dataset", help="rafdb, affectnet, affectnet8, ferplus, fer2013, imagefolder or synthetic")
     p.add_argument("--root", default=None, help="the dataset folder as distributed (see data/README.md)")
     p.add_argument("--split", action="append", help="split(s) to cache (default: all the dataset has)")
-    p.add_argument("--size", type=int, default=None, help="side of the stored images (default: first image's)")
+    p.add_argument("--size", type=int_at_least(8), default=None, help="side of the stored images (default: first image's)")
     p.add_argument("--align", action="store_true", help="align faces to the 5-point template (needs landmarks "
                                                         "or facenet-pytorch)")
     p.add_argument("--cache-dir", default=None, help="where caches live (default: data/cache)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int_at_least(0), default=None,
                    help="decode / align in this many processes (default: the spare cores, up to 8; 0 = here)")
     p.add_argument("--make-split", type=float, default=None, metavar="FRACTION",
                    help="imagefolder: first split ROOT/<class>/* into ROOT/train and ROOT/test (links), this "

@@ -23,6 +23,8 @@ import sys
 
 import yaml
 
+from ferlib.errors import int_at_least
+
 
 def parse_set(items) -> dict:
     """``["lr=1e-4", "model_kwargs.width=8"]`` → ``{"lr": 1e-4, "model_kwargs": {"width": 8}}``."""
@@ -47,20 +49,6 @@ def parse_set(items) -> dict:
     return out
 
 
-def _count(minimum: int):
-    """An argparse type: an int ≥ ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    parse.__name__ = f"integer ≥ {minimum}"
-    return parse
-
-
 def parse_pretrained(text: str):
     """``--pretrained``: card/true → the card's starting weights, false/none → random init, else an entry or file."""
     low = text.strip().lower()
@@ -82,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="imagefolder only: the card entry whose recipe to use (default rafdb)")
     p.add_argument("--data-root", default=None, help="the dataset's folder as distributed (default data/<dataset>)")
     p.add_argument("--recipe", default=None, help="paper card in ferlib/recipes (default: the one named like --model)")
-    p.add_argument("--epochs", type=_count(1), default=None, help="epochs (default: the recipe's)")
-    p.add_argument("--batch-size", type=_count(1), default=None, help="batch size per process (default: the recipe's)")
-    p.add_argument("--max-steps", type=_count(1), default=None,
+    p.add_argument("--epochs", type=int_at_least(1), default=None, help="epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="batch size per process (default: the recipe's)")
+    p.add_argument("--max-steps", type=int_at_least(1), default=None,
                    help="stop after this many optimiser steps and evaluate that many batches (a smoke run, recorded "
                         "as incomplete; default: none on real data, the card's CPU budget on synthetic)")
     p.add_argument("--dry-run", action="store_true",
@@ -100,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing usable to resume. --resume auto: resume when possible, else start afresh")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous run in --run-dir (without it, a fresh run into a used directory refuses)")
-    p.add_argument("--checkpoint-every-steps", type=_count(1), default=None,
+    p.add_argument("--checkpoint-every-steps", type=int_at_least(1), default=None,
                    help="also write last.pt every N optimiser steps (long AffectNet epochs, preemptible jobs)")
-    p.add_argument("--stop-after-steps", type=_count(1), default=None,
+    p.add_argument("--stop-after-steps", type=int_at_least(1), default=None,
                    help="write last.pt and exit after N optimiser steps, even mid-epoch (job time limits)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--val-fraction", type=float, default=None,
@@ -112,14 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
                    help="training precision (default: the card's, the authors' fp32); bf16 autocast is the fast "
                         "switch on a GPU (fp16 uses a GradScaler, CUDA only)")
-    p.add_argument("--threads", type=_count(1), default=None,
+    p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads (default: OMP_NUM_THREADS if set, else one per core; use 1 when other "
                         "jobs share a small machine)")
     p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
                    help="channels_last memory format (default: on for CUDA)")
-    p.add_argument("--accumulate", type=_count(1), default=1,
+    p.add_argument("--accumulate", type=int_at_least(1), default=1,
                    help="gradient accumulation micro-batches per update (effective batch = batch × K × processes)")
-    p.add_argument("--num-workers", type=_count(0), default=0, help="DataLoader worker processes")
+    p.add_argument("--num-workers", type=int_at_least(0), default=0, help="DataLoader worker processes")
     p.add_argument("--cache", nargs="?", const=True, default="auto",
                    help="read the uint8 tensor cache, built on first use (optional folder; default for real "
                         "datasets, unless the disk lacks room)")
