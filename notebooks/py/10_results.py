@@ -23,7 +23,7 @@
 # - per-class accuracy in each paper's class order;
 # - cross-dataset accuracy: a run's best model on another dataset's evaluation split, classes matched through the canonical label order (`ferlib.data.labels`), classes one side lacks dropped.
 #
-# A run marked `partial` stopped before its recipe's epochs (`max_steps`): its numbers are a smoke test, not a result.
+# A run cut short (`max_steps`, a stop, fewer epochs than its card: `complete: false` in its `summary.json`) has `status` `smoke`: its numbers are a smoke test, never averaged with complete runs nor compared with a paper's number (no gap is computed). Each row states its training precision.
 
 # %% tags=["parameters"]
 from typing import Optional
