@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(if $(VIRTUAL_ENV),python,$(VENV)/bin/python)
 STAMP := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(VENV))/.ferlib-installed
 
-.PHONY: install demo test test-fast notebooks figures bench lab test-browser clean
+.PHONY: install demo test test-fast notebooks figures bench gpu-check lab test-browser clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(VIRTUAL_ENV)" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
@@ -33,6 +33,12 @@ figures: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+# One prepared run proving the GPU path (benchmarks/gpu_check.py): < 8 minutes on a CUDA machine, no network,
+# no install step (a lent machine's own python3 when there is no venv); without CUDA it runs the CPU smoke (--tiny).
+GPU_PY := $(if $(or $(VIRTUAL_ENV),$(wildcard $(VENV)/bin/python)),$(PY),python3)
+gpu-check:
+	PYTHONPATH=. $(GPU_PY) benchmarks/gpu_check.py --out results/bench/
 
 # JupyterLab on the project's kernel (python3 from the venv), notebooks/ as root. LAB_IP=0.0.0.0 to reach it
 # from another machine (an SSH tunnel to 127.0.0.1 is safer); the token is printed with the URL.

@@ -61,6 +61,7 @@ STEPS = ("environment", "throughput", "data_pipeline", "selective_scan", "correc
 WEIGHTS = {"environment": 0.02, "throughput": 0.38, "data_pipeline": 0.08, "selective_scan": 0.12,
            "correctness": 0.40}
 VARIANTS = ("authors_fp32", "engine_fp32", "engine_bf16", "engine_bf16_compile")
+EAGER = VARIANTS[:3]
 TARGETS = {"engine_vs_authors_same_precision": 1.5, "bf16_compile_vs_authors": 2.5, "torch_scan_vs_mamba_max": 3.0}
 
 #: --tiny: toy sizes per paper (recipe overrides). FERMam, GReFEL and MMFRM have no width option: full
@@ -82,12 +83,11 @@ TINY_SKIP_REASON = "skipped: --tiny compiles one small model only (tracing a ful
 class Plan:
     """Sizes of one run (GPU defaults; :func:`tiny_plan` for the CPU smoke run)."""
 
-    n_train: int = 1600
-    n_test: int = 400
-    warmup: int = 3
-    steps: int = 10
+    n_train: int = 1024
+    n_test: int = 256
+    warmup: int = 2
+    steps: int = 8
     max_batch: int = 256
-    tiny_batch: int | None = None
     workers: int = 8
     data_size: int = 112
     data_batch: int = 64
@@ -97,17 +97,17 @@ class Plan:
     scan_iters: int = 5
     train_batch: int = 32
     eval_batch: int = 128
-    train_steps: int = 30
+    train_steps: int = 20
     compile_papers: tuple = PAPERS
     compile_backend: str = "inductor"
-    priors: dict = field(default_factory=lambda: {"variant": 20.0, "compile": 90.0, "data": 20.0, "scan": 30.0,
-                                                  "train": 25.0, "generate": 25.0})
+    priors: dict = field(default_factory=lambda: {"variant": 10.0, "compile": 60.0, "data": 10.0, "scan": 10.0,
+                                                  "train": 12.0, "generate": 20.0})
 
 
 def tiny_plan(workers: int) -> Plan:
     """The CPU smoke run: toy sizes, one timed step, and ``torch.compile`` with the ``aot_eager`` backend
     (Dynamo + AOTAutograd tracing, no code generation: inductor takes minutes per model on CPU)."""
-    return Plan(n_train=48, n_test=24, warmup=0, steps=1, max_batch=2, tiny_batch=2, workers=min(workers, 1),
+    return Plan(n_train=48, n_test=24, warmup=0, steps=1, max_batch=2, workers=min(workers, 1),
                 data_size=32, data_batch=8, scan_batch=1, scan_d_inner=16, scan_length=16, scan_iters=2,
                 train_batch=2, train_steps=2, eval_batch=32, compile_papers=TINY_COMPILE, compile_backend="aot_eager",
                 priors={"variant": 4.0, "compile": 15.0, "data": 3.0, "scan": 3.0, "train": 6.0, "generate": 3.0})
@@ -315,40 +315,47 @@ def ratios(variants: dict) -> dict:
     return out
 
 
+def run_variant(ctx, paper: str, variant: str, recipe, files, cached, row: dict) -> None:
+    """Measure one variant into ``row["variants"]`` unless the budget says no; out-of-memory propagates."""
+    reason = ctx.budget.skip(variant_estimate(ctx, variant, row["variants"]))
+    if reason:
+        row["variants"][variant] = reason
+        log(ctx.budget, f"throughput {paper} {variant}: {reason}")
+        return
+    try:
+        r = measure_variant(ctx, variant, recipe, files, cached, row["batch"])
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - one variant's failure is recorded, the others run
+        r = error_text(e)
+        ctx.failures.append(f"throughput {paper} {variant}: {r}")
+    row["variants"][variant] = r
+    msg = r if isinstance(r, str) else (f"{r['img_s']} img/s, peak {r['peak_memory_mb']} MB"
+                                        + (f", compile {r['compile_s']} s" if "compile_s" in r else ""))
+    log(ctx.budget, f"throughput {paper} {variant} (batch {row['batch']}): {msg}")
+    row["ratios"] = ratios(row["variants"])
+    ctx.report.save()
+
+
+def throughput_data(ctx, recipe):
+    """(image files for the authors' loader, the uint8 cache at the card's stored size)."""
+    return dataset(ctx), dataset(ctx, size=recipe.stored_size or recipe.input_size)
+
+
 def throughput_paper(ctx, paper: str) -> dict:
+    """Variants (a)-(c) of ``paper``; the batch is halved until they fit in memory."""
     recipe = throughput_recipe(ctx, paper)
-    batch = min(recipe.batch_size, ctx.plan.tiny_batch or ctx.plan.max_batch)
+    batch = min(recipe.batch_size, ctx.plan.max_batch)
     row = {"input_size": recipe.input_size, "stored_size": recipe.stored_size, "card_batch": recipe.batch_size,
            "sam": recipe.sam, "optimizer": recipe.optimizer, "loss": recipe.loss,
            "engine_transforms": list(recipe.train_transforms), "authors_transforms": ["resize", "hflip"]}
-    files = dataset(ctx)
-    cached = dataset(ctx, size=recipe.stored_size or recipe.input_size)
+    files, cached = throughput_data(ctx, recipe)
     while True:
         row["batch"], row["variants"] = batch, {}
         try:
-            for variant in VARIANTS:
-                if variant.endswith("compile") and paper not in ctx.plan.compile_papers:
-                    row["variants"][variant] = TINY_SKIP_REASON
-                    continue
-                reason = ctx.budget.skip(variant_estimate(ctx, variant, row["variants"]))
-                if reason:
-                    row["variants"][variant] = reason
-                    log(ctx.budget, f"throughput {paper} {variant}: {reason}")
-                    continue
-                try:
-                    r = measure_variant(ctx, variant, recipe, files, cached, batch)
-                except torch.cuda.OutOfMemoryError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - one variant's failure is recorded, the others run
-                    r = error_text(e)
-                    ctx.failures.append(f"throughput {paper} {variant}: {r}")
-                row["variants"][variant] = r
-                msg = r if isinstance(r, str) else (f"{r['img_s']} img/s, peak {r['peak_memory_mb']} MB"
-                                                    + (f", compile {r['compile_s']} s" if "compile_s" in r else ""))
-                log(ctx.budget, f"throughput {paper} {variant} (batch {batch}): {msg}")
-                row["ratios"] = ratios(row["variants"])
-                ctx.report.save()
-            break
+            for variant in EAGER:
+                run_variant(ctx, paper, variant, recipe, files, cached, row)
+            return row
         except torch.cuda.OutOfMemoryError:
             free_memory(ctx.device)
             if batch <= 1:
@@ -356,23 +363,52 @@ def throughput_paper(ctx, paper: str) -> dict:
             row.setdefault("batch_reduced_from", []).append(batch)
             batch //= 2
             log(ctx.budget, f"throughput {paper}: out of memory, batch halved to {batch}")
-    row["ratios"] = ratios(row["variants"])
-    return row
+
+
+def compile_pass(ctx, rows: dict) -> None:
+    """Variant (d) after (a)-(c) of every paper, the quickest bf16 models first: compiling takes a minute or
+    more per model, so a short budget compiles what it can and every paper has its eager numbers."""
+    def bf16_step(paper):
+        r = rows[paper]["variants"].get("engine_bf16") if isinstance(rows.get(paper), dict) else None
+        return r["median_step_s"] if isinstance(r, dict) else math.inf
+
+    for paper in sorted(ctx.papers, key=bf16_step):
+        row = rows.get(paper)
+        if not isinstance(row, dict):
+            continue
+        if paper not in ctx.plan.compile_papers:
+            row["variants"]["engine_bf16_compile"] = TINY_SKIP_REASON
+            continue
+        try:
+            recipe = throughput_recipe(ctx, paper)
+            run_variant(ctx, paper, "engine_bf16_compile", recipe, *throughput_data(ctx, recipe), row)
+        except torch.cuda.OutOfMemoryError as e:
+            row["variants"]["engine_bf16_compile"] = error_text(e)
+            ctx.failures.append(f"throughput {paper} engine_bf16_compile: out of memory")
+            free_memory(ctx.device)
 
 
 def step_throughput(ctx) -> dict:
     out = {"papers": {}, "warmup": ctx.plan.warmup, "steps": ctx.plan.steps, "workers": ctx.plan.workers,
            "compile_backend": ctx.plan.compile_backend,
            "note": "images/s = batch / median step time, data loading included; variants run one after the other, "
-                   "each building the same model from seed 0"}
-    ctx.report.step("throughput").update(out)
+                   "each building the same model from seed 0; (d) after (a)-(c) of every paper"}
+    per_paper(ctx, "throughput", out, throughput_paper)
+    compile_pass(ctx, out["papers"])
+    return out
+
+
+def per_paper(ctx, step: str, out: dict, measure) -> dict:
+    """``out["papers"][paper] = measure(ctx, paper)`` for each paper, saving the report after each; a
+    paper that raises is recorded and the next one runs."""
+    ctx.report.step(step).update(out)
     for paper in ctx.papers:
         try:
-            out["papers"][paper] = throughput_paper(ctx, paper)
+            out["papers"][paper] = measure(ctx, paper)
         except Exception as e:  # noqa: BLE001
             out["papers"][paper] = error_text(e)
-            ctx.failures.append(f"throughput {paper}: {out['papers'][paper]}")
-        ctx.report.step("throughput").update(out)
+            ctx.failures.append(f"{step} {paper}: {out['papers'][paper]}")
+        ctx.report.step(step).update(out)
         ctx.report.save()
     return out
 
@@ -426,7 +462,7 @@ def step_selective_scan(ctx) -> dict:
                                         else "skipped: mamba_ssm's kernel runs on CUDA only")
     ref = None
     for name, fn in fns.items():
-        est = ctx.plan.priors["scan"] if name in ("reference", "torch_compiled") else ctx.plan.priors["scan"] / 4
+        est = ctx.plan.priors["scan"] + (ctx.plan.priors["compile"] / 2 if name == "torch_compiled" else 0.0)
         reason = ctx.budget.skip(est)
         if reason:
             out["backends"][name] = reason
@@ -627,16 +663,7 @@ def correctness_ok(ctx, row: dict) -> bool | None:
 def step_correctness(ctx) -> dict:
     out = {"papers": {}, "train_steps": ctx.plan.train_steps, "batch": ctx.plan.train_batch,
            "note": "synthetic card of each paper; bf16 and the resume pair in deterministic mode"}
-    ctx.report.step("correctness").update(out)
-    for paper in ctx.papers:
-        try:
-            out["papers"][paper] = correctness_paper(ctx, paper)
-        except Exception as e:  # noqa: BLE001
-            out["papers"][paper] = error_text(e)
-            ctx.failures.append(f"correctness {paper}: {out['papers'][paper]}")
-        ctx.report.step("correctness").update(out)
-        ctx.report.save()
-    return out
+    return per_paper(ctx, "correctness", out, correctness_paper)
 
 
 # -------------------------------------------------------------------------------------------------- report
@@ -776,7 +803,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/bench", help="folder for gpu_check.json / gpu_check.md")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda, cuda:N or cpu")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present, else the --tiny CPU smoke run), cuda, cuda:N or cpu")
     p.add_argument("--tiny", action="store_true", help="toy sizes and a couple of steps (the CPU smoke run)")
     p.add_argument("--budget-s", type=float, default=420.0, help="seconds for the whole run (default 420)")
     p.add_argument("--papers", default=",".join(PAPERS), help="comma-separated subset of " + ",".join(PAPERS))
@@ -797,11 +825,14 @@ def main(argv=None) -> int:
 
     threads = configure_threads(a.threads)
     device = resolve_device(a.device)
+    if a.device == "auto" and device.type == "cpu" and not a.tiny:
+        print("gpu_check: no CUDA device: running the CPU smoke version (--tiny); its numbers measure no GPU",
+              flush=True)
+        a.tiny = True
     workers = a.workers if a.workers is not None else min(8, os.cpu_count() or 1)
     plan = tiny_plan(workers) if a.tiny else Plan(workers=workers)
     if a.max_batch:
         plan.max_batch = a.max_batch
-        plan.tiny_batch = min(plan.tiny_batch, a.max_batch) if plan.tiny_batch else None
     if a.steps:
         plan.steps = a.steps
     papers = tuple(x.strip() for x in a.papers.split(",") if x.strip())
