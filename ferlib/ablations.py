@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ferlib.metrics import format_mean_std
+
 #: Metrics gathered per run, in (summary section, key) form → column name.
 RUN_METRICS = {
     "accuracy_last": ("last", "accuracy"),
@@ -328,14 +330,16 @@ def is_complete(run_dir, epochs: int, max_steps: int | None = None) -> bool:
 
 def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_root=None, epochs: int | None = None,
               max_steps: int | None = None, val_fraction: float | None = None, dataset_kwargs: dict | None = None,
-              progress: bool = False) -> tuple[Path, str]:
-    """Train one grid entry unless already complete; returns (run dir, ``"skipped"``/``"ran"``/``"resumed"``)."""
+              progress: bool = False, run_dir=None) -> tuple[Path, str]:
+    """Train one grid entry unless already complete; returns (run dir, ``"skipped"``/``"ran"``/``"resumed"``).
+
+    ``run_dir``: where to train (default :func:`entry_run_dir` under ``runs_dir``)."""
     from ferlib.engine import train
     from ferlib.paths import results_dir
     from ferlib.recipes import load_recipe
 
     runs_dir = Path(runs_dir) if runs_dir else results_dir() / "runs"
-    run_dir = entry_run_dir(entry, dataset, runs_dir)
+    run_dir = Path(run_dir) if run_dir else entry_run_dir(entry, dataset, runs_dir)
     overrides = dict(entry.overrides)
     if dataset_kwargs is not None:
         overrides["dataset_kwargs"] = dict(dataset_kwargs)
@@ -379,14 +383,6 @@ def aggregate(runs: pd.DataFrame, keys=("sweep", "paper", "variant"), metrics=No
         out[f"{m}_std"] = g[m].std(ddof=1)
         out[m] = [format_mean_std(a, b) for a, b in zip(out[f"{m}_mean"], out[f"{m}_std"])]
     return out.reset_index()
-
-
-def format_mean_std(mean: float, std: float, digits: int = 4) -> str:
-    if mean is None or not np.isfinite(mean):
-        return "–"
-    if std is None or not np.isfinite(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def plot_sweep(runs: pd.DataFrame, sweep: Sweep | str, dataset: str = "", ax=None):
@@ -479,3 +475,39 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
             files += save_figure(fig, figures_dir / f"{stem}.png")
             plt.close(fig)
     return AblationResult(runs, table, skipped, files)
+
+
+# ---------------------------------------------------------------------------------------------
+# The minimal runs notebook 09 draws when there is nothing to draw
+# ---------------------------------------------------------------------------------------------
+
+#: Papers whose figure runs are a preset sweep rather than the card alone: MFER's README compares
+#: t-SNE plots without feature loss, with LGM and with DSF.
+FIGURE_SWEEPS = {"mfer": "mfer_feature_loss"}
+
+
+def minimal_runs(runs_dir=None, dataset: str = "synthetic", max_steps: int | None = 2, papers=("baseline", "mfer"),
+                 dataset_kwargs: dict | None = None, epochs: int = 1) -> list[Path]:
+    """When ``runs_dir`` holds no run, train what notebook 09 needs to draw every kind of figure: each
+    paper's card run, or the variants of its :data:`FIGURE_SWEEPS` sweep, ``epochs`` epochs bounded by
+    ``max_steps``, in ``<runs_dir>/minimal/<paper>_<dataset>_<variant>`` (through :func:`run_entry`, so
+    an interrupted set resumes). Returns the run directories (those found when there were some)."""
+    from ferlib.paths import results_dir
+    from ferlib.results import find_runs
+
+    runs_dir = Path(runs_dir) if runs_dir else results_dir() / "runs"
+    existing = find_runs(runs_dir)
+    if existing:
+        return existing
+    sweeps = [PRESETS[FIGURE_SWEEPS[p]] if p in FIGURE_SWEEPS else Sweep("card", p, (Variant("card", {}),))
+              for p in papers]
+    entries, skipped = expand(sweeps, dataset)
+    for note in skipped:
+        print(f"skipped {note}", flush=True)
+    out = []
+    for e in entries:
+        print(f"training {e.paper} / {e.variant} on {dataset} (max_steps={max_steps})", flush=True)
+        run_dir = runs_dir / "minimal" / f"{_slug(e.paper)}_{_slug(dataset)}_{_slug(e.variant)}"
+        out.append(run_entry(e, dataset, runs_dir, epochs=epochs, max_steps=max_steps, dataset_kwargs=dataset_kwargs,
+                             run_dir=run_dir)[0])
+    return out

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ferlib.ablations import format_mean_std
+from ferlib.metrics import cross_dataset_accuracy, format_mean_std, per_class_accuracy
 
 ACCURACY_COLUMNS = ("accuracy_last", "accuracy_test_selected", "accuracy_val_selected")
 #: Recipe fields that do not change what is trained (provenance) or have their own column.
@@ -295,22 +295,9 @@ def complexity_table(papers=None, dataset: str = "rafdb", input_size: int | None
 # Per-class accuracy
 # ---------------------------------------------------------------------------------------------
 
-def per_class_accuracy(logits, targets, classes) -> pd.DataFrame:
-    """Accuracy and support per class (rows in ``classes`` order)."""
-    from ferlib.engine.metrics import hard_targets
-
-    y = hard_targets(np.asarray(targets))
-    pred = np.asarray(logits).argmax(1)
-    rows = []
-    for i, c in enumerate(classes):
-        m = y == i
-        rows.append({"class": str(c), "n": int(m.sum()), "accuracy": float((pred[m] == i).mean()) if m.any() else np.nan})
-    return pd.DataFrame(rows)
-
-
 def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
     """Per-class accuracy of each run's best model (``predictions.npz``), in the paper's class order."""
-    from ferlib.data.labels import canonical_name, paper_order
+    from ferlib.labels import canonical_name, paper_order
     from ferlib.viz.io import load_predictions
 
     frames = []
@@ -344,45 +331,6 @@ def one_run_per_paper(runs: pd.DataFrame, dataset: str | None = None) -> list[st
 # ---------------------------------------------------------------------------------------------
 # Cross-dataset evaluation through the canonical label order
 # ---------------------------------------------------------------------------------------------
-
-def class_mapping(source_classes, target_classes) -> dict:
-    """source index → target index for the classes both name (synonyms via the canonical order)."""
-    from ferlib.data.labels import LabelSet
-
-    return LabelSet("source", tuple(map(str, source_classes))).map_to(LabelSet("target", tuple(map(str, target_classes))))
-
-
-def cross_dataset_accuracy(logits, targets, source_classes, target_classes) -> dict:
-    """Accuracy of a model trained on ``source_classes`` on samples labelled in ``target_classes``.
-
-    Target samples of a class the source lacks are dropped; the source's outputs for classes the
-    target lacks are dropped before the argmax (the model chooses among the shared classes only).
-    ``logits`` [N, len(source_classes)]; ``targets`` [N] target indices (or [N, C_target] soft).
-    Returns accuracy, mean class accuracy, n (kept), n_dropped and the shared/dropped class names.
-    """
-    from ferlib.engine.metrics import hard_targets
-
-    logits = np.asarray(logits)
-    y = hard_targets(np.asarray(targets))
-    mapping = class_mapping(source_classes, target_classes)       # source → target
-    if not mapping:
-        raise ValueError(f"no class in common between {list(source_classes)} and {list(target_classes)}")
-    src_idx = np.array(sorted(mapping))
-    tgt_of = np.array([mapping[i] for i in src_idx])
-    keep = np.isin(y, tgt_of)
-    pred = tgt_of[logits[keep][:, src_idx].argmax(1)] if keep.any() else np.zeros(0, dtype=int)
-    yk = y[keep]
-    per_class = {str(target_classes[t]): float((pred[yk == t] == t).mean()) for t in tgt_of if (yk == t).any()}
-    return {
-        "accuracy": float((pred == yk).mean()) if keep.any() else float("nan"),
-        "mean_class_accuracy": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
-        "n": int(keep.sum()), "n_dropped": int((~keep).sum()),
-        "shared_classes": [str(target_classes[t]) for t in sorted(tgt_of)],
-        "dropped_target_classes": [str(c) for i, c in enumerate(target_classes) if i not in set(tgt_of)],
-        "dropped_source_classes": [str(c) for i, c in enumerate(source_classes) if i not in mapping],
-        "per_class_accuracy": per_class,
-    }
-
 
 def load_eval_split(dataset: str, data_root=None, split: str | None = None, **dataset_kwargs):
     """The split ``dataset``'s papers report on (RAF-DB test, AffectNet val, ...), read by its reader."""

@@ -9,7 +9,7 @@ import torch
 import yaml
 from torch import nn
 
-from ferlib import results
+from ferlib import metrics, results
 from ferlib.data.labels import FER2013, RAFDB
 from ferlib.recipes import load_recipe
 
@@ -141,10 +141,10 @@ def test_smoke_runs_are_never_compared_as_reproductions_and_precisions_stay_apar
 
 def test_cross_dataset_mapping_hand_made():
     # RAF-DB order -> FER2013 order: same seven classes, different indices
-    m = results.class_mapping(RAFDB, FER2013)
+    m = metrics.class_mapping(RAFDB, FER2013)
     assert m == {0: 5, 1: 2, 2: 1, 3: 3, 4: 4, 5: 0, 6: 6}
     # synonyms go through the canonical names
-    assert results.class_mapping(["Happiness", "Anger"], ["angry", "happy"]) == {0: 1, 1: 0}
+    assert metrics.class_mapping(["Happiness", "Anger"], ["angry", "happy"]) == {0: 1, 1: 0}
 
 
 def test_cross_dataset_accuracy_drops_missing_classes():
@@ -157,7 +157,7 @@ def test_cross_dataset_accuracy_drops_missing_classes():
         [5.0, 0.0, 0.0],    # truth neutral: dropped (the model has no neutral)
     ])
     targets = np.array([0, 2, 2, 1])
-    res = results.cross_dataset_accuracy(logits, targets, src, tgt)
+    res = metrics.cross_dataset_accuracy(logits, targets, src, tgt)
     assert res["n"] == 3 and res["n_dropped"] == 1
     assert res["accuracy"] == pytest.approx(2 / 3)
     assert res["per_class_accuracy"] == {"sad": 1.0, "happy": 0.5}
@@ -165,11 +165,11 @@ def test_cross_dataset_accuracy_drops_missing_classes():
     assert res["dropped_target_classes"] == ["neutral"]
     assert res["dropped_source_classes"] == ["contempt"]
     with pytest.raises(ValueError, match="no class in common"):
-        results.cross_dataset_accuracy(logits[:, :1], targets, ["contempt"], tgt)
+        metrics.cross_dataset_accuracy(logits[:, :1], targets, ["contempt"], tgt)
 
 
 def test_cross_dataset_soft_targets():
-    res = results.cross_dataset_accuracy(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.2, 0.8], [0.9, 0.1]]),
+    res = metrics.cross_dataset_accuracy(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.2, 0.8], [0.9, 0.1]]),
                                          ["sad", "happy"], ["happiness", "sadness"])
     assert res["accuracy"] == 1.0 and res["n"] == 2
 

@@ -6,7 +6,7 @@ import numpy as np
 import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
-from ferlib.engine.metrics import hard_targets
+from ferlib.metrics import hard_targets
 
 from .io import load_predictions, save_figure
 

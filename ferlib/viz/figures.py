@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ferlib.engine.metrics import hard_targets
+from ferlib.metrics import hard_targets
 
 from .confusion import plot_confusion
 from .curves import plot_curves
@@ -49,8 +49,8 @@ def _stem(kind: str, info: dict) -> str:
 
 def class_order(paper: str, dataset: str, classes) -> list[int]:
     """Indices of ``classes`` (a run's class names) in ``paper``'s order for ``dataset``
-    (``ferlib.data.labels.paper_order``); classes the order does not name follow at the end."""
-    from ferlib.data.labels import canonical_name, paper_order
+    (``ferlib.labels.paper_order``); classes the order does not name follow at the end."""
+    from ferlib.labels import canonical_name, paper_order
 
     mine = [canonical_name(str(c)) for c in classes]
     order = [mine.index(canonical_name(n)) for n in paper_order(paper, dataset) if canonical_name(n) in mine]
@@ -138,35 +138,6 @@ def per_class_bars(run_dirs: dict, path, title: str | None = None):
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig, save_figure(fig, path)
-
-
-def ensure_minimal_runs(runs_dir=None, dataset: str = "synthetic", max_steps: int | None = 2,
-                        papers=("baseline", "mfer"), dataset_kwargs: dict | None = None, epochs: int = 1) -> list[Path]:
-    """When ``runs_dir`` holds no run, train the few notebook 09 needs: each paper's card run and,
-    for MFER, one per feature loss (none / LGM / DSF), ``epochs`` epochs bounded by ``max_steps``.
-    Returns the run directories (those found when there were some)."""
-    from ferlib.engine import train
-    from ferlib.paths import results_dir
-    from ferlib.results import find_runs
-
-    runs_dir = Path(runs_dir) if runs_dir else results_dir() / "runs"
-    existing = find_runs(runs_dir)
-    if existing:
-        return existing
-    extra = {"dataset_kwargs": dict(dataset_kwargs)} if dataset_kwargs is not None else {}
-    out = []
-    for paper in papers:
-        variants = {"card": {}}
-        if paper == "mfer":
-            variants = {f"feature_loss_{k or 'none'}": {"loss_kwargs": {"feature_loss": k}} for k in MFER_PANELS}
-        for name, overrides in variants.items():
-            print(f"training {paper} / {name} on {dataset} (max_steps={max_steps})", flush=True)
-            res = train(paper, dataset, run_dir=runs_dir / "minimal" / f"{paper}_{dataset}_{name}", epochs=epochs,
-                        max_steps=max_steps, progress=False, **extra, **overrides)
-            out.append(res.run_dir)
-    return out
-
-
 
 
 def make_figures(runs_dir=None, out_dir=None, tsne: bool = True, curves: bool = True, confusion: bool = True,

@@ -25,7 +25,7 @@ def report_run(run, order=None, tsne: bool = False, tsne_title: str | None = Non
     from . import plot_confusion, plot_curves, plot_tsne
 
     if order is None and run.recipe.dataset != "imagefolder":
-        from ferlib.data.labels import paper_order
+        from ferlib.labels import paper_order
 
         order = paper_order(run.recipe.paper, run.recipe.dataset)
     plot_curves(run.run_dir)

@@ -9,7 +9,7 @@ from .io import save_figure
 
 def plot_samples(dataset, per_class: int = 6, seed: int = 0, save_to=None):
     """A grid with one row per class and ``per_class`` random images of it (uint8 items of the dataset)."""
-    from ferlib.engine.metrics import hard_targets
+    from ferlib.metrics import hard_targets
 
     y = hard_targets(np.array([np.asarray(t) for t in dataset.targets]))
     rng = np.random.default_rng(seed)

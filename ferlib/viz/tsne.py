@@ -7,7 +7,7 @@ import seaborn as sns
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from ferlib.engine.metrics import hard_targets
+from ferlib.metrics import hard_targets
 
 from .io import load_predictions, save_figure
 

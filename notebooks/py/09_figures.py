@@ -38,12 +38,13 @@ max_points: int = 2000  # t-SNE points per panel
 # %%
 from IPython.display import Image, display
 
+from ferlib.ablations import minimal_runs
 from ferlib.paths import results_dir
 from ferlib.results import runs_table
-from ferlib.viz.figures import ensure_minimal_runs, make_figures
+from ferlib.viz.figures import make_figures
 
 runs_dir = runs_dir or str(results_dir() / "runs")
-ensure_minimal_runs(runs_dir, dataset=dataset, max_steps=max_steps, papers=minimal_papers, dataset_kwargs=dataset_kwargs)
+minimal_runs(runs_dir, dataset=dataset, max_steps=max_steps, papers=minimal_papers, dataset_kwargs=dataset_kwargs)
 runs = runs_table(runs_dir)
 runs[["run", "paper", "dataset", "variant", "seed", "epochs_run", "selected_on", "accuracy_test_selected", "accuracy_val_selected"]]
 
