@@ -44,6 +44,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -443,6 +444,11 @@ def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
 
 
 def step_selective_scan(ctx) -> dict:
+    with exact_fp32():  # TF32 (left on by the engine's throughput variants) would blur the comparison
+        return scan_backends(ctx)
+
+
+def scan_backends(ctx) -> dict:
     from ferlib.ops import cuda_backend_available, selective_scan
 
     p = ctx.plan
@@ -513,14 +519,22 @@ def train_run(ctx, paper: str, run_dir: Path, precision: str, max_steps: int, st
         fit_options["stop_after_steps"] = stop_after_steps
     # the synthetic cards are already narrow for MFER; the others shrink their input
     overrides = TINY_RECIPE[paper] if ctx.tiny and paper != "mfer" else {}
-    with open(ctx.report.out / "gpu_check_train.log", "a") as f, contextlib.redirect_stdout(f):
+    with open(ctx.report.out / "gpu_check_train.log", "a") as f, contextlib.redirect_stdout(f), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         print(f"== {paper} {run_dir.name}: precision {precision}, max_steps {max_steps}, stop_after_steps "
               f"{stop_after_steps}, resume {resume}", flush=True)
-        return train(paper, "synthetic", data_root=ctx.data_root, run_dir=run_dir, device=str(ctx.device),
-                 batch_size=ctx.plan.train_batch, epochs=1, max_steps=max_steps, seed=0, resume=resume,
-                     progress=False, fit_options=fit_options, cache=ctx.work / "cache",
-                     dataset_kwargs={"n_train": ctx.plan.n_train, "n_test": ctx.plan.n_test, "progress": False},
-                     **overrides)
+        run = train(paper, "synthetic", data_root=None, run_dir=run_dir, device=str(ctx.device),
+                    batch_size=ctx.plan.train_batch, epochs=1, max_steps=max_steps, seed=0, resume=resume,
+                    progress=False, fit_options=fit_options, cache=ctx.work / "cache",
+                    dataset_kwargs={"n_train": ctx.plan.n_train, "n_test": ctx.plan.n_test, "progress": False},
+                    **overrides)
+        for w in caught:
+            print(f"warning: {w.category.__name__}: {w.message}", flush=True)
+    # what deterministic mode could not make deterministic (torch warns, warn_only=True)
+    ctx.nondeterministic.update(str(w.message).splitlines()[0][:200] for w in caught
+                                if "deterministic" in str(w.message))
+    return run
 
 
 def run_checks(run) -> dict:
@@ -663,7 +677,9 @@ def correctness_ok(ctx, row: dict) -> bool | None:
 def step_correctness(ctx) -> dict:
     out = {"papers": {}, "train_steps": ctx.plan.train_steps, "batch": ctx.plan.train_batch,
            "note": "synthetic card of each paper; bf16 and the resume pair in deterministic mode"}
-    return per_paper(ctx, "correctness", out, correctness_paper)
+    per_paper(ctx, "correctness", out, correctness_paper)
+    out["nondeterministic_op_warnings"] = sorted(ctx.nondeterministic)
+    return out
 
 
 # -------------------------------------------------------------------------------------------------- report
@@ -694,6 +710,9 @@ def markdown(data: dict) -> str:
              f"{' (finished)' if meta.get('finished') else ' (running or cut off)'}; tiny: {meta.get('tiny')}", ""]
     tp = steps["throughput"]
     lines += ["## Training throughput (images/s; peak MB)", "",
+              f"{tp.get('warmup', '–')} warm-up + {tp.get('steps', '–')} timed steps per variant, "
+              f"{tp.get('workers', '–')} DataLoader workers, torch.compile backend {tp.get('compile_backend', '–')}.",
+              "",
               "| paper | batch | (a) authors fp32 | (b) engine fp32+TF32 | (c) engine bf16 | (d) bf16+compile "
               "| compile s | (b)/(a) | (d)/(a) |", "|---|---|---|---|---|---|---|---|---|"]
     for paper, row in (tp.get("papers") or {}).items():
@@ -750,6 +769,8 @@ def markdown(data: dict) -> str:
         ev = (f"{ev['equal_within_fp32_tolerance']} (max diff {ev['max_abs_logit_diff']:.1e})"
               if isinstance(ev, dict) else ev)
         lines.append(f"| {paper} | {'; '.join(runs)} | {res} | {ev} | {row.get('ok')} |")
+    if co.get("nondeterministic_op_warnings"):
+        lines += ["", "Deterministic mode warned about: " + "; ".join(co["nondeterministic_op_warnings"])]
     tg = data.get("targets")
     if tg:
         lines += ["", "## Targets", ""] + [f"- {k}: {v}" for k, v in tg.items()]
@@ -793,6 +814,7 @@ class Context:
     report: Report
     budget: Budget
     failures: list = field(default_factory=list)
+    nondeterministic: set = field(default_factory=set)
 
 
 RUNNERS = {"environment": step_environment, "throughput": step_throughput, "data_pipeline": step_data_pipeline,
@@ -821,6 +843,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    # cuBLAS reads this when it starts, long before the deterministic runs of the correctness step ask for it
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     from ferlib.engine.env import configure_threads, resolve_device
 
     threads = configure_threads(a.threads)
@@ -846,9 +870,11 @@ def main(argv=None) -> int:
     report = Report(Path(a.out), meta)
     (report.out / "gpu_check_train.log").write_text("")
     tmp = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="ferlib_gpu_check_"))
+    # ferlib's data folder for this run: the synthetic set (``$FERLIB_DATA/synthetic``, which train() reads
+    # when data_root is None) and every cache go there, nothing into the checkout's data/
+    old_data = os.environ.get("FERLIB_DATA")
+    os.environ["FERLIB_DATA"] = str(tmp)
     ctx = Context(device, a.tiny, plan, papers, tmp, tmp / "synthetic", report, budget)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
     try:
         for name in STEPS:
             budget.start_step(name)
@@ -885,6 +911,10 @@ def main(argv=None) -> int:
         report.save()
         if not a.work_dir:
             shutil.rmtree(tmp, ignore_errors=True)
+        if old_data is None:
+            os.environ.pop("FERLIB_DATA", None)
+        else:
+            os.environ["FERLIB_DATA"] = old_data
     log(budget, f"wrote {report.out / 'gpu_check.json'} and gpu_check.md; "
                 f"{len(ctx.failures)} failure(s)" + (": " + "; ".join(ctx.failures) if ctx.failures else ""))
     return 1 if ctx.failures else 0

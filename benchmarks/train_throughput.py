@@ -119,8 +119,9 @@ def authors_pipeline(recipe, files, batch, device, workers, setup=None):
 
     model, loss, params = model_and_loss(recipe, device)
     opt = build_optimizer(params, recipe.replace(optimizer_kwargs={"foreach": None}))
+    # persistent workers: a small benchmark set would restart them every few steps, a real epoch rarely
     loader = DataLoader(PILFolder(files.samples, files.targets, recipe.input_size), batch_size=batch, shuffle=True,
-                        num_workers=workers, drop_last=True)
+                        num_workers=workers, drop_last=True, persistent_workers=workers > 0)
 
     def prepare(x, y):
         return x.to(device), y.to(device)
@@ -157,7 +158,7 @@ def ferlib_pipeline(recipe, cached, batch, device, workers, channels_last, preci
         net = model
     tf = build_batch_transform(recipe, train=True).to(device)
     sampler = EpochSampler(len(cached), seed=0)
-    loader = make_loader(cached, batch, sampler, workers, pin_memory=device.type == "cuda")
+    loader = make_loader(cached, batch, sampler, workers, pin_memory=device.type == "cuda", persistent=True)
     loss_params = [p for p in loss.parameters() if p.requires_grad]
     stepper = Stepper(net, loss, opt, params, loss_params, device, precision, grad_clip=recipe.grad_clip)
 
