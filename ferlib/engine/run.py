@@ -98,8 +98,9 @@ def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True
         opts["label_mode"] = recipe.label_mode
     opts.setdefault("progress", progress)
     if name == "synthetic":
-        if data_root is not None and Path(data_root).is_dir() and any(Path(data_root).iterdir()) \
-                and not (Path(data_root) / "synthetic.json").exists():
+        root = Path(data_root) if data_root is not None else None
+        if root is not None and root.is_dir() and any(root.iterdir()) \
+                and not ((root / "synthetic.json").exists() or any(root.glob("*/synthetic.json"))):
             raise DataNotFoundError(
                 f"synthetic: {data_root} is not a ferlib synthetic set (no synthetic.json) and ferlib never writes into "
                 f"a folder holding other data; pass an empty or new folder, or none (data/synthetic)")
@@ -154,11 +155,11 @@ def _subset(dataset, indices, split):
 
 
 def build_loss(recipe: Recipe):
-    from ferlib.losses import _LOSSES
+    from ferlib.losses import loss_class
 
     kw = dict(recipe.loss_kwargs or {})
-    cls = _LOSSES.get(recipe.loss)
-    if cls is not None and "num_classes" in inspect.signature(cls).parameters:
+    cls = loss_class(recipe.loss)
+    if "num_classes" in inspect.signature(cls).parameters:
         kw.setdefault("num_classes", recipe.num_classes)
     return create_loss(recipe.loss, **kw)
 
