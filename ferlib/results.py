@@ -49,6 +49,21 @@ def read_config(run_dir) -> dict:
     return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
 
 
+def load_predictions(run_dir) -> dict:
+    """``predictions.npz`` of a run: logits, targets, features and class names."""
+    path = Path(run_dir) / "predictions.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: train the run first (ferlib.engine.train)")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_metrics(run_dir) -> list[dict]:
+    """``metrics.jsonl`` of a run: one dict per epoch."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def recipe_variant(recipe: dict) -> str:
     """How a run's recipe differs from its paper card for that dataset: ``"card"`` when it does not,
     else ``"model_kwargs.lam=0.6, lr=0.01"``; ``"no card"`` when the card or its dataset is gone."""
@@ -298,7 +313,6 @@ def complexity_table(papers=None, dataset: str = "rafdb", input_size: int | None
 def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
     """Per-class accuracy of each run's best model (``predictions.npz``), in the paper's class order."""
     from ferlib.labels import canonical_name, paper_order
-    from ferlib.viz.io import load_predictions
 
     frames = []
     for d in run_dirs:

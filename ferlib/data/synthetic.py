@@ -7,9 +7,9 @@ intensities vary per sample and every face carries small random "leak" AUs, so t
 but not trivial. Generation is deterministic: sample ``i`` of split ``s`` depends only on
 ``(seed, s, i)``.
 
-``generate(root, fmt="rafdb")`` writes the RAF-DB basic layout (``EmoLabel/list_patition_label.txt``,
-``Image/aligned/*_aligned.jpg`` 100×100) under ``root``; other official formats are written by
-:mod:`ferlib.data.synthetic_formats` when available.
+``generate(root, fmt="rafdb")`` renders the faces and has :mod:`ferlib.data.synthetic_formats` write
+them in an official layout (RAF-DB's basic layout by default: ``EmoLabel/list_patition_label.txt``,
+``Image/aligned/*_aligned.jpg`` 100×100).
 """
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from ferlib.labels import CANONICAL, RAFDB
+
+from . import synthetic_formats
 from .base import show_progress
 
-#: Expressions in AffectNet's native order (the canonical order of ferlib.data.labels).
-EXPRESSIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
+#: Expressions in AffectNet's native order (the canonical order of ferlib.labels).
+EXPRESSIONS = CANONICAL
 
 #: Prototypical AUs (EMFACS) with relative intensities; "12R"/"14R" are unilateral (right corner).
 PROTOTYPES: dict[str, dict[str, float]] = {
@@ -44,7 +46,7 @@ RAFDB_COUNTS = {"surprise": 1619, "fear": 355, "disgust": 877, "happy": 5957, "s
                 "anger": 867, "neutral": 3204, "contempt": 600}
 
 #: RAF-DB file labels 1..7.
-RAFDB_ORDER = ("surprise", "fear", "disgust", "happy", "sad", "anger", "neutral")
+RAFDB_ORDER = RAFDB
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,8 @@ def make_sample(cfg: SyntheticConfig, split: str, index: int):
 
 
 def generate(root, fmt: str = "rafdb", cfg: SyntheticConfig | None = None, progress: bool = True, **kw) -> Path:
-    """Write the synthetic set under ``root`` in an official layout; returns the dataset root.
+    """Write the synthetic set under ``root`` in an official layout (:data:`synthetic_formats.FORMATS`);
+    returns the dataset root.
 
     ``fmt="rafdb"`` writes ``root/EmoLabel/list_patition_label.txt`` and ``root/Image/aligned``.
     Re-running with the same config is a no-op (``root/synthetic.json`` records it).
@@ -253,16 +256,9 @@ def generate(root, fmt: str = "rafdb", cfg: SyntheticConfig | None = None, progr
     cfg = cfg or SyntheticConfig(**kw)
     root = Path(root)
     stamp = root / "synthetic.json"
-    meta = {"format": fmt, "config": cfg.__dict__}
-    if stamp.exists() and json.loads(stamp.read_text()) == meta:
+    if stamp.exists() and json.loads(stamp.read_text()) == synthetic_formats.stamp(fmt, cfg):
         return root
-    if fmt != "rafdb":
-        from . import synthetic_formats  # written by the datasets work
-
-        return synthetic_formats.write(root, fmt, cfg, progress=progress)
-    if cfg.num_classes != 7:
-        raise ValueError("RAF-DB has 7 classes; use num_classes=7 for fmt='rafdb'")
-    return _write_rafdb(root, cfg, meta, progress)
+    return synthetic_formats.write(root, fmt, cfg, lambda split, desc="": iter_split(cfg, split, progress, desc))
 
 
 def iter_split(cfg: SyntheticConfig, split: str, progress: bool = True, desc: str = ""):
@@ -271,21 +267,3 @@ def iter_split(cfg: SyntheticConfig, split: str, progress: bool = True, desc: st
     n = cfg.n_train if split == "train" else cfg.n_test
     for i in tqdm(range(n), desc=desc or f"synthetic {split}", disable=not show_progress(progress), leave=False):
         yield (i,) + make_sample(cfg, split, i)
-
-
-def _write_rafdb(root: Path, cfg: SyntheticConfig, meta: dict, progress: bool) -> Path:
-    (root / "EmoLabel").mkdir(parents=True, exist_ok=True)
-    (root / "Image" / "aligned").mkdir(parents=True, exist_ok=True)
-    lines, landmarks, truth = [], {}, {}
-    for split, prefix, digits in (("train", "train_", 5), ("test", "test_", 4)):
-        for i, img, lm, true, label, _ in iter_split(cfg, split, progress):
-            stem = f"{prefix}{i + 1:0{digits}d}"
-            Image.fromarray(img).save(root / "Image" / "aligned" / f"{stem}_aligned.jpg", quality=cfg.jpeg_quality)
-            lines.append(f"{stem}.jpg {RAFDB_ORDER.index(EXPRESSIONS[label]) + 1}")
-            landmarks[stem] = lm
-            truth[stem] = true
-    (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
-    np.savez_compressed(root / "synthetic_landmarks.npz", **landmarks)
-    (root / "synthetic_truth.json").write_text(json.dumps(truth))
-    (root / "synthetic.json").write_text(json.dumps(meta))
-    return root

@@ -1,13 +1,9 @@
-"""Models: backbones, layers, the five paper models and a small baseline, behind one registry."""
-import importlib
-import importlib.util
+"""Models: backbones, layers, the five paper models and a small baseline, behind one registry.
 
-from .registry import ModelOutput, create_model, list_models, register_model
+Importing this package imports every model module, which registers its models (``@register_model``)
+and the key converters of its checkpoints (``@register_converter``, :mod:`ferlib.weights.converters`).
+"""
+from . import backbones, baseline, emonet, fermam, grefel, mfer, mmfrm  # noqa: F401  (they register on import)
+from .registry import ModelOutput, create_model, list_models, model_entrypoint, register_model
 
-# Modules that register models on import.
-_MODEL_MODULES = ("baseline", "backbones", "fermam", "mmfrm", "emonet", "grefel", "mfer")
-for _name in _MODEL_MODULES:
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        importlib.import_module(f"{__name__}.{_name}")
-
-__all__ = ["ModelOutput", "create_model", "list_models", "register_model"]
+__all__ = ["ModelOutput", "create_model", "list_models", "model_entrypoint", "register_model"]

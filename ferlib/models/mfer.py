@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ferlib.weights import register_converter
+from ferlib.weights.converters import register_converter
 
 from .backbones.convnext import CONVNEXT_BASE, ConvNeXt
 from .layers.ds_attention import DSAttention

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferlib.weights import register_converter
+from ferlib.weights.converters import register_converter
 
 from .backbones.mobilefacenet import MMFRMMobileFaceNet
 from .layers.cbam import CBAM

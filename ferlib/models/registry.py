@@ -11,6 +11,8 @@ from typing import Callable, Dict, NamedTuple
 import torch
 from torch import nn
 
+from ferlib.weights.start import load_start, resolve_start
+
 
 class ModelOutput(NamedTuple):
     """What every ferlib model's ``forward`` returns (DESIGN §3)."""
@@ -51,8 +53,6 @@ def create_model(name: str, num_classes: int | None = None, pretrained=False, **
         raise KeyError(f"unknown model {name!r}; registered: {list_models()}.{hint}")
     items = ()
     if pretrained is not False and pretrained is not None:
-        from ferlib.weights.start import resolve_start
-
         items = resolve_start(name if pretrained is True else pretrained, (), model=name)
         for item in items:
             entry = item.entry
@@ -64,8 +64,6 @@ def create_model(name: str, num_classes: int | None = None, pretrained=False, **
                         kwargs.setdefault(key, value)
     model = _MODELS[name](num_classes=7 if num_classes is None else num_classes, **kwargs)
     if items:
-        from ferlib.weights.start import load_start
-
         load_start(model, items)
     return model
 

@@ -1,10 +1,12 @@
-"""Reading run directories and saving figures as PNG + SVG."""
+"""Saving figures as PNG + SVG; the run readers the plots use (kept here under their old names) live
+with the other run-directory readers in :mod:`ferlib.results`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
+from ferlib.results import load_metrics, load_predictions
+
+__all__ = ["load_metrics", "load_predictions", "save_figure"]
 
 
 def save_figure(fig, path) -> list[Path]:
@@ -17,17 +19,3 @@ def save_figure(fig, path) -> list[Path]:
         fig.savefig(p, dpi=150, bbox_inches="tight")
         out.append(p)
     return out
-
-
-def load_predictions(run_dir) -> dict:
-    """``predictions.npz`` of a run: logits, targets, features and class names."""
-    path = Path(run_dir) / "predictions.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: train the run first (ferlib.engine.train)")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def load_metrics(run_dir) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,35 +1,15 @@
-"""Pretrained weights: key converters from the authors' layouts (registry and loading come with it).
+"""Pretrained weights: the registry of released checkpoints, their safe loading, and key converters.
 
 ``convert_upstream(name, state)`` maps an upstream state dict (already unwrapped from
 ``state_dict`` / ``module.``) to ferlib keys. Models register a converter with
-``@register_converter("name")``; without one the mapping is the identity, because ferlib keeps the
-authors' keys wherever it can.
+``@register_converter("name")`` (:mod:`ferlib.weights.converters`, a leaf) where they are defined;
+without one the mapping is the identity, because ferlib keeps the authors' keys wherever it can.
+This package never imports :mod:`ferlib.models`: the models import it.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
-
-_CONVERTERS: Dict[str, Callable] = {}
-
-
-def register_converter(name: str):
-    def deco(fn):
-        _CONVERTERS[name] = fn
-        return fn
-
-    return deco
-
-
-def convert_upstream(name: str, state):
-    """Upstream state dict (or, for joined models, a dict of them) → ferlib state dict."""
-    import ferlib.models  # noqa: F401  (registers the converters)
-
-    fn = _CONVERTERS.get(name)
-    return dict(state) if fn is None else fn(state)
-
-
-# Registry of released checkpoints and the loader (after the converter API, which models import).
-from .registry import (  # noqa: E402
+from .converters import convert_upstream, register_converter
+from .registry import (
     README_SECTION,
     WeightsEntry,
     find_file,
@@ -39,7 +19,7 @@ from .registry import (  # noqa: E402
     register_weights,
     weights_table_markdown,
 )
-from .load import (  # noqa: E402
+from .load import (
     DroppedKeysWarning,
     KeyMismatchError,
     LoadReport,

@@ -22,6 +22,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .converters import convert_upstream
 from .registry import README_SECTION, WeightsEntry, entry_for_filename, find_file, get_weights, list_weights
 
 #: Containers the authors' scripts save around a state dict, unwrapped in this order.
@@ -244,8 +245,6 @@ def load_pretrained(
 
     Returns a :class:`LoadReport`; sets ``pretrained_entry`` on the target module.
     """
-    from . import convert_upstream
-
     path, entry = _resolve(name_or_path)
     if verify and entry is not None:
         verify_file(path, entry)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ferlib.weights import register_converter
+from ferlib.weights.converters import register_converter
 
 from .arbex_backbones import ir50_key_to_arbex, mobilefacenet_key_to_arbex
 
