@@ -700,9 +700,11 @@ def markdown(data: dict) -> str:
     meta, steps = data["meta"], data["steps"]
     env = steps["environment"]
     lines = ["# ferlib GPU check", "",
-             f"Command: `{meta.get('command')}`  ", f"Device: **{env.get('gpu') or meta.get('device')}**"
-             f" ({env.get('gpu_memory_gb', '–')} GB), torch {env.get('torch', '–')}, CUDA {env.get('cuda_build')}, "
-             f"cuDNN {env.get('cudnn')}, mamba_ssm kernel: {env.get('mamba_ssm_selective_scan_imports', '–')}  ",
+             f"Command: `{meta.get('command')}`  ",
+             f"Device: **{env['gpu']}** ({env['gpu_memory_gb']} GB)  " if env.get("gpu") else
+             f"Device: **{meta.get('device')}** (no GPU: the numbers below measure no GPU)  ",
+             f"torch {env.get('torch', '–')} (CUDA {env.get('cuda_build')}, cuDNN {env.get('cudnn')}), "
+             f"{env.get('threads', '–')} CPU threads, mamba_ssm kernel: {env.get('mamba_ssm_selective_scan_imports', '–')}  ",
              f"Started {meta.get('started')}, {meta.get('elapsed_s', '–')} s so far of a {meta.get('budget_s')} s budget"
              f"{' (finished)' if meta.get('finished') else ' (running or cut off)'}; tiny: {meta.get('tiny')}", ""]
     tp = steps["throughput"]
