@@ -214,10 +214,11 @@ def _accepted_names(fn) -> tuple[set, bool]:
 def model_accepts(model: str, option: str) -> bool:
     """Whether ``create_model(model, option=...)`` is a real option: the factory's keywords, then
     (when it forwards ``**kwargs``) those of the class it returns."""
-    from ferlib.models.registry import _MODELS
+    from ferlib.models import model_entrypoint
 
-    fn = _MODELS.get(model)
-    if fn is None:
+    try:
+        fn = model_entrypoint(model)
+    except KeyError:
         return False
     names, var = _accepted_names(fn)
     if option in names:

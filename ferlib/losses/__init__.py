@@ -9,8 +9,6 @@ called before every training step and recomputed on resume.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Callable, Dict
 
 import torch
@@ -34,10 +32,15 @@ def list_losses() -> list[str]:
     return sorted(_LOSSES)
 
 
-def create_loss(name: str, **kwargs) -> nn.Module:
+def loss_class(name: str) -> Callable[..., nn.Module]:
+    """The registered class of loss ``name`` (KeyError listing the registered names otherwise)."""
     if name not in _LOSSES:
         raise KeyError(f"unknown loss {name!r}; registered: {list_losses()}")
-    return _LOSSES[name](**kwargs)
+    return _LOSSES[name]
+
+
+def create_loss(name: str, **kwargs) -> nn.Module:
+    return loss_class(name)(**kwargs)
 
 
 @register_loss("cross_entropy")
@@ -52,7 +55,5 @@ class CrossEntropy(nn.Module):
         return F.cross_entropy(output.logits, target, label_smoothing=self.label_smoothing)
 
 
-# Modules that register paper losses on import.
-for _name in ("label_smoothing", "rfloss", "anchor", "mfer_losses", "grefel_losses", "fermam_losses"):
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        importlib.import_module(f"{__name__}.{_name}")
+# The paper losses register themselves on import; they need ``register_loss`` above, hence the imports here.
+from . import fermam_losses, grefel_losses, label_smoothing, mfer_losses, rfloss  # noqa: E402, F401
