@@ -281,6 +281,8 @@ def measure_variant(ctx, variant: str, recipe, files, cached, batch: int) -> dic
     res.update(build_s=round(build_s, 2), first_step_s=round(first[0], 3) if first else None)
     if variant.endswith("compile") and first:
         res["compile_s"] = round(max(0.0, first[0] - res["median_step_s"]), 2)
+        # the quickest model compiles first: the next ones are budgeted at twice its time at least
+        ctx.plan.priors["compile"] = max(ctx.plan.priors["compile"], 2 * res["compile_s"])
     del pipe
     free_memory(ctx.device)
     return res
@@ -673,7 +675,9 @@ def correctness_ok(ctx, row: dict) -> bool | None:
 
 def step_correctness(ctx) -> dict:
     out = {"papers": {}, "train_steps": ctx.plan.train_steps, "batch": ctx.plan.train_batch,
-           "note": "synthetic card of each paper; bf16 and the resume pair in deterministic mode"}
+           "precisions": list(correctness_precisions(ctx.device)),
+           "note": "synthetic card of each paper; the first precision's run and its resume pair in deterministic "
+                   "mode, the second precision's run without"}
     per_paper(ctx, "correctness", out, correctness_paper)
     out["nondeterministic_op_warnings"] = sorted(ctx.nondeterministic)
     return out
