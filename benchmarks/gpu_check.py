@@ -220,6 +220,22 @@ def generate_data(ctx) -> None:
                                                 "generate_s": round(time.perf_counter() - t0, 1)}
 
 
+def prepare_data(ctx) -> str | None:
+    """Generate the synthetic set; None when it is there, else why the steps that need it cannot run."""
+    reason = ctx.budget.skip(ctx.plan.priors["generate"])
+    if reason:
+        return reason + " (the synthetic set was not generated)"
+    log(ctx.budget, f"generating the synthetic set ({ctx.plan.n_train} + {ctx.plan.n_test} images) in {ctx.work}")
+    try:
+        generate_data(ctx)
+    except Exception as e:  # noqa: BLE001 - recorded for every step that needs the data
+        hint = "; the faces are drawn with OpenCV (opencv-python-headless)" if isinstance(e, ImportError) else ""
+        msg = f"{error_text(e)} (generating the synthetic set{hint})"
+        ctx.failures.append(msg)
+        return msg
+    return None
+
+
 def dataset(ctx, split: str = "train", size: int | None = None):
     """The synthetic split as image files (``size`` None) or as the uint8 cache at ``size``."""
     from ferlib.data import load_dataset
@@ -885,15 +901,13 @@ def main(argv=None) -> int:
         for name in STEPS:
             budget.start_step(name)
             st = report.step(name)
-            if name == "throughput" and "synthetic_set" not in report.data["meta"]:
-                reason = budget.skip(plan.priors["generate"])
-                if reason:
+            if name == "throughput":  # the first step that needs the synthetic set
+                blocked = prepare_data(ctx)
+                if blocked:
                     for rest in STEPS[STEPS.index(name):]:
-                        report.step(rest)["status"] = reason + " (the synthetic set was not generated)"
-                        log(budget, f"{rest}: {report.step(rest)['status']}")
+                        report.step(rest)["status"] = blocked
+                        log(budget, f"{rest}: {blocked}")
                     break
-                log(budget, f"generating the synthetic set ({plan.n_train} + {plan.n_test} images) in {tmp}")
-                generate_data(ctx)
                 budget.start_step(name)
             log(budget, f"{name}: starting ({budget.step_left():.0f} s for this step)")
             st["status"] = "running"
