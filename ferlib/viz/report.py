@@ -16,7 +16,7 @@ def report_run(run, order=None, tsne: bool = False, tsne_title: str | None = Non
     """Draw a finished run's figures and print its accuracy; a dry-run plan (a dict) is only acknowledged.
 
     ``run``: a :class:`ferlib.engine.RunResult`; ``order``: class order of the confusion matrix (default
-    the paper's order for the dataset, ``ferlib.data.labels.paper_order``; the data's own order for your
+    the paper's order for the dataset, ``ferlib.labels.paper_order``; the data's own order for your
     folders); ``tsne``: also the t-SNE of the features.
     """
     if isinstance(run, dict):
