@@ -539,7 +539,7 @@ def train_run(ctx, paper: str, run_dir: Path, precision: str, max_steps: int, st
         warnings.simplefilter("always")
         print(f"== {paper} {run_dir.name}: precision {precision}, max_steps {max_steps}, stop_after_steps "
               f"{stop_after_steps}, resume {resume}", flush=True)
-        run = train(paper, "synthetic", data_root=None, run_dir=run_dir, device=str(ctx.device),
+        run = train(paper, "synthetic", data_root=ctx.data_root, run_dir=run_dir, device=str(ctx.device),
                     batch_size=ctx.plan.train_batch, epochs=1, max_steps=max_steps, seed=0, resume=resume,
                     progress=False, fit_options=fit_options, cache=ctx.work / "cache",
                     dataset_kwargs={"n_train": ctx.plan.n_train, "n_test": ctx.plan.n_test, "progress": False},
@@ -892,8 +892,7 @@ def main(argv=None) -> int:
     report = Report(Path(a.out), meta)
     (report.out / "gpu_check_train.log").write_text("")
     tmp = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="ferlib_gpu_check_"))
-    # ferlib's data folder for this run: the synthetic set (``$FERLIB_DATA/synthetic``, which train() reads
-    # when data_root is None) and every cache go there, nothing into the checkout's data/
+    # ferlib's data folder for this run (the synthetic set and every cache): nothing goes into the checkout's data/
     old_data = os.environ.get("FERLIB_DATA")
     os.environ["FERLIB_DATA"] = str(tmp)
     ctx = Context(device, a.tiny, plan, papers, tmp, tmp / "synthetic", report, budget)
