@@ -6,10 +6,10 @@ import torch
 
 from ferlib.models import create_model
 from ferlib.models.backbones import IR50, MMFRMMobileFaceNet, MobileFaceNet, split_stage4
-from ferlib.testing import REF_DIR, load_ref, read_keys, reference_state
+from ferlib.testing import assert_matches_ref, REF_DIR, load_ref, read_keys, reference_state
 from ferlib.weights import convert_upstream
 
-TOL = dict(rtol=1e-4, atol=1e-5)
+TOL = dict(rtol=1e-4, atol=1e-5)  # for the negative check; matches use assert_matches_ref (scale-aware atol)
 MANIFEST = json.loads((REF_DIR / "manifest.json").read_text())
 
 
@@ -84,7 +84,7 @@ def test_ir50_tokens_match_reference(ir50_model):
         tokens = ir50_model(x)
     ref = load_ref("ir50_output.pt")["tokens"]
     assert tokens.shape == (2, 49, 1024)
-    torch.testing.assert_close(tokens, ref, **TOL)
+    assert_matches_ref(tokens, ref)
 
 
 def test_ir50_tokens_are_a_raw_view_not_spatial(ir50_model):
@@ -107,9 +107,9 @@ def test_ir50_stage_outputs_match_intermediates(ir50_model, shared_ref):
         stages = ir50_model.forward_stages(x)
     assert set(inter) == {"body.2", "body.6", "body.20"}
     for name, ref in inter.items():
-        torch.testing.assert_close(seen[name], ref, **TOL)
+        assert_matches_ref(seen[name], ref)
     for got, name in zip(stages, ("body.2", "body.6", "body.20")):
-        torch.testing.assert_close(got, inter[name], **TOL)
+        assert_matches_ref(got, inter[name])
 
 
 def test_ir50_resizes_224_input_by_nearest(ir50_model):
@@ -124,7 +124,7 @@ def test_ir50_registered_model_contract():
     with torch.no_grad():
         out = model(load_ref("ir50_input.pt"))
     assert out.logits is None
-    torch.testing.assert_close(out.features, load_ref("ir50_output.pt")["tokens"], **TOL)
+    assert_matches_ref(out.features, load_ref("ir50_output.pt")["tokens"])
     assert [tuple(s.shape) for s in out.extras["stages"]] == [(2, 64, 56, 56), (2, 128, 28, 28), (2, 256, 14, 14)]
 
 
@@ -170,8 +170,8 @@ def test_mobilefacenet_outputs_match_reference(landmark_model):
     with torch.no_grad():
         out, conv_features = landmark_model(load_ref("mobilefacenet_input.pt"))
     assert out.shape == (2, 136) and conv_features.shape == (2, 512, 7, 7)
-    torch.testing.assert_close(out, ref["out"], **TOL)
-    torch.testing.assert_close(conv_features, ref["conv_features"], **TOL)
+    assert_matches_ref(out, ref["out"])
+    assert_matches_ref(conv_features, ref["conv_features"])
 
 
 def test_mobilefacenet_intermediates(landmark_model, shared_ref):
@@ -181,9 +181,9 @@ def test_mobilefacenet_intermediates(landmark_model, shared_ref):
     with torch.no_grad():
         taps = landmark_model.forward_taps(load_ref("mobilefacenet_input.pt"))
     for name, ref in inter.items():
-        torch.testing.assert_close(seen[name], ref, **TOL)
+        assert_matches_ref(seen[name], ref)
     for name in ("conv_3", "conv_4", "conv_6_sep"):
-        torch.testing.assert_close(taps[name], inter[name], **TOL)
+        assert_matches_ref(taps[name], inter[name])
 
 
 def test_mobilefacenet_registered_model_contract(landmark_model):
@@ -193,8 +193,8 @@ def test_mobilefacenet_registered_model_contract(landmark_model):
         out = model.eval()(load_ref("mobilefacenet_input.pt"))
     ref = load_ref("mobilefacenet_output.pt")
     assert out.logits is None
-    torch.testing.assert_close(out.features, ref["out"], **TOL)
-    torch.testing.assert_close(out.extras["conv_6_sep"], ref["conv_features"], **TOL)
+    assert_matches_ref(out.features, ref["out"])
+    assert_matches_ref(out.extras["conv_6_sep"], ref["conv_features"])
 
 
 def test_mmfrm_landmark_net_matches_reference():
@@ -202,11 +202,11 @@ def test_mmfrm_landmark_net_matches_reference():
     ref = load_ref("mmfrm_output.pt")["landmark"]
     with torch.no_grad():
         f1, f2, f3, attention, out = model(load_ref("mmfrm_input.pt"))
-    torch.testing.assert_close(f1, ref["feature1"], **TOL)
-    torch.testing.assert_close(f2, ref["feature2"], **TOL)
-    torch.testing.assert_close(f3, ref["feature3"], **TOL)
-    torch.testing.assert_close(attention, ref["attention_weights"], **TOL)
-    torch.testing.assert_close(out, ref["out"], **TOL)
+    assert_matches_ref(f1, ref["feature1"])
+    assert_matches_ref(f2, ref["feature2"])
+    assert_matches_ref(f3, ref["feature3"])
+    assert_matches_ref(attention, ref["attention_weights"])
+    assert_matches_ref(out, ref["out"])
 
 
 def test_mmfrm_landmark_intermediates(shared_ref):
@@ -218,7 +218,7 @@ def test_mmfrm_landmark_intermediates(shared_ref):
     with torch.no_grad():
         model(load_ref("mmfrm_input.pt"))
     for name in names:
-        torch.testing.assert_close(seen[name], inter["landmark." + name], **TOL)
+        assert_matches_ref(seen[name], inter["landmark." + name])
 
 
 def test_mobilefacenet_rejects_other_input_sizes():

@@ -15,6 +15,7 @@ from ferlib.models.grefel.arbex_backbones import ArbexIR50, ArbexMobileFaceNet
 from ferlib.models.layers.window_attention import (FeedForward, GlobalWindowAttention, Window,
                                                    relative_position_index, to_query)
 from ferlib.testing import REF_DIR, load_ref, read_keys, reference_state
+from ferlib.testing import assert_matches_ref
 from ferlib.weights import convert_upstream
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -22,7 +23,7 @@ MANIFEST = json.loads((REF_DIR / "manifest.json").read_text())["grefel"]
 
 
 def close(a, b, rtol=RTOL, atol=ATOL):
-    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+    assert_matches_ref(a, b, rtol=rtol, atol=atol)
 
 
 @pytest.fixture(scope="module")
