@@ -117,3 +117,13 @@ def assert_matches_ref(actual: torch.Tensor, expected: torch.Tensor, msg: str | 
     """
     scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol * scale, msg=msg)
+
+
+def notebook_text(nb) -> str:
+    """Everything an executed notebook printed or displayed as text (stream text, text/plain, text/html)."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            parts.append(out.get("text", "") + data.get("text/plain", "") + data.get("text/html", ""))
+    return "\n".join(parts)

@@ -253,7 +253,7 @@ def shot(page, name: str, locator=None) -> Path:
 def open_notebook(page, lab: Lab, name: str) -> None:
     """Open ``name`` in JupyterLab and wait until its cells are shown and its kernel is idle."""
     page.goto(lab.url(f"lab/tree/{name}.ipynb"), timeout=PAGE_LOAD_S * 1000)
-    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for(state="visible", timeout=PAGE_LOAD_S * 1000)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").first.wait_for(state="visible", timeout=PAGE_LOAD_S * 1000)
     deadline = time.monotonic() + PAGE_LOAD_S
     while not any(s["path"].endswith(f"{name}.ipynb") and s["kernel"]["execution_state"] == "idle"
                   for s in lab.api("sessions")):
@@ -292,7 +292,7 @@ def save_and_read(page, lab: Lab, name: str):
     """Save the notebook from the UI (Ctrl+S) and read the saved file back."""
     path = lab.root / f"{name}.ipynb"
     before = path.stat().st_mtime_ns
-    page.locator(".jp-NotebookPanel .jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first.click(position={"x": 5, "y": 5})
     page.keyboard.press("Control+s")
     deadline = time.monotonic() + 30
     while path.stat().st_mtime_ns == before:

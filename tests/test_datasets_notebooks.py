@@ -33,13 +33,9 @@ def _run(name, tmp_path, **params):
 
 
 def _text(nb) -> str:
-    parts = []
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            parts.append(o.get("text", ""))
-            data = o.get("data", {})
-            parts.append(data.get("text/plain", "") + data.get("text/html", ""))
-    return "\n".join(parts)
+    from ferlib.testing import notebook_text
+
+    return notebook_text(nb)
 
 
 def _images(nb) -> int:

@@ -53,17 +53,15 @@ def test_the_parse_check_can_fail(caplog):
 
 
 def _execute(name, tmp_path, **params):
-    import papermill
+    from ferlib.notebooks import execute
 
-    out = tmp_path / f"{name}.out.ipynb"
-    papermill.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters=params, kernel_name="python3",
-                               cwd=str(NB), progress_bar=False)
-    return nbformat.read(out, as_version=4)
+    return nbformat.read(execute(NB / f"{name}.ipynb", params, output_dir=tmp_path), as_version=4)
 
 
 def _text(nb) -> str:
-    return "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/html", "")
-                     for c in nb.cells for o in c.get("outputs", []))
+    from ferlib.testing import notebook_text
+
+    return notebook_text(nb)
 
 
 @pytest.mark.slow
