@@ -56,11 +56,11 @@ def test_09_figures_trains_minimal_runs(env):
     figs = env / "results" / "figures"
     assert_image(figs / "tsne_mfer_feature_loss_synthetic.png")
     assert_image(figs / "per_class_accuracy_synthetic.png")
-    for run in ("baseline_synthetic_card", "mfer_synthetic_feature_loss_lgm"):
+    for run in ("baseline_synthetic_card", "mfer_synthetic_lgm"):
         paper = run.split("_")[0]
         assert_image(figs / f"confusion_{paper}_synthetic__{run}.png")
         assert_image(figs / f"curves_{paper}_synthetic__{run}.png")
-    assert_image(figs / "tsne_mfer_synthetic__mfer_synthetic_feature_loss_none.png")
+    assert_image(figs / "tsne_mfer_synthetic__mfer_synthetic_none.png")
 
 
 def test_10_results_tables(env):
