@@ -103,7 +103,7 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
                  device: str = "auto", batch_size: int | None = None, precision: str = "auto",
                  progress: bool | None = None) -> dict:
     """Metrics of a run's checkpoint on ``split``; writes the JSON and predictions files next to it."""
-    from ferlib.engine.loop import _save_predictions, evaluate
+    from ferlib.engine.loop import evaluate, save_predictions
     from ferlib.engine.metrics import per_class_report
     from ferlib.engine.run import eval_split, load_run, load_split
 
@@ -123,7 +123,7 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
     res.update(split=split, tta=tta, checkpoint=checkpoint, classes=list(ds.classes))
     tag = f"{split}{'_tta' if tta else ''}"
     (run_dir / f"eval_{tag}.json").write_text(json.dumps(res, indent=2))
-    _save_predictions(run_dir, {"predictions": pred}, ds, f"predictions_{tag}.npz")
+    save_predictions(run_dir, {"predictions": pred}, ds, f"predictions_{tag}.npz")
     return res
 
 
@@ -294,9 +294,9 @@ def evaluate_weights(weights, dataset: str | None = None, data_root=None, model:
     path = Path(out) if out else released_dir() / f"{name}_{dataset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2))
-    from ferlib.engine.loop import _save_predictions
+    from ferlib.engine.loop import save_predictions
 
-    _save_predictions(path.parent, {"predictions": pred}, ds, path.stem + ".npz")
+    save_predictions(path.parent, {"predictions": pred}, ds, path.stem + ".npz")
     res["json"] = str(path)
     return res
 

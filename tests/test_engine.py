@@ -381,10 +381,10 @@ def test_selection_starts_at_the_recipes_epoch(syn_root, tmp_path):
 
 
 def test_summary_selects_only_eligible_epochs(tmp_path):
-    from ferlib.engine.loop import _summarise
+    from ferlib.engine.loop import summarise
 
     rows = [{"epoch": e, "step": 10 * e, "eval_accuracy": a} for e, a in ((1, 0.9), (2, 0.5), (3, 0.6))]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert _summarise(tmp_path, "accuracy")["selected_epoch"] == 1
-    assert _summarise(tmp_path, "accuracy", select_from_epoch=2)["selected_epoch"] == 3
-    assert _summarise(tmp_path, "accuracy", select_from_epoch=6)["selected_epoch"] == 3   # run ended before 6
+    assert summarise(tmp_path, "accuracy")["selected_epoch"] == 1
+    assert summarise(tmp_path, "accuracy", select_from_epoch=2)["selected_epoch"] == 3
+    assert summarise(tmp_path, "accuracy", select_from_epoch=6)["selected_epoch"] == 3   # run ended before 6

@@ -43,7 +43,8 @@ from .metrics import classification_metrics
 from .optim import apply_schedule, build_optimizer, build_scheduler
 from .step import Stepper, autocast, resolve_precision
 
-__all__ = ["EpochSampler", "FitOptions", "ResumableSampler", "collate_uint8", "evaluate", "fit", "predict"]
+__all__ = ["EpochSampler", "FitOptions", "ResumableSampler", "collate_uint8", "evaluate", "fit", "predict",
+           "save_predictions", "summarise"]
 
 
 @dataclasses.dataclass
@@ -401,7 +402,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             eligible = state["epoch"] >= recipe.select_from_epoch or (last_epoch and state["best_epoch"] is None)
             if eligible and result[sel] > state["best"]:
                 state["best"], state["best_epoch"] = result[sel], state["epoch"]
-                _save_predictions(run_dir, result, val)
+                save_predictions(run_dir, result, val)
                 save_checkpoint({"model": eval_model.state_dict(), "classes": list(train.classes),
                                  "preprocessing": preprocessing(recipe),
                                  "state": json.loads(json.dumps(state)), "recipe": recipe.to_dict(),
@@ -416,7 +417,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
 
     if not is_main:
         return {}
-    summary = _summarise(run_dir, sel, opts.selected_on, recipe.select_from_epoch)
+    summary = summarise(run_dir, sel, opts.selected_on, recipe.select_from_epoch)
     if stopped:
         summary.update(stopped=True, stopped_at_step=state["step"])
     if state["best_epoch"] is not None and summary.get("selected_epoch") != state["best_epoch"]:
@@ -491,7 +492,7 @@ def _truncate_metrics(path: Path, epochs: int) -> None:
         path.write_text("".join(line + "\n" for line in keep))
 
 
-def _save_predictions(run_dir: Path, result: dict, dataset, name: str = "predictions.npz") -> None:
+def save_predictions(run_dir: Path, result: dict, dataset, name: str = "predictions.npz") -> None:
     """``name`` in ``run_dir``: logits [N,C], targets, features [N,D], classes (written atomically)."""
     p = result["predictions"]
     tmp = Path(run_dir) / f".{name}.tmp.npz"
@@ -537,7 +538,7 @@ def _write_config(run_dir, recipe, opts, device, model, train, val, precision, c
     os.replace(tmp, run_dir / "config.yaml")
 
 
-def _summarise(run_dir: Path, sel: str, selected_on: str = "test_selected", select_from_epoch: int = 1) -> dict:
+def summarise(run_dir: Path, sel: str, selected_on: str = "test_selected", select_from_epoch: int = 1) -> dict:
     """summary.json: ``last`` (last epoch), ``selected`` = ``<selected_on>`` (best epoch by ``sel`` among the
     epochs from ``select_from_epoch`` on; the last epoch when the run ends before it)."""
     rows = []

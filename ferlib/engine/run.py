@@ -320,9 +320,9 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
         res = evaluate(model, eval_ds, recipe, device, max_batches=max_steps, progress=progress,
                        precision=opts.precision)
         if rank == 0:
-            from .loop import _save_predictions
+            from .loop import save_predictions
 
-            _save_predictions(Path(run_dir), res, eval_ds)
+            save_predictions(Path(run_dir), res, eval_ds)
         summary["test_at_val_selected"] = {k: v for k, v in res.items() if k != "predictions"}
     if rank == 0:
         (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -15,8 +15,6 @@ always passes it) and ignored, except by ``mobilefacenet_mmfrm`` whose ``fc`` ha
 | ``mobilefacenet_512`` | FERMam's 512-d GDC variant | GDC embedding [B,512] | same |
 | ``mobilefacenet_mmfrm`` | MMFRM's variant (+ alpha, fc) | GDC embedding [B,512] | same |
 """
-import importlib
-import importlib.util
 
 from ferlib.models.registry import register_model
 
@@ -59,10 +57,8 @@ def mobilefacenet_mmfrm(num_classes=7, **kwargs) -> MMFRMMobileFaceNet:
     return _MMFRMMobileFaceNetBackbone((112, 112), embedding_size=512, num_classes=num_classes or 7, **kwargs)
 
 
-# Backbones owned by other modules in this package (e.g. convnext), registered when present.
-for _name in ("convnext",):
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        importlib.import_module(f"{__name__}.{_name}")
+# Backbones owned by other modules in this package register themselves on import.
+from . import convnext  # noqa: E402,F401
 
 __all__ = [
     "IR50",
