@@ -26,7 +26,10 @@ def known_error_types() -> tuple[type, ...]:
             RecipeError, DeviceError)
 
 
-def is_known(err: BaseException) -> bool:
+def is_known(err: BaseException, extra: tuple = ()) -> bool:
+    """Whether ``err`` is a user's error: a known type, a user-input KeyError, or one of a CLI's ``extra`` types."""
+    if extra and isinstance(err, extra):
+        return True
     if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
         return err.args[0].startswith(_USER_KEY_ERRORS)
     return isinstance(err, known_error_types() + (PermissionError,))
@@ -38,15 +41,23 @@ def message(err: BaseException) -> str:
     return err.args[0] if isinstance(err, KeyError) and err.args else str(err)
 
 
+def report(err: BaseException, extra: tuple = (), stream=None) -> bool:
+    """Print ``error: <message>`` for a user's error (see :func:`is_known`) and return True; False otherwise."""
+    if not is_known(err, extra):
+        return False
+    print(f"error: {message(err)}", file=stream or sys.stderr, flush=True)
+    return True
+
+
 @contextlib.contextmanager
-def exit_on_known_errors(stream=None):
-    """Inside a CLI's ``main``: a known error prints ``error: <message>`` and exits with status 2."""
+def exit_on_known_errors(*extra: type, stream=None):
+    """Inside a CLI's ``main``: a user's error (``extra``: the CLI's own error types) prints one ``error: …``
+    line and exits with status 2; anything else keeps its traceback."""
     try:
         yield
     except Exception as err:  # noqa: BLE001 - re-raised unless it is a user's error
-        if not is_known(err):
+        if not report(err, extra, stream):
             raise
-        print(f"error: {message(err)}", file=stream or sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 

@@ -339,32 +339,8 @@ def released_checkpoints_table(results_dir=None):
 # --- command line ------------------------------------------------------------------------------------
 
 
-def set_threads(n: int | None) -> None:
-    """``--threads``: ``ferlib.engine.env.configure_threads`` where it exists, else ``torch.set_num_threads``."""
-    if n is None:
-        return
-    try:
-        from ferlib.engine.env import configure_threads
-    except ImportError:
-        import torch
-
-        torch.set_num_threads(n)
-        return
-    configure_threads(n)
-
-
-def cli_errors() -> tuple:
-    """Exceptions the command line reports as one ``error: …`` line (exit status 2)."""
-    from ferlib.data import DatasetFormatError
-    from ferlib.engine.run import DataNotFoundError
-    from ferlib.weights.load import PretrainedWeightsError
-
-    return (DataNotFoundError, DatasetFormatError, PretrainedWeightsError, ClassMismatchError, KeyError,
-            ValueError, FileNotFoundError)
-
-
-def error_text(e: BaseException) -> str:
-    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+#: Errors of evaluate / predict reported as one ``error: …`` line (exit 2) beside ``ferlib.errors``' known ones.
+CLI_ERRORS = (ClassMismatchError, KeyError, ValueError, FileNotFoundError)
 
 
 def main(argv=None) -> int:
@@ -372,7 +348,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.run_dir and (a.model or a.dataset or a.out):
         p.error("--model, --dataset and --out go with --weights")
-    set_threads(a.threads)
+    from ferlib.engine.env import configure_threads
+    from ferlib.errors import report
+
+    configure_threads(a.threads)
     try:
         if a.weights:
             res = evaluate_weights(a.weights, a.dataset, a.data_root, a.model, a.split, a.tta, a.device,
@@ -380,8 +359,9 @@ def main(argv=None) -> int:
         else:
             res = evaluate_run(a.run_dir, a.split, a.tta, a.checkpoint, a.data_root, a.device, a.batch_size,
                                a.precision, a.progress)
-    except cli_errors() as e:
-        print(f"error: {error_text(e)}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user's error
+        if not report(e, CLI_ERRORS):
+            raise
         return 2
     print(res["report"])
     print("confusion matrix (rows = true, columns = predicted; " + ", ".join(res["classes"]) + "):")

@@ -450,11 +450,13 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
     from tqdm.auto import tqdm
 
-    from ferlib.evaluate import cli_errors, error_text, set_threads
+    from ferlib.engine.env import configure_threads
+    from ferlib.errors import report
+    from ferlib.evaluate import CLI_ERRORS
     from ferlib.paths import results_dir
 
     a = build_parser().parse_args(argv)
-    set_threads(a.threads)
+    configure_threads(a.threads)
     try:
         photos, folder = list_photos(a.inputs)
         kw = dict(crop=a.crop, device=a.device, min_face_prob=a.min_face_prob)
@@ -473,8 +475,9 @@ def main(argv=None) -> int:
             fig.savefig(png, dpi=110, bbox_inches="tight")
             plt.close(fig)
             pngs.append(png)
-    except (PredictError, ImportError) + cli_errors() as e:
-        print(f"error: {error_text(e)}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user's error
+        if not report(e, (PredictError, ImportError) + CLI_ERRORS):
+            raise
         return 2
     print(format_table(rows, predictor.classes))
     print(f"annotated: {pngs[0]}" if len(pngs) == 1 else f"annotated: {len(pngs)} PNGs in {out}")

@@ -214,8 +214,11 @@ def main(argv=None) -> int:
             print(layout_report(a.dataset, a.root), file=sys.stderr)
         caches = prepare(a.dataset, a.root, a.split, a.size, a.align, a.cache_dir, progress=not a.quiet,
                          workers=a.workers, **opts)
-    except DatasetFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user's error
+        from ferlib.errors import report
+
+        if not report(e):
+            raise
         return 2
     print(json.dumps(summary(caches), indent=1))
     return 0

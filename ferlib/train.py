@@ -51,12 +51,10 @@ def parse_set(items) -> dict:
 
 def parse_pretrained(text: str):
     """``--pretrained``: card/true → the card's starting weights, false/none → random init, else an entry or file."""
-    low = text.strip().lower()
-    if low in ("card", "true", "yes", "1"):
-        return "card"
-    if low in ("false", "none", "no", "0", "scratch", ""):
-        return False
-    return text
+    from ferlib.weights.start import is_card, is_off
+
+    text = text.strip()
+    return "card" if is_card(text) else False if is_off(text) else text
 
 
 def build_parser() -> argparse.ArgumentParser:

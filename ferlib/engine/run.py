@@ -259,8 +259,9 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     configure_threads(threads)
     fit_options = dict(fit_options or {})
     precision = precision or fit_options.pop("precision", None)
-    recipe = resolve_recipe(paper, dataset, data_root, base_recipe, epochs=epochs, batch_size=batch_size,
-                            **recipe_overrides)
+    recipe = resolve_recipe(paper, dataset, data_root, base_recipe, **recipe_overrides)
+    card_epochs = recipe.epochs
+    recipe = recipe.replace(epochs=epochs, batch_size=batch_size)
     if precision not in (None, "auto"):
         recipe = recipe.replace(precision=precision)
     items = resolve_start(pretrained, recipe.pretrained, recipe.model)
@@ -309,7 +310,6 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
                   callbacks=callbacks, start=[i.to_dict() for i in items])
     summary["selected_on"] = opts.selected_on
-    card_epochs = resolve_recipe(paper, dataset, data_root, base_recipe, **recipe_overrides).epochs
     if summary.get("complete") and recipe.epochs < card_epochs:  # fewer epochs than the paper: not its run
         summary.update(complete=False, limited_by=[f"epochs {recipe.epochs} < the card's {card_epochs}"])
     if rank == 0:

@@ -176,17 +176,9 @@ def _check_values(merged: dict) -> None:
 
 def _start_items(spec) -> tuple:
     """A card's ``pretrained:`` (None, an entry name, or a list of items) as a tuple of plain dicts."""
-    if spec in (None, False, "", ()):
-        return ()
-    if isinstance(spec, (str, dict)):
-        spec = [spec]
-    out = []
-    for item in spec:
-        item = {"weights": item} if isinstance(item, str) else dict(item)
-        if "weights" not in item or set(item) - {"weights", "into", "converter", "unused"}:
-            raise ValueError(f"a card's pretrained item needs 'weights' (and optionally into, converter, unused), "
-                             f"got {item}")
-        item.setdefault("into", "")
-        item["unused"] = list(item.get("unused") or [])
-        out.append(item)
-    return tuple(out)
+    from ferlib.weights.start import card_items
+
+    try:
+        return tuple(item.to_dict() for item in card_items(spec))
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"recipe field pretrained: {e}") from None

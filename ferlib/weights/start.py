@@ -76,7 +76,9 @@ class StartItem:
         return find_file(get_weights(self.weights))
 
     def to_dict(self) -> dict:
-        return {"weights": self.weights, "into": self.into, "converter": self.converter, "unused": list(self.unused)}
+        """The card / config form: ``{weights, into, unused}`` and ``converter`` when there is one."""
+        out = {"weights": self.weights, "into": self.into, "unused": list(self.unused)}
+        return {**out, "converter": self.converter} if self.converter else out
 
 
 def card_items(spec) -> tuple[StartItem, ...]:
@@ -89,7 +91,13 @@ def card_items(spec) -> tuple[StartItem, ...]:
 
 
 def is_off(pretrained) -> bool:
+    """``pretrained`` means random init (False, None, "false", "none", …)."""
     return pretrained is None or pretrained is False or (isinstance(pretrained, str) and pretrained.lower() in _OFF)
+
+
+def is_card(pretrained) -> bool:
+    """``pretrained`` means the card's starting weights (True, "card", "true", …)."""
+    return pretrained is True or (isinstance(pretrained, str) and pretrained.lower() in _CARD)
 
 
 def resolve_start(pretrained, card=(), model: str | None = None) -> tuple[StartItem, ...]:
@@ -97,7 +105,7 @@ def resolve_start(pretrained, card=(), model: str | None = None) -> tuple[StartI
     card = card_items(card)
     if is_off(pretrained):
         return ()
-    if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() in _CARD):
+    if is_card(pretrained):
         return card
     if isinstance(pretrained, (list, tuple)):
         return tuple(StartItem.parse(s) for s in pretrained)
