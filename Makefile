@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m ferlib.demo
+	$(PY) -m ferlib demo
 
 test: $(STAMP)
 	$(PY) -m pytest -x -q --durations=15
@@ -26,10 +26,10 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 notebooks: $(STAMP)
-	$(PY) -m ferlib.notebooks run-all
+	$(PY) -m ferlib notebooks run-all
 
 figures: $(STAMP)
-	$(PY) -m ferlib.notebooks run 09_figures 10_results
+	$(PY) -m ferlib notebooks run 09_figures 10_results
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

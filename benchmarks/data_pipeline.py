@@ -2,7 +2,7 @@
 
 (a) per epoch, every JPEG is decoded with PIL and transformed per sample (Resize 112, RandomHorizontalFlip,
     ToTensor, Normalize), as the five projects' loaders do; (b) the images were decoded and resized once into
-    the uint8 cache (``python -m ferlib.prepare``), batches are gathered from the memmap and flipped /
+    the uint8 cache (``python -m ferlib prepare``), batches are gathered from the memmap and flipped /
     normalised as whole tensors (inside the workers on CPU). Same images (the synthetic RAF-DB train split), same size, same batch size,
     2 DataLoader workers each, same run. The timed epoch is the second one (workers already started).
 

@@ -56,7 +56,9 @@ import data_pipeline  # noqa: E402
 import selective_scan as scan_bench  # noqa: E402
 import train_throughput  # noqa: E402
 
-PAPERS = ("fermam", "mmfrm", "emonet", "grefel", "mfer")
+from ferlib.recipes import list_papers  # noqa: E402
+
+PAPERS = tuple(list_papers())  # every card of a paper: a new paper is measured with no edit here
 STEPS = ("environment", "throughput", "data_pipeline", "selective_scan", "correctness")
 #: Share of the budget left when a step starts that the step may use (renormalised over the steps to come).
 WEIGHTS = {"environment": 0.02, "throughput": 0.38, "data_pipeline": 0.08, "selective_scan": 0.12,
@@ -67,11 +69,8 @@ TARGETS = {"engine_vs_authors_same_precision": 1.5, "bf16_compile_vs_authors": 2
 
 #: --tiny: toy sizes per paper (recipe overrides). FERMam, GReFEL and MMFRM have no width option: full
 #: models at small inputs (their backbones resize to 112 inside) and batch 2.
+TINY_DEFAULT = {"input_size": 32, "stored_size": 32}
 TINY_RECIPE = {
-    "fermam": {"input_size": 32, "stored_size": 32},
-    "mmfrm": {"input_size": 32, "stored_size": 32},
-    "emonet": {"input_size": 32, "stored_size": 32},
-    "grefel": {"input_size": 32, "stored_size": 32},
     "mfer": {"input_size": 64, "stored_size": 64, "model_kwargs": {"dims": [16, 32, 64, 128], "depths": [1, 1, 3, 1]},
              "loss_kwargs": {"feat_dim": 128}},
 }
@@ -251,7 +250,7 @@ def dataset(ctx, split: str = "train", size: int | None = None):
 def throughput_recipe(ctx, paper: str):
     from ferlib.recipes import load_recipe
 
-    overrides = dict(TINY_RECIPE[paper]) if ctx.tiny else {}
+    overrides = dict(TINY_RECIPE.get(paper, TINY_DEFAULT)) if ctx.tiny else {}
     if ctx.tiny and paper == "grefel":  # the card resizes to 256 before its crop
         card = load_recipe(paper, "rafdb")
         overrides["transform_kwargs"] = {**card.transform_kwargs, "resize_to": 36}
@@ -533,7 +532,7 @@ def train_run(ctx, paper: str, run_dir: Path, precision: str, max_steps: int, st
     if stop_after_steps is not None:
         fit_options["stop_after_steps"] = stop_after_steps
     # the synthetic cards are already narrow for MFER; the others shrink their input
-    overrides = TINY_RECIPE[paper] if ctx.tiny and paper != "mfer" else {}
+    overrides = TINY_RECIPE.get(paper, TINY_DEFAULT) if ctx.tiny and paper != "mfer" else {}
     with open(ctx.report.out / "gpu_check_train.log", "a") as f, contextlib.redirect_stdout(f), \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

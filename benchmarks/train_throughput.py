@@ -34,7 +34,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from authors_pipeline import MEAN, STD, PILFolder  # noqa: E402  (sibling script module)
-PAPER_MODELS = ("emonet", "baseline", "fermam", "mmfrm", "grefel", "mfer")
+
+from ferlib.recipes import list_recipes, load_card  # noqa: E402
+
+PAPER_MODELS = tuple(dict.fromkeys(load_card(name)["model"] for name in list_recipes()))  # every card's model
 
 
 def rss_mb() -> float:

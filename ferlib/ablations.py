@@ -2,8 +2,12 @@
 
 A grid entry is ``(paper, overrides, seed)``: recipe overrides (``model_kwargs``, ``loss_kwargs``,
 any :class:`~ferlib.recipes.Recipe` field) applied to the paper's card for one dataset. A *sweep*
-groups the entries of one question (EMO-Net's λ, MMFRM's RFLoss, ...); :data:`PRESETS` holds the
-papers' ablations and the code-vs-paper switches the models expose.
+groups the entries of one question (EMO-Net's λ, MMFRM's RFLoss, ...). Each paper's sweeps live in its
+recipe card's ``ablations:`` section (``ferlib/recipes/<paper>.yaml``): :data:`PRESETS` gathers them
+by name, :data:`GROUPS` by the cards' ``group:`` (the papers' ablations, the code-vs-paper switches the
+models expose); a card added with sweeps puts them in the grid with no edit here. Before any training
+every variant's recipe, model (on the meta device) and loss are built: an override that does not exist
+stops the grid with :class:`AblationError`.
 
 Runs live in ``<runs_dir>/ablations/<dataset>/<sweep>/<variant>__s<seed>``; a run whose
 ``summary.json`` shows the expected epochs (or ``max_steps`` steps) is skipped, an interrupted one
@@ -17,17 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ferlib.metrics import format_mean_std
+from ferlib import runs as _runs
+from ferlib.recipes import SWEEP_GROUPS, RecipeError, card_ablations, list_recipes
 
 #: Metrics gathered per run, in (summary section, key) form → column name.
 RUN_METRICS = {
@@ -58,6 +61,8 @@ class Sweep:
     variants: tuple
     axis: str = "variant"
     description: str = ""
+    group: str = ""                 # the card's group: "papers" or "code_vs_paper"
+    figure: bool = False            # notebook 09 draws the paper from this sweep's runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,104 +81,14 @@ class GridEntry:
 class AblationResult:
     runs: pd.DataFrame              # one row per run
     table: pd.DataFrame             # mean ± std over seeds per (sweep, variant)
-    skipped: list                   # notes on variants left out (missing option, missing card)
+    skipped: list                   # notes on variants left out (no recipe for the dataset)
     files: list                     # tables and figures written
-
-
-def _v(label, value=None, note="", **overrides) -> Variant:
-    return Variant(label, overrides, value, note)
-
-
-def _lam(v: float) -> Variant:
-    note = {0.8: "as coded (hard-coded in the forward)", 0.5: "README RAF-DB checkpoint",
-            0.6: "README RAF-DB/AffectNet checkpoints"}.get(v, "")
-    return _v(f"lam={v}", v, note, model_kwargs={"lam": v})
-
-
-PRESETS: dict[str, Sweep] = {s.name: s for s in (
-    Sweep("emonet_lambda", "emonet", tuple(_lam(v) for v in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)), "λ (shortcut weight)",
-          "EMO-Net fusion-branch weight λ (specs/emonet.md §2.3: 0.8 coded, 0.5/0.6 released)"),
-    Sweep("fermam_label_smoothing", "fermam", (
-        _v("ce_only", "CE", "no label-smoothing term", loss_kwargs={"lsce_weight": 0.0}),
-        _v("w1_eps0.2", "1 / 0.2", loss_kwargs={"lsce_weight": 1.0, "smoothing": 0.2}),
-        _v("w2_eps0.1", "2 / 0.1", loss_kwargs={"lsce_weight": 2.0, "smoothing": 0.1}),
-        _v("w2_eps0.2", "2 / 0.2", "as coded (train.py)", loss_kwargs={"lsce_weight": 2.0, "smoothing": 0.2}),
-        _v("w2_eps0.3", "2 / 0.3", loss_kwargs={"lsce_weight": 2.0, "smoothing": 0.3}),
-        _v("w3_eps0.2", "3 / 0.2", loss_kwargs={"lsce_weight": 3.0, "smoothing": 0.2}),
-    ), "LSCE weight / ε", "FERMam CE + w·LSCE(ε) (specs/fermam.md §10)"),
-    Sweep("mmfrm_rfloss", "mmfrm", (
-        _v("off", "off", "CE only: the paper's without-RFLoss ablation", loss_kwargs={"variant": "off"}),
-        _v("as_coded", "as_coded", "RR is a gradient-free constant (spec §5)", loss_kwargs={"variant": "as_coded"}),
-        _v("intended", "intended", "differentiable per-class RR", loss_kwargs={"variant": "intended"}),
-    ), "RFLoss", "MMFRM RFLoss off / as coded / intended (specs/mmfrm.md §5)"),
-    Sweep("grefel_losses", "grefel", (
-        _v("ce_only", "CE", loss_kwargs={"lambda_anchor": 0.0, "lambda_center": 0.0}),
-        _v("ce+anchor", "CE+A", loss_kwargs={"lambda_anchor": 1.0, "lambda_center": 0.0}),
-        _v("ce+center", "CE+C", loss_kwargs={"lambda_anchor": 0.0, "lambda_center": 1.0}),
-        _v("all", "CE+A+C", "the paper's loss", loss_kwargs={"lambda_anchor": 1.0, "lambda_center": 1.0}),
-        _v("anchors=1", 1, model_kwargs={"num_anchors": 1}),
-        _v("anchors=5", 5, model_kwargs={"num_anchors": 5}),
-        _v("anchors=10", 10, "the card's anchor count", model_kwargs={"num_anchors": 10}),
-    ), "loss terms / anchors per class", "GReFEL loss terms and anchor count (specs/grefel.md §4)"),
-    Sweep("mfer_feature_loss", "mfer", (
-        _v("none", "none", "released classification loss only", loss_kwargs={"feature_loss": None}),
-        _v("lgm", "LGM", loss_kwargs={"feature_loss": "lgm"}),
-        _v("dsf", "DSF (approx.)", "our reconstruction of DSF", loss_kwargs={"feature_loss": "dsf"}),
-    ), "feature loss", "MFER feature loss: none / LGM / DSF approximation (specs/mfer.md §4)"),
-    # Code-vs-paper switches: the upstream code's behaviour against the paper's apparent intent.
-    Sweep("fermam_code_vs_paper", "fermam", (
-        _v("as_coded", "as coded"),
-        _v("ir_tokens=spatial", "spatial tokens", model_kwargs={"ir_tokens": "spatial"}),
-        _v("ss2d_merge=vmamba", "VMamba merge", model_kwargs={"ss2d_merge": "vmamba"}),
-        _v("asfr_input_gate=delta", "Δ⊙B gate", model_kwargs={"asfr_input_gate": "delta"}),
-        _v("asfr_skip=param", "learned D skip", model_kwargs={"asfr_skip": "param"}),
-        _v("shuffled_residual", "shuffled residual", model_kwargs={"shuffled_residual": True}),
-        _v("cls_pool=mean", "mean pool", model_kwargs={"cls_pool": "mean"}),
-        _v("landmark_bn_eval", "landmark BN eval", model_kwargs={"landmark_bn_train": False}),
-        _v("conv_only", "conv only", "SS_Conv_SSM ablation (spec §4)", model_kwargs={"conv_ssm_mode": "conv_only"}),
-        _v("ssm_only", "SSM only", "SS_Conv_SSM ablation (spec §4)", model_kwargs={"conv_ssm_mode": "ssm_only"}),
-    ), "switch", "FERMam upstream quirks against the paper's intent (ferlib/models/fermam/model.py table)"),
-    Sweep("mmfrm_code_vs_paper", "mmfrm", (
-        _v("as_coded", "as coded", "landmark net in train mode, frozen; RR / 64"),
-        _v("landmark_eval", "landmark eval", model_kwargs={"landmark_mode": "eval"}),
-        _v("landmark_follow", "landmark follows", model_kwargs={"landmark_mode": "follow"}),
-        _v("train_landmark", "landmark trained", model_kwargs={"train_landmark": True}),
-        _v("intended_rr_batch", "intended RR / B", loss_kwargs={"variant": "intended", "normalizer": "batch"}),
-    ), "switch", "MMFRM code quirks (specs/mmfrm.md §10)"),
-    Sweep("grefel_code_vs_paper", "grefel", (
-        _v("grefel", "GReFEL"),
-        _v("arbex", "ARBEx (code)", "predecessor code's variant and loss",
-           model_kwargs={"variant": "arbex"}, loss="arbex_loss"),
-        _v("batch_coupled_attention", "batch-coupled attn", model_kwargs={"batch_coupled_attention": True}),
-        _v("anchor_init=zeros", "zero anchors", model_kwargs={"anchor_init": "zeros"}),
-        _v("no_balanced_prediction", "no balancing", model_kwargs={"balanced_prediction": False}),
-        _v("anchor_loss=arbex", "ARBEx anchor loss", loss_kwargs={"anchor_loss": "arbex"}),
-        _v("center_confidence", "confidence-weighted centre", loss_kwargs={"center_confidence": True}),
-    ), "switch", "GReFEL against its predecessor ARBEx's code (specs/grefel.md [quirk]s)"),
-    Sweep("mfer_code_vs_paper", "mfer", (
-        _v("lgm_w1", "LGM ×1", "train.py adds the feature loss unweighted",
-           loss_kwargs={"feature_loss": "lgm", "feature_loss_weight": 1.0}),
-        _v("lgm_w0.001", "LGM ×0.001", "--weight_loss 0.001 (parsed, never used)",
-           loss_kwargs={"feature_loss": "lgm", "feature_loss_weight": 0.001}),
-    ), "feature-loss weight", "MFER: the parsed but unused --weight_loss (specs/mfer.md §5)"),
-)}
-
-#: The papers' own ablations (``grid="papers"``) and the code-vs-paper switches (``"code_vs_paper"``).
-GROUPS = {
-    "papers": ("emonet_lambda", "fermam_label_smoothing", "mmfrm_rfloss", "grefel_losses", "mfer_feature_loss"),
-    "code_vs_paper": ("fermam_code_vs_paper", "mmfrm_code_vs_paper", "grefel_code_vs_paper", "mfer_code_vs_paper"),
-}
-GROUPS["all"] = GROUPS["papers"] + GROUPS["code_vs_paper"]
-
-
-def list_presets() -> list[str]:
-    return list(PRESETS)
 
 
 def sweep_from_dict(spec: dict) -> Sweep:
     """A sweep from a small dict: ``{"paper": "baseline", "name": "lr", "axis": "lr",
     "variants": {"lr=1e-3": {"lr": 1e-3}, "lr=1e-2": {"lr": 1e-2}}}`` (``variants`` may also be a
-    list of ``{"label", "overrides", "value"}`` dicts)."""
+    list of ``{"label", "overrides", "value", "note"}`` dicts, as in a card's ``ablations:`` section)."""
     if "paper" not in spec or "variants" not in spec:
         raise ValueError(f"a grid dict needs 'paper' and 'variants' keys, got {sorted(spec)}")
     variants = spec["variants"]
@@ -182,11 +97,55 @@ def sweep_from_dict(spec: dict) -> Sweep:
     else:
         vs = tuple(Variant(str(v["label"]), dict(v.get("overrides") or {}), v.get("value", v["label"]),
                            v.get("note", "")) for v in variants)
-    return Sweep(spec.get("name", "custom"), spec["paper"], vs, spec.get("axis", "variant"), spec.get("description", ""))
+    return Sweep(spec.get("name", "custom"), spec["paper"], vs, spec.get("axis", "variant"), spec.get("description", ""),
+                 spec.get("group", ""), bool(spec.get("figure", False)))
+
+
+def card_sweeps(paper: str) -> list[Sweep]:
+    """The sweeps of ``paper``'s recipe card (its ``ablations:`` section), in card order."""
+    return [sweep_from_dict({**spec, "paper": paper}) for spec in card_ablations(paper)]
+
+
+def load_presets() -> dict[str, Sweep]:
+    """Every card's sweeps by name: the papers' ablations, then the code-vs-paper switches (cards in name
+    order within a group). A name is a run directory, so two cards may not use the same one."""
+    out: dict[str, Sweep] = {}
+    for sweep in sorted((s for paper in list_recipes() for s in card_sweeps(paper)),
+                        key=lambda s: SWEEP_GROUPS.index(s.group)):
+        if sweep.name in out:
+            raise RecipeError(f"ablation sweep {sweep.name!r} is in both {out[sweep.name].paper}.yaml and "
+                              f"{sweep.paper}.yaml; sweep names must be unique over the cards")
+        out[sweep.name] = sweep
+    return out
+
+
+#: Every card's sweeps by name (read from the cards when this module is imported).
+PRESETS: dict[str, Sweep] = load_presets()
+
+#: The papers' own ablations (``grid="papers"``), the code-vs-paper switches (``"code_vs_paper"``) and
+#: both (``"all"``), from each sweep's ``group:`` in its card.
+GROUPS = {g: tuple(n for n, s in PRESETS.items() if s.group == g) for g in SWEEP_GROUPS}
+GROUPS["all"] = tuple(PRESETS)
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def figure_sweeps(papers=None) -> list[Sweep]:
+    """The ``figures`` grid, what notebook 09 trains when it has nothing to draw: for each paper (default:
+    every card) its card's ``figure: true`` sweeps (MFER: no feature loss / LGM / DSF, the README's
+    t-SNE plots), else its card run alone (sweep ``<paper>_card``, variant ``card``)."""
+    out = []
+    for paper in list_recipes() if papers is None else papers:
+        own = [s for s in card_sweeps(paper) if s.figure]
+        out += own or [Sweep(f"{paper}_card", paper, (Variant("card", {}, "card"),), description=f"the {paper} card")]
+    return out
 
 
 def resolve_sweeps(grid) -> list[Sweep]:
-    """``grid``: a preset name, a group (``papers``, ``code_vs_paper``, ``all``), a sweep dict, or a list of these."""
+    """``grid``: a preset name, a group (``papers``, ``code_vs_paper``, ``all``), ``figures``
+    (:func:`figure_sweeps`), a :class:`Sweep`, a sweep dict, or a list of these."""
     if isinstance(grid, Sweep):
         return [grid]
     if isinstance(grid, dict):
@@ -194,102 +153,84 @@ def resolve_sweeps(grid) -> list[Sweep]:
     if isinstance(grid, str):
         if grid in GROUPS:
             return [PRESETS[n] for n in GROUPS[grid]]
+        if grid == "figures":
+            return figure_sweeps()
         if grid not in PRESETS:
-            raise KeyError(f"unknown ablation grid {grid!r}; presets: {list(PRESETS)}, groups: {list(GROUPS)}")
+            raise KeyError(f"unknown ablation grid {grid!r}; presets: {list(PRESETS)}, "
+                           f"groups: {[*GROUPS, 'figures']}")
         return [PRESETS[grid]]
     return [s for g in grid for s in resolve_sweeps(g)]
 
 
 # ---------------------------------------------------------------------------------------------
-# Checking that a variant can run (the paper engineers' options may not exist yet)
+# Checking a grid before training: every override is one the recipe, the model and the loss take
 # ---------------------------------------------------------------------------------------------
 
-def _accepted_names(fn) -> tuple[set, bool]:
-    """Keyword names ``fn`` accepts and whether it also takes ``**kwargs``."""
-    params = inspect.signature(fn).parameters.values()
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+class AblationError(ValueError):
+    """A variant's overrides do not build: a recipe field, model option or loss option that does not
+    exist, or a value its owner refuses."""
 
 
-def model_accepts(model: str, option: str) -> bool:
-    """Whether ``create_model(model, option=...)`` is a real option: the factory's keywords, then
-    (when it forwards ``**kwargs``) those of the class it returns."""
-    from ferlib.models import model_entrypoint
-
-    try:
-        fn = model_entrypoint(model)
-    except KeyError:
-        return False
-    names, var = _accepted_names(fn)
-    if option in names:
-        return True
-    if not var:
-        return False
-    try:
-        ret = typing.get_type_hints(fn).get("return")
-    except Exception:  # unresolved annotation: cannot tell, trust the factory
-        return True
-    if inspect.isclass(ret):
-        names, var = _accepted_names(ret.__init__)
-        return option in names or var
-    return True
-
-
-def _build_on_meta(recipe) -> str | None:
-    """Build the recipe's model on the meta device (no memory, no compute): the error of an option
-    the model does not take or a value it refuses, else None. Other failures are left to training."""
-    import torch
-
-    from ferlib.models import create_model
-
-    try:
-        with torch.device("meta"):
-            create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
-    except TypeError as e:
-        if "unexpected keyword" in str(e):
-            return str(e)
-    except ValueError as e:
-        return str(e)
-    except Exception:  # noqa: BLE001 - e.g. an op without a meta kernel: not the option's fault
-        return None
-    return None
+#: Models (name, classes, model_kwargs) already built on the meta device in this process: a grid checks
+#: each once (the loss-only variants of a sweep share their model).
+_BUILT_ON_META: set = set()
 
 
 def check_variant(sweep: Sweep, variant: Variant, dataset: str) -> str | None:
-    """``None`` when the variant can run on ``dataset``; otherwise why not (a note for the table)."""
+    """Build the variant's recipe, its model on the meta device (no memory, no compute) and its loss.
+
+    ``None`` when they build; a note when ``sweep.paper`` has no recipe for ``dataset`` (the variant is left
+    out); :class:`AblationError` when an override is not one the recipe, the model or the loss takes."""
+    import torch
+
     from ferlib.engine.run import build_loss
+    from ferlib.models import create_model
     from ferlib.recipes import load_recipe
 
+    where = f"{sweep.name}/{variant.label}"
     try:
         recipe = load_recipe(sweep.paper, dataset, **variant.overrides)
-    except (FileNotFoundError, KeyError, TypeError) as e:
-        return f"{sweep.name}/{variant.label}: no recipe ({e})"
-    for opt in (variant.overrides.get("model_kwargs") or {}):
-        if not model_accepts(recipe.model, opt):
-            return f"{sweep.name}/{variant.label}: model {recipe.model!r} has no option {opt!r} yet"
-    if variant.overrides.get("model_kwargs"):
-        why = _build_on_meta(recipe)
-        if why:
-            return f"{sweep.name}/{variant.label}: model {recipe.model!r} rejects {variant.overrides['model_kwargs']} ({why})"
+    except (FileNotFoundError, KeyError) as e:  # no card, or no entry for the dataset in it
+        return f"{where}: no recipe ({e})"
+    except (TypeError, ValueError) as e:
+        raise AblationError(f"{where}: the recipe rejects {variant.overrides} ({e})") from e
+    key = (recipe.model, recipe.num_classes, repr(sorted(recipe.model_kwargs.items())))
+    if key not in _BUILT_ON_META:
+        try:
+            with torch.device("meta"):
+                create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised with the variant named
+            raise AblationError(f"{where}: model {recipe.model!r} rejects model_kwargs {recipe.model_kwargs} "
+                                f"({type(e).__name__}: {e})") from e
+        _BUILT_ON_META.add(key)
     try:
         build_loss(recipe)
-    except (KeyError, TypeError, ValueError) as e:
-        return f"{sweep.name}/{variant.label}: loss {recipe.loss!r} rejects {recipe.loss_kwargs} ({e})"
+    except Exception as e:  # noqa: BLE001 - re-raised with the variant named
+        raise AblationError(f"{where}: loss {recipe.loss!r} rejects loss_kwargs {recipe.loss_kwargs} "
+                            f"({type(e).__name__}: {e})") from e
     return None
 
 
 def expand(grid, dataset: str, seeds=(0,)) -> tuple[list[GridEntry], list[str]]:
-    """Grid entries for ``dataset`` (variant × seed, in preset order) and the notes of skipped variants."""
-    entries, skipped = [], []
+    """Grid entries for ``dataset`` (variant × seed, in preset order) and the notes of variants left out
+    because their paper has no recipe for ``dataset``. Every variant is checked (:func:`check_variant`)
+    first: :class:`AblationError` lists all that do not build, before anything trains."""
+    entries, skipped, errors = [], [], []
     for sweep in resolve_sweeps(grid):
         for variant in sweep.variants:
-            why = check_variant(sweep, variant, dataset)
+            try:
+                why = check_variant(sweep, variant, dataset)
+            except AblationError as e:
+                errors.append(str(e))
+                continue
             if why:
                 skipped.append(why)
                 continue
             for seed in seeds:
                 entries.append(GridEntry(sweep.name, sweep.paper, variant.label, variant.overrides, int(seed),
                                          variant.value))
+    if errors:
+        raise AblationError(f"{len(errors)} variant(s) do not build on {dataset!r}:\n  " + "\n  ".join(errors))
     return entries, skipped
 
 
@@ -317,16 +258,7 @@ def spec_digest(spec: dict) -> str:
 
 def is_complete(run_dir, epochs: int, max_steps: int | None = None) -> bool:
     """``summary.json`` exists and shows ``epochs`` epochs run, or at least ``max_steps`` steps."""
-    path = Path(run_dir) / "summary.json"
-    if not path.exists():
-        return False
-    try:
-        s = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
-    if int(s.get("epochs_run", 0)) >= int(epochs):
-        return True
-    return max_steps is not None and int(s.get("steps", 0)) >= int(max_steps)
+    return _runs.RunDir(run_dir).is_complete(epochs, max_steps)
 
 
 def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_root=None, epochs: int | None = None,
@@ -361,7 +293,7 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
 
 def run_record(run_dir) -> dict:
     """The metrics of one run directory as a flat dict (NaN where a section is absent)."""
-    s = json.loads((Path(run_dir) / "summary.json").read_text())
+    s = _runs.RunDir(run_dir).summary()
     row = {"epochs_run": s.get("epochs_run"), "steps": s.get("steps"), "selected_on": s.get("selected_on"),
            "selected_epoch": s.get("selected_epoch")}
     for col, (section, key) in RUN_METRICS.items():
@@ -374,16 +306,9 @@ def aggregate(runs: pd.DataFrame, keys=("sweep", "paper", "variant"), metrics=No
 
     Adds ``<metric>_mean``, ``<metric>_std`` and a text column ``<metric>`` = ``"0.8125 ± 0.0442"``
     (``"0.8125"`` alone for one seed); ``n_seeds`` counts the runs. Row order = first appearance.
+    Metrics absent or all NaN are left out. The one aggregator, :func:`ferlib.runs.aggregate`.
     """
-    metrics = [m for m in (metrics or RUN_METRICS) if m in runs and runs[m].notna().any()]
-    keys = [k for k in keys if k in runs]
-    g = runs.groupby(keys, sort=False, dropna=False)
-    out = g.size().rename("n_seeds").to_frame()
-    for m in metrics:
-        out[f"{m}_mean"] = g[m].mean()
-        out[f"{m}_std"] = g[m].std(ddof=1)
-        out[m] = [format_mean_std(a, b) for a, b in zip(out[f"{m}_mean"], out[f"{m}_std"])]
-    return out.reset_index()
+    return _runs.aggregate(runs, keys, metrics or RUN_METRICS, sort=False, drop_empty=True)
 
 
 def plot_sweep(runs: pd.DataFrame, sweep: Sweep | str, dataset: str = "", ax=None):
@@ -476,39 +401,3 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
             files += save_figure(fig, figures_dir / f"{stem}.png")
             plt.close(fig)
     return AblationResult(runs, table, skipped, files)
-
-
-# ---------------------------------------------------------------------------------------------
-# The minimal runs notebook 09 draws when there is nothing to draw
-# ---------------------------------------------------------------------------------------------
-
-#: Papers whose figure runs are a preset sweep rather than the card alone: MFER's README compares
-#: t-SNE plots without feature loss, with LGM and with DSF.
-FIGURE_SWEEPS = {"mfer": "mfer_feature_loss"}
-
-
-def minimal_runs(runs_dir=None, dataset: str = "synthetic", max_steps: int | None = 2, papers=("baseline", "mfer"),
-                 dataset_kwargs: dict | None = None, epochs: int = 1) -> list[Path]:
-    """When ``runs_dir`` holds no run, train what notebook 09 needs to draw every kind of figure: each
-    paper's card run, or the variants of its :data:`FIGURE_SWEEPS` sweep, ``epochs`` epochs bounded by
-    ``max_steps``, in ``<runs_dir>/minimal/<paper>_<dataset>_<variant>`` (through :func:`run_entry`, so
-    an interrupted set resumes). Returns the run directories (those found when there were some)."""
-    from ferlib.paths import results_dir
-    from ferlib.results import find_runs
-
-    runs_dir = Path(runs_dir) if runs_dir else results_dir() / "runs"
-    existing = find_runs(runs_dir)
-    if existing:
-        return existing
-    sweeps = [PRESETS[FIGURE_SWEEPS[p]] if p in FIGURE_SWEEPS else Sweep("card", p, (Variant("card", {}),))
-              for p in papers]
-    entries, skipped = expand(sweeps, dataset)
-    for note in skipped:
-        print(f"skipped {note}", flush=True)
-    out = []
-    for e in entries:
-        print(f"training {e.paper} / {e.variant} on {dataset} (max_steps={max_steps})", flush=True)
-        run_dir = runs_dir / "minimal" / f"{_slug(e.paper)}_{_slug(dataset)}_{_slug(e.variant)}"
-        out.append(run_entry(e, dataset, runs_dir, epochs=epochs, max_steps=max_steps, dataset_kwargs=dataset_kwargs,
-                             run_dir=run_dir)[0])
-    return out

@@ -59,20 +59,3 @@ def exit_on_known_errors(*extra: type, stream=None):
         if not report(err, extra, stream):
             raise
         raise SystemExit(2) from None
-
-
-def int_at_least(minimum: int):
-    """An argparse ``type``: an integer ≥ ``minimum`` (argparse then prints one line and exits 2)."""
-    import argparse
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer ≥ {minimum}"
-    return parse

@@ -90,13 +90,17 @@ PAPER_ORDERS: dict[str, dict[str, tuple]] = {
     "mfer": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": CANONICAL},
 }
 
-_DATASET_DEFAULT = {"rafdb": "rafdb", "affectnet": "affectnet", "affectnet8": "affectnet8", "ferplus": "ferplus",
-                    "fer2013": "fer2013", "synthetic": "rafdb"}
 
-
-def paper_order(paper: str, dataset: str) -> tuple:
-    """Class names in ``paper``'s order for ``dataset``; the dataset's native order when the paper has none."""
+def paper_order(paper: str, dataset: str, native=None) -> tuple:
+    """Class names in ``paper``'s order for ``dataset``; when the paper has none, the dataset's native order:
+    ``native`` (the caller's class names: a run's classes, or the record's
+    ``ferlib.data.dataset_info(dataset).label_set``), else the label set named ``dataset``."""
     order = PAPER_ORDERS.get(paper, {}).get(dataset)
     if order is not None:
         return order
-    return LABEL_SETS[_DATASET_DEFAULT.get(dataset, dataset)].names
+    if native is not None:
+        return tuple(native)
+    if dataset not in LABEL_SETS:
+        raise KeyError(f"{paper!r} has no class order for {dataset!r} and no label set is named so: pass native= "
+                       f"(the data's class names, or ferlib.data.dataset_info({dataset!r}).label_set.names)")
+    return LABEL_SETS[dataset].names

@@ -1,11 +1,9 @@
-"""Execute the numbered notebooks headlessly with papermill: ``python -m ferlib.notebooks run-all``.
+"""Execute the numbered notebooks headlessly with papermill (``python -m ferlib notebooks run-all``, :mod:`ferlib.cli.notebooks`).
 
 Outputs go to ``results/notebooks/<name>.ipynb``; the stored notebooks stay output-free.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -116,33 +114,3 @@ def sync() -> list[Path]:
             orphan.unlink()
             print(f"removed {orphan.relative_to(notebooks_dir())} (no notebook)", flush=True)
     return written
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ferlib.notebooks", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="list the notebooks")
-    r = sub.add_parser("run", help="run some notebooks")
-    r.add_argument("names", nargs="+")
-    r.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="a parameter")
-    a = sub.add_parser("run-all", help="run every numbered notebook on its defaults")
-    a.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="a parameter")
-    sub.add_parser("sync", help="regenerate the paired py:percent scripts notebooks/py/*.py (jupytext)")
-    args = ap.parse_args(argv)
-    if args.cmd == "sync":
-        sync()
-        return 0
-    if args.cmd == "list":
-        print("\n".join(p.name for p in list_notebooks()))
-        return 0
-    import yaml
-
-    params = {k: yaml.safe_load(v) for k, v in args.p}
-    names = [p.stem for p in list_notebooks()] if args.cmd == "run-all" else args.names
-    for n in names:
-        execute(n, params)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

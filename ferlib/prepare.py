@@ -1,6 +1,6 @@
-"""``python -m ferlib.prepare DATASET --root … [--split …] [--align] [--size N]``: build the tensor cache.
+"""Check a dataset's layout, count its classes, build its tensor cache (``python -m ferlib prepare DATASET --root …``).
 
-``python -m ferlib.prepare imagefolder --root R --make-split 0.2 [--group-by REGEX] [--seed S]`` first splits
+``python -m ferlib prepare imagefolder --root R --make-split 0.2 [--group-by REGEX] [--seed S]`` first splits
 a folder of ``R/<class>/<image>`` into ``R/train/`` and ``R/test/`` (links, stratified by class, grouped by
 subject when the regex names one; recorded in ``R/ferlib_split.json``), see
 :func:`ferlib.data.imagefolder.make_split`.
@@ -14,34 +14,25 @@ cache_size=N)`` finds it too.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
-from ferlib.data import DEFAULT_SPLITS, DatasetFormatError, load_dataset
-from ferlib.errors import int_at_least
-
-#: what each layout detector recognises, for :func:`check_layout`
-_DETECTORS = {"rafdb": "ferlib.data.rafdb", "affectnet": "ferlib.data.affectnet",
-              "affectnet8": "ferlib.data.affectnet", "ferplus": "ferlib.data.ferplus", "fer2013": "ferlib.data.fer2013"}
+from ferlib.data import DataNotFoundError, DatasetFormatError, dataset_info, load_dataset
 
 
 def dataset_root(dataset: str, data_root=None) -> Path | None:
-    """The folder ``dataset`` is read from: ``data_root``, else ``data/<dataset>``; None for the generated
-    synthetic set. Raises :class:`ferlib.engine.run.DataNotFoundError` (the message training gives) when the
+    """The folder ``dataset`` is read from: ``data_root``, else ``data/<folder>`` of its record; None for the
+    generated synthetic set. Raises :class:`ferlib.data.DataNotFoundError` (the message training gives) when the
     folder does not exist."""
-    from ferlib.engine.run import DataNotFoundError, default_data_root
-
-    if dataset == "synthetic":
+    info = dataset_info(dataset)
+    if info.generated:
         return Path(data_root).expanduser() if data_root else None
-    root = Path(data_root).expanduser() if data_root else default_data_root(dataset)
+    root = Path(data_root).expanduser() if data_root else info.default_root()
     if root.exists():
         return root
     if dataset == "imagefolder":
         raise DataNotFoundError(f"imagefolder: no data at {root}. Pass your own folder: data_root=<folder> (-p "
                                 f"data_root <folder>) holding train/<class>/<image> and test/<class>/<image> "
-                                f"(python -m ferlib.prepare imagefolder --root <folder> --make-split 0.2 makes them).")
+                                f"(python -m ferlib prepare imagefolder --root <folder> --make-split 0.2 makes them).")
     raise DataNotFoundError(
         f"{dataset}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {dataset} "
         f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
@@ -49,19 +40,19 @@ def dataset_root(dataset: str, data_root=None) -> Path | None:
 
 
 def check_layout(dataset: str, root) -> str:
-    """One line naming the layout found under ``root``; raises DatasetFormatError with the fix if none."""
-    import importlib
-
-    if dataset in ("synthetic",):
-        return f"synthetic set under {root or 'data/synthetic'} (generated on first use)"
+    """One line naming the layout found under ``root`` (the record's ``detect_layout``); raises DatasetFormatError
+    with the fix if none."""
+    info = dataset_info(dataset)
+    if info.generated:
+        return f"{dataset} set under {root or 'data/' + info.folder} (generated on first use)"
     root = Path(root).expanduser()
     if not root.exists():
         raise DatasetFormatError(f"dataset root does not exist ({dataset}).", path=root,
                                  fix=f"download {dataset} and point data_root at it; data/README.md says where "
                                      "each dataset is expected.")
-    if dataset not in _DETECTORS:
+    if info.detect_layout is None:
         return f"{dataset} at {root}"
-    found = importlib.import_module(_DETECTORS[dataset]).detect_layout(root)
+    found = info.detect_layout(root)
     if isinstance(found, tuple):
         found = f"{found[0]} ({found[1]})"
     return f"{dataset}: layout '{found}' found at {root}"
@@ -81,11 +72,11 @@ def class_counts_by_split(dataset: str, root=None, splits=None) -> dict:
     from ferlib.data.base import SkipWarning
 
     out = {}
-    for split in splits or DEFAULT_SPLITS.get(dataset, ("train", "test")):
+    for split in splits or dataset_info(dataset).splits:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SkipWarning)
-                opts = {"progress": False} if dataset == "synthetic" else {"check": "exists"}
+                opts = {"progress": False} if dataset_info(dataset).generated else {"check": "exists"}
                 ds = load_dataset(dataset, root, split, **opts)
         except DatasetFormatError:
             continue
@@ -127,7 +118,7 @@ def prepare(dataset: str, root=None, splits=None, size: int | None = None, align
     image (:func:`ferlib.data.align.warn_if_already_cropped`)."""
     from ferlib.engine.run import default_cache_workers
 
-    splits = splits or DEFAULT_SPLITS.get(dataset, ("train", "test"))
+    splits = splits or dataset_info(dataset).splits
     workers = default_cache_workers() if workers is None else workers
     if align:
         _check_not_cropped(dataset, root, splits[0], opts)
@@ -144,7 +135,7 @@ def _check_not_cropped(dataset, root, split, opts) -> None:
 
     from ferlib.data.base import SkipWarning
 
-    if dataset == "synthetic":
+    if dataset_info(dataset).generated:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkipWarning)
@@ -161,68 +152,3 @@ def summary(caches: dict) -> dict:
     return {split: {"cache": str(ds.path), "n": len(ds), "shape": list(ds.images.shape[1:]),
                     "classes": ds.classes, "class_counts": ds.class_counts(),
                     "skipped": ds.skip_report.as_dict()} for split, ds in caches.items()}
-
-
-def _parse_value(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ferlib.prepare", description=__doc__.split("\n\n")[0])
-    p.add_argument("dataset", help="rafdb, affectnet, affectnet8, ferplus, fer2013, imagefolder or synthetic")
-    p.add_argument("--root", default=None, help="the dataset folder as distributed (see data/README.md)")
-    p.add_argument("--split", action="append", help="split(s) to cache (default: all the dataset has)")
-    p.add_argument("--size", type=int_at_least(8), default=None, help="side of the stored images (default: first image's)")
-    p.add_argument("--align", action="store_true", help="align faces to the 5-point template (needs landmarks "
-                                                        "or facenet-pytorch)")
-    p.add_argument("--cache-dir", default=None, help="where caches live (default: data/cache)")
-    p.add_argument("--workers", type=int_at_least(0), default=None,
-                   help="decode / align in this many processes (default: the spare cores, up to 8; 0 = here)")
-    p.add_argument("--make-split", type=float, default=None, metavar="FRACTION",
-                   help="imagefolder: first split ROOT/<class>/* into ROOT/train and ROOT/test (links), this "
-                        "fraction to test, stratified by class")
-    p.add_argument("--group-by", default=None, metavar="REGEX",
-                   help=r"with --make-split: a regex whose first group names the subject / sequence in a file "
-                        r"name (e.g. '^(S\d+)_' for CK+); a group never lands on both sides")
-    p.add_argument("--seed", type=int, default=0, help="with --make-split: the split's random seed")
-    p.add_argument("--link", default="symlink", choices=("symlink", "hardlink"), help="with --make-split")
-    p.add_argument("--overwrite", action="store_true", help="with --make-split: replace an earlier split")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader option, e.g. --opt layout=mfer --opt label_mode=crossentropy")
-    p.add_argument("--quiet", action="store_true")
-    a = p.parse_args(argv)
-    opts = dict(o.split("=", 1) for o in a.opt)
-    opts = {k: _parse_value(v) for k, v in opts.items()}
-    try:
-        if a.make_split is not None:
-            if a.dataset != "imagefolder" or not a.root:
-                p.error("--make-split works on an imagefolder --root")
-            if not 0 < a.make_split < 1:
-                p.error(f"--make-split takes the test fraction, between 0 and 1 (got {a.make_split})")
-            from ferlib.data.imagefolder import SPLIT_RECORD, make_split
-
-            rec = make_split(a.root, a.make_split, a.group_by, a.seed, a.link, a.overwrite)
-            groups = f", {sum(len(g) for g in rec['groups'].values())} groups" if "groups" in rec else ""
-            print(f"split {len(rec['files'])} images{groups}: {rec['test_fraction']:.1%} to test "
-                  f"(seed {a.seed}); recorded in {Path(a.root) / SPLIT_RECORD}", file=sys.stderr)
-        if a.dataset != "synthetic" or a.root:
-            print(layout_report(a.dataset, a.root), file=sys.stderr)
-        caches = prepare(a.dataset, a.root, a.split, a.size, a.align, a.cache_dir, progress=not a.quiet,
-                         workers=a.workers, **opts)
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user's error
-        from ferlib.errors import report
-
-        if not report(e):
-            raise
-        return 2
-    print(json.dumps(summary(caches), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from ferlib.metrics import cross_dataset_accuracy, format_mean_std, per_class_accuracy
+from ferlib.metrics import cross_dataset_accuracy, per_class_accuracy
+from ferlib.runs import RunDir, aggregate, find_runs, load_metrics, load_predictions, read_config  # noqa: F401
 
 ACCURACY_COLUMNS = ("accuracy_last", "accuracy_test_selected", "accuracy_val_selected")
 #: Recipe fields that do not change what is trained (provenance) or have their own column.
@@ -34,35 +34,8 @@ _NOT_A_VARIANT = {"reported", "source", "notes", "epochs", "paper", "dataset", "
 
 
 # ---------------------------------------------------------------------------------------------
-# Runs
+# Runs (read through ferlib.runs: find_runs, read_config, load_metrics, load_predictions)
 # ---------------------------------------------------------------------------------------------
-
-def find_runs(runs_dir) -> list[Path]:
-    """Every run directory (holding ``summary.json`` and ``config.yaml``) under ``runs_dir``, sorted."""
-    root = Path(runs_dir)
-    if not root.exists():
-        return []
-    return sorted(p.parent for p in root.rglob("summary.json") if (p.parent / "config.yaml").exists())
-
-
-def read_config(run_dir) -> dict:
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
-
-
-def load_predictions(run_dir) -> dict:
-    """``predictions.npz`` of a run: logits, targets, features and class names."""
-    path = Path(run_dir) / "predictions.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: train the run first (ferlib.engine.train)")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def load_metrics(run_dir) -> list[dict]:
-    """``metrics.jsonl`` of a run: one dict per epoch."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
 
 def recipe_variant(recipe: dict) -> str:
     """How a run's recipe differs from its paper card for that dataset: ``"card"`` when it does not,
@@ -100,8 +73,8 @@ def _short(v) -> str:
 def read_run(run_dir, runs_dir=None) -> dict:
     """One run as a flat record: identity, recipe variant, epochs/steps and the three accuracies."""
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    rd = RunDir(run_dir)
+    cfg, summary = rd.config(), rd.summary()
     recipe = cfg.get("recipe", {})
     fit = cfg.get("fit", {})
     selected_on = summary.get("selected_on", "test_selected")
@@ -153,14 +126,7 @@ def summary_table(runs: pd.DataFrame,
     if runs.empty:
         return pd.DataFrame(columns=list(keys) + ["n_seeds", "partial"])
     runs = runs.assign(partial=runs["status"] == "smoke")
-    g = runs.groupby(list(keys), sort=True, dropna=False)
-    out = g.size().rename("n_seeds").to_frame()
-    out["partial"] = g["partial"].any()
-    for col in ACCURACY_COLUMNS + ("mean_class_accuracy",):
-        out[f"{col}_mean"] = g[col].mean()
-        out[f"{col}_std"] = g[col].std(ddof=1)
-        out[col] = [format_mean_std(m, s) for m, s in zip(out[f"{col}_mean"], out[f"{col}_std"])]
-    return out.reset_index()
+    return aggregate(runs, keys, ACCURACY_COLUMNS + ("mean_class_accuracy",), sort=True, any_of=("partial",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +287,7 @@ def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
         classes = [str(c) for c in p["classes"]]
         df = per_class_accuracy(p["logits"], p["targets"], classes)
         if order_by_paper and rec["paper"]:
-            order = [canonical_name(n) for n in paper_order(rec["paper"], rec["dataset"])]
+            order = [canonical_name(n) for n in paper_order(rec["paper"], rec["dataset"], classes)]
             rank = {n: i for i, n in enumerate(order)}
             df = df.assign(_r=[rank.get(canonical_name(c), len(rank)) for c in df["class"]]).sort_values("_r", kind="stable")
             df = df.drop(columns="_r")
@@ -346,22 +312,11 @@ def one_run_per_paper(runs: pd.DataFrame, dataset: str | None = None) -> list[st
 # Cross-dataset evaluation through the canonical label order
 # ---------------------------------------------------------------------------------------------
 
-def load_eval_split(dataset: str, data_root=None, split: str | None = None, **dataset_kwargs):
-    """The split ``dataset``'s papers report on (RAF-DB test, AffectNet val, ...), read by its reader."""
-    from ferlib.data import load_dataset
-    from ferlib.engine.run import EVAL_SPLIT, READER, default_data_root
-
-    split = split or EVAL_SPLIT.get(dataset, "test")
-    if dataset == "synthetic":
-        return load_dataset("synthetic", data_root, split, **dataset_kwargs)
-    root = Path(data_root) if data_root else default_data_root(dataset)
-    return load_dataset(READER.get(dataset, dataset), root, split, **dataset_kwargs)
-
-
 def cross_dataset_eval(run_dir, dataset: str, data_root=None, split: str | None = None, max_batches: int | None = None,
                        device: str = "auto", **dataset_kwargs) -> dict:
     """Evaluate a run's best model (``best.pt``) on another dataset's evaluation split through the
     canonical label order (see :func:`cross_dataset_accuracy`)."""
+    from ferlib.data import load_eval_split
     from ferlib.engine import load_run, predict
 
     model, recipe = load_run(run_dir)
@@ -375,11 +330,11 @@ def cross_dataset_eval(run_dir, dataset: str, data_root=None, split: str | None 
 
 
 def _run_classes(run_dir) -> list[str]:
-    p = Path(run_dir) / "predictions.npz"
-    if p.exists():
-        with np.load(p, allow_pickle=False) as z:
-            return [str(c) for c in z["classes"]]
-    return list(read_config(run_dir)["data"]["train"]["classes"])
+    rd = RunDir(run_dir)
+    try:
+        return [str(c) for c in rd.predictions()["classes"]]
+    except FileNotFoundError:
+        return list(rd.config()["data"]["train"]["classes"])
 
 
 def cross_dataset_table(run_dirs, targets, max_batches: int | None = None) -> pd.DataFrame:

@@ -69,9 +69,9 @@ def test_cache_aligns_affectnet_from_its_landmarks(tmp_path):
         raise AssertionError("landmarks are given: the detector must not run")
 
     from ferlib.data.cache import cached
-    from ferlib.data.registry import _READERS
+    from ferlib.data import dataset_info
 
-    ds = _READERS["affectnet8"](FIXTURES_DIR / "affectnet", "train", check="exists")
+    ds = dataset_info("affectnet8").reader(FIXTURES_DIR / "affectnet", "train", check="exists")
     c = cached(ds, "affectnet8", FIXTURES_DIR / "affectnet", "train", {}, tmp_path, 112, align=True,
                progress=False, detector=no_detector)
     assert c.images.shape == (27, 3, 112, 112) and c.index["aligned"]
@@ -90,9 +90,9 @@ def test_missing_detector_package_has_install_hint(monkeypatch):
 
 def test_no_face_is_counted_not_fatal(tmp_path):
     from ferlib.data.cache import cached
-    from ferlib.data.registry import _READERS
+    from ferlib.data import dataset_info
 
-    ds = _READERS["rafdb"](FIXTURES_DIR / "rafdb" / "basic", "test", check="exists")
+    ds = dataset_info("rafdb").reader(FIXTURES_DIR / "rafdb" / "basic", "test", check="exists")
     c = cached(ds, "rafdb", FIXTURES_DIR / "rafdb" / "basic", "test", {}, tmp_path, 100, align=True,
                progress=False, detector=lambda img: None)
     assert len(c) == 0 or c.skip_report.counts["no face detected"] == 26 - len(c)

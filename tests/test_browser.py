@@ -388,7 +388,7 @@ def two_face_photo(folder: Path) -> Path:
     import numpy as np
     from PIL import Image
 
-    from ferlib.predict import demo_photo, read_photo
+    from ferlib.inference import demo_photo, read_photo
 
     img = read_photo(demo_photo())
     path = folder / "two_faces.png"

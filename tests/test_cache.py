@@ -1,5 +1,5 @@
 """The uint8 tensor cache: same pixels as decoding, skip reports kept, reuse when valid, rebuild when stale,
-atomic writes, and the ``python -m ferlib.prepare`` entry point."""
+atomic writes, and the ``python -m ferlib prepare`` entry point."""
 import json
 import os
 import pickle
@@ -104,7 +104,7 @@ def test_affectnet_crop_cached(tmp_path):
 
 
 def test_prepare_cli(tmp_path, capsys):
-    from ferlib.prepare import main
+    from ferlib.cli.prepare import main
 
     rc = main(["fer2013", "--root", str(FIXTURES_DIR / "fer2013"), "--size", "40", "--cache-dir", str(tmp_path),
                "--quiet"])

@@ -288,3 +288,9 @@ def test_mmfrm_states_the_cards_choice_of_starting_weights():
     assert "[ours]" in _tag_text(_text("mmfrm"), "pretrained")
     assert [(i["weights"], i["into"]) for i in d["pretrained"]] == [("mobilefacenet_landmark", "landmark")]
     assert get_weights("mmfrm_landmark").released is False  # upstream's own file
+
+
+def test_list_papers_names_the_five_papers_and_not_the_baseline():
+    from ferlib.recipes import list_papers
+
+    assert list_papers() == sorted(PAPERS)

@@ -81,10 +81,10 @@ def test_temp_files_of_dead_processes_are_removed_on_the_next_save(tmp_path):
     assert left == sorted([f".last.pt.tmp{alive.pid}", "last.pt", "notes.tmp1"])
 
 
-# --- python -m ferlib.weights sha256 ---------------------------------------------------------------------
+# --- python -m ferlib weights sha256 ---------------------------------------------------------------------
 
 def run_sha256(*files):
-    return subprocess.run([sys.executable, "-m", "ferlib.weights", "sha256", *map(str, files)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ferlib", "weights", "sha256", *map(str, files)], capture_output=True,
                           text=True)
 
 
@@ -101,7 +101,7 @@ def test_sha256_prints_hash_and_size_of_an_unregistered_file(tmp_path):
 def test_sha256_says_whether_a_registered_file_matches(tmp_path, monkeypatch, capsys):
     from dataclasses import replace
 
-    from ferlib.weights import __main__ as cli
+    from ferlib.cli import weights as cli
     from ferlib.weights import get_weights, registry
 
     f = tmp_path / "ir50.pth"

@@ -1,11 +1,11 @@
-"""`python -m ferlib.train` and `python -m ferlib.evaluate` (in-process main(); tiny synthetic runs)."""
+"""`python -m ferlib train` and `python -m ferlib evaluate` (in-process main(); tiny synthetic runs)."""
 import json
 
 import numpy as np
 import pytest
 
-from ferlib import evaluate as evaluate_cli
-from ferlib import train as train_cli
+from ferlib.cli import evaluate as evaluate_cli
+from ferlib.cli import train as train_cli
 
 TINY_SET = ["--set", "input_size=32", "--set", "model_kwargs.width=8",
             "--set", "dataset_kwargs={n_train: 48, n_test: 24, progress: false}"]

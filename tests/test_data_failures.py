@@ -73,7 +73,7 @@ def test_require_usable_counts_fewer_than_needed(raf):
 
 def test_prepare_exits_nonzero_for_an_empty_train_split(raf, tmp_path):
     empty_train_images(raf)
-    proc = subprocess.run([sys.executable, "-m", "ferlib.prepare", "rafdb", "--root", str(raf), "--cache-dir",
+    proc = subprocess.run([sys.executable, "-m", "ferlib", "prepare", "rafdb", "--root", str(raf), "--cache-dir",
                            str(tmp_path / "cache"), "--quiet"], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2, proc.stdout

@@ -2,7 +2,7 @@
 
 - exact: the DDP update path (gradient averaging, accumulation with ``no_sync``, a loss's own
   parameters averaged by hand) on a BatchNorm-free model equals one process on the whole batch;
-- end to end: ``torchrun --nproc-per-node 2 -m ferlib.train`` against ``train()`` in one process, equal
+- end to end: ``torchrun --nproc-per-node 2 -m ferlib train`` against ``train()`` in one process, equal
   within tolerance (BatchNorm sees per-rank batches of 8 instead of 16), and its sharded + gathered
   evaluation equal to a one-process evaluation of the same weights.
 """
@@ -98,7 +98,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     train("baseline", "synthetic", data_root=data, run_dir=tmp_path / "one", epochs=2, batch_size=16,
           device="cpu", progress=False, fit_options={"deterministic": True}, **sets)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "ferlib.train", "--model", "baseline", "--dataset", "synthetic", "--data-root", str(data),
+           "-m", "ferlib", "train", "--model", "baseline", "--dataset", "synthetic", "--data-root", str(data),
            "--run-dir", str(tmp_path / "two"), "--epochs", "2", "--batch-size", "8", "--device", "cpu",
            "--deterministic", "--no-progress", "--set", "input_size=64", "--set", "model_kwargs.width=8",
            "--set", "train_transforms=[]", "--set", "dataset_kwargs={n_train: 48, n_test: 24, progress: false}"]

@@ -1,4 +1,4 @@
-"""``ferlib.evaluate --weights``: a checkpoint file registered under a temporary FERLIB_HOME is evaluated with its
+"""``python -m ferlib evaluate --weights``: a checkpoint file registered under a temporary FERLIB_HOME is evaluated with its
 entry's preprocessing and class order, and reproduces the model it was built from; run-dir data errors."""
 import json
 
@@ -12,7 +12,8 @@ from torchvision.transforms import v2
 from ferlib.data import load_dataset
 from ferlib.data.labels import RAFDB
 from ferlib.engine.run import DataNotFoundError
-from ferlib.evaluate import (ClassMismatchError, evaluate_run, evaluate_weights, main, released_checkpoints_table)
+from ferlib.cli.evaluate import main
+from ferlib.evaluation import ClassMismatchError, evaluate_run, evaluate_weights, released_checkpoints_table
 from ferlib.models import create_model
 from ferlib.recipes import load_recipe
 from ferlib.testing import FIXTURES_DIR

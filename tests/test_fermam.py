@@ -289,7 +289,7 @@ def test_ferplus_card_reads_votes_as_the_authors_loader(tmp_path):
 
     from PIL import Image
 
-    from ferlib.engine.run import load_splits
+    from ferlib.engine.run import load_recipe_splits
     from ferlib.recipes import load_recipe
     from ferlib.testing import FIXTURES_DIR
 
@@ -310,7 +310,7 @@ def test_ferplus_card_reads_votes_as_the_authors_loader(tmp_path):
             expected.setdefault(row["Usage"], {})[row["Image name"]] = votes.index(max(votes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train, val = load_splits(load_recipe("fermam", "ferplus"), root, progress=False, cache=False)
+        train, val = load_recipe_splits(load_recipe("fermam", "ferplus"), root, progress=False, cache=False)
     assert val.split == "val"
     for ds, usage in ((train, "Training"), (val, "PublicTest")):
         got = {Path(p).name: int(t) for p, t in zip(ds.samples, ds.targets)}

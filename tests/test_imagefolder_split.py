@@ -10,7 +10,7 @@ from PIL import Image
 
 from ferlib.data import DatasetFormatError, load_dataset
 from ferlib.data.imagefolder import SPLIT_RECORD, class_counts, make_split
-from ferlib.prepare import main as prepare_main
+from ferlib.cli.prepare import main as prepare_main
 
 CLASSES = ("anger", "happy", "neutral")
 

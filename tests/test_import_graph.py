@@ -25,7 +25,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "ferlib"
 
 #: Imported one per fresh interpreter; ``torchvision`` is the baseline of what torch's side loads alone.
 IMPORTED = ("ferlib.models", "ferlib.weights", "ferlib.data", "ferlib.losses", "ferlib.viz", "ferlib.viz.confusion",
-            "ferlib.viz.figures", "ferlib.metrics", "ferlib.recipes", "ferlib.engine", "torchvision")
+            "ferlib.viz.figures", "ferlib.metrics", "ferlib.recipes", "ferlib.engine", "ferlib.runs", "torchvision")
 
 _PROBE = ("import json, sys, importlib; importlib.import_module(sys.argv[1]); "
           "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('ferlib', 'cv2', 'PIL', 'torch'))))")
@@ -63,6 +63,12 @@ def test_weights_load_no_models_and_no_data(loaded):
 @pytest.mark.parametrize("module", ["ferlib.viz", "ferlib.viz.confusion", "ferlib.viz.figures"])
 def test_viz_loads_no_engine_and_no_models(loaded, module):
     assert _under(loaded[module], "ferlib.engine", "ferlib.models", "ferlib.losses", "ferlib.weights") == []
+
+
+def test_runs_is_a_leaf_below_engine_viz_results(loaded):
+    """The run directory's module: NumPy, YAML and ferlib.metrics only (no torch, no engine, no data)."""
+    assert _under(loaded["ferlib.runs"], "ferlib") == ["ferlib", "ferlib.labels", "ferlib.metrics", "ferlib.runs"]
+    assert _under(loaded["ferlib.runs"], "torch", "cv2", "PIL") == []
 
 
 def test_metrics_is_a_leaf(loaded):
@@ -219,13 +225,50 @@ def test_layers_are_acyclic(every_import):
     ("ferlib.metrics", "ferlib.engine"),
     ("ferlib.labels", "ferlib.data"),
     ("ferlib.data.synthetic_formats", "ferlib.data.synthetic"),  # the generator hands the writers its faces
+    ("ferlib.runs", "ferlib.engine"),       # the run directory is a layer below everything that writes or reads it
+    ("ferlib.runs", "ferlib.viz"),
+    ("ferlib.runs", "ferlib.results"),
+    ("ferlib.runs", "ferlib.ablations"),
+    ("ferlib.runs", "ferlib.models"),
+    ("ferlib.runs", "ferlib.data"),
 ])
 def test_no_import_against_the_layers_even_inside_functions(every_import, source, target):
     assert _edges(every_import, source, target) == []
 
 
-def test_no_ferlib_module_imports_the_notebook_tools_but_the_demo(every_import):
-    assert _edges(every_import, "ferlib", "ferlib.notebooks") == ["ferlib.demo -> ferlib.notebooks"]
+def test_only_the_shell_commands_import_the_notebook_tools(every_import):
+    assert _edges(every_import, "ferlib", "ferlib.notebooks") == ["ferlib.cli.demo -> ferlib.notebooks",
+                                                                    "ferlib.cli.notebooks -> ferlib.notebooks"]
+
+
+#: The run directory's files that :mod:`ferlib.runs` alone names, so that it alone writes them.
+RUN_DIR_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "plan.json")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def run_file_literals() -> list[str]:
+    """``module:line name`` for each string constant naming a run-directory file outside ``ferlib/runs.py``
+    (a path component such as ``run_dir / "summary.json"``; prose that mentions the file does not count)."""
+    hits = []
+    for name, path in MODULES.items():
+        if name == "ferlib.runs":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docs = _docstrings(tree)
+        hits += [f"{name}:{n.lineno} {n.value}" for n in ast.walk(tree)
+                 if isinstance(n, ast.Constant) and id(n) not in docs and n.value in RUN_DIR_FILES]
+    return sorted(hits)
+
+
+def test_only_ferlib_runs_names_the_run_files():
+    """config.yaml, metrics.jsonl, summary.json and plan.json are written (and found) through ferlib.runs.RunDir
+    alone; any other module naming one writes or reads the run directory behind its back."""
+    assert run_file_literals() == []
 
 
 def test_cycle_finder_finds_cycles():

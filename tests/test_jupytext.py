@@ -40,7 +40,7 @@ def test_committed_scripts_are_in_sync():
     orphans = sorted({p.stem for p in (nbs.notebooks_dir() / "py").glob("*.py")} - {p.stem for p in NOTEBOOKS})
     assert not stale and not orphans, (
         f"notebooks/py is out of date (stale: {stale}, without notebook: {orphans}): run "
-        "`python -m ferlib.notebooks sync` and commit notebooks/py")
+        "`python -m ferlib notebooks sync` and commit notebooks/py")
 
 
 def test_sync_writes_the_scripts(tmp_path, monkeypatch):

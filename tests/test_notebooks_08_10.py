@@ -49,24 +49,25 @@ def test_08_ablations(env):
     assert_image(env / "results" / "figures" / "ablation_ls_synthetic.png")
 
 
-def test_09_figures_trains_minimal_runs(env):
+def test_09_figures_trains_the_figures_grid(env):
     runs_dir = env / "runs09"
     execute("09_figures", env, runs_dir=str(runs_dir), max_steps=1, dataset_kwargs=TINY, max_points=200)
-    assert len(list(runs_dir.glob("minimal/*/summary.json"))) == 4        # baseline + MFER × 3 feature losses
+    runs = sorted(str(p.parent.relative_to(runs_dir)) for p in runs_dir.glob("ablations/synthetic/*/*/summary.json"))
+    assert runs == [f"ablations/synthetic/{r}" for r in (      # the baseline card + MFER's figure: true sweep
+        "baseline_card/card__s0", "mfer_feature_loss/dsf__s0", "mfer_feature_loss/lgm__s0", "mfer_feature_loss/none__s0")]
     figs = env / "results" / "figures"
     assert_image(figs / "tsne_mfer_feature_loss_synthetic.png")
     assert_image(figs / "per_class_accuracy_synthetic.png")
-    for run in ("baseline_synthetic_card", "mfer_synthetic_lgm"):
-        paper = run.split("_")[0]
+    for paper, run in (("baseline", "card__s0"), ("mfer", "lgm__s0")):
         assert_image(figs / f"confusion_{paper}_synthetic__{run}.png")
         assert_image(figs / f"curves_{paper}_synthetic__{run}.png")
-    assert_image(figs / "tsne_mfer_synthetic__mfer_synthetic_none.png")
+    assert_image(figs / "tsne_mfer_synthetic__none__s0.png")
 
 
 def test_10_results_tables(env):
     runs_dir = env / "runs09"
     if not runs_dir.exists():
-        pytest.skip("needs the runs of test_09_figures_trains_minimal_runs")
+        pytest.skip("needs the runs of test_09_figures_trains_the_figures_grid")
     target = {"trained_on": "synthetic", "dataset": "synthetic", "fmt": "affectnet8", **TINY}
     execute("10_results", env, runs_dir=str(runs_dir), complexity_papers=["emonet"], cross_dataset=[target], max_steps=1)
     tables = env / "results" / "tables"

@@ -1,4 +1,4 @@
-"""``ferlib.predict``: faces found in a real photo (matplotlib's sample photo of Grace Hopper), probabilities over
+"""``ferlib.inference``: faces found in a real photo (matplotlib's sample photo of Grace Hopper), probabilities over
 the model's class names, annotated PNG and CSV from the command line."""
 import csv
 
@@ -11,7 +11,8 @@ from PIL import Image
 
 from ferlib.data.labels import RAFDB
 from ferlib.models import create_model
-from ferlib.predict import Predictor, crop_face, main, read_photo
+from ferlib.cli.predict import main
+from ferlib.inference import Predictor, crop_face, read_photo
 from ferlib.recipes import load_recipe
 from ferlib.weights.registry import get_weights
 
@@ -128,7 +129,7 @@ def test_a_run_trained_on_your_own_folder_predicts_its_folder_classes(tmp_path, 
     folder names (in the run's recorded order), and evaluate_run reads the same classes."""
     from ferlib.data.imagefolder import make_split
     from ferlib.engine import train
-    from ferlib.evaluate import evaluate_run
+    from ferlib.evaluation import evaluate_run
 
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
     rng = np.random.default_rng(0)

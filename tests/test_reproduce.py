@@ -65,7 +65,7 @@ def test_missing_weights_stop_the_run_before_any_data_is_read(paper, home, tmp_p
     def no_data(*a, **k):
         raise AssertionError("the data was read before the weights were checked")
 
-    monkeypatch.setattr(run_mod, "load_splits", no_data)
+    monkeypatch.setattr(run_mod, "load_recipe_splits", no_data)
     with pytest.raises(WeightsNotFoundError) as err:
         train(paper, "rafdb", data_root=RAF, run_dir=tmp_path / "run")
     msg = str(err.value)
@@ -81,7 +81,7 @@ def test_missing_weights_stop_the_run_before_any_data_is_read(paper, home, tmp_p
 def test_pretrained_false_starts_the_cards_training_with_a_warning(paper, home, tmp_path, monkeypatch):
     seen = {}
 
-    def fake_fit(model, loss, recipe, train_ds, val_ds, run_dir, resume, options, callbacks, start):
+    def fake_fit(model, loss, recipe, train_ds, val_ds, run_dir, resume, options, callbacks, start, **kw):
         seen.update(recipe=recipe, options=options, start=start, n_eval=len(val_ds))
         run_dir.mkdir(parents=True)
         return {"selected_on": options.selected_on}
@@ -161,7 +161,7 @@ def test_load_run_of_a_run_with_backbone_starts_needs_no_file(home, tmp_path, mo
 
 def test_cli_dry_run_and_one_line_errors(home, tmp_path):
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "ferlib.train", "--model", "fermam", "--dataset", "rafdb", "--data-root", str(RAF),
+    cmd = [sys.executable, "-m", "ferlib", "train", "--model", "fermam", "--dataset", "rafdb", "--data-root", str(RAF),
            "--run-dir", str(tmp_path / "run")]
     dry = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
@@ -176,7 +176,7 @@ def test_cli_dry_run_and_one_line_errors(home, tmp_path):
 
 
 def test_cli_pretrained_values():
-    from ferlib.train import parse_pretrained
+    from ferlib.cli.train import parse_pretrained
 
     assert parse_pretrained("card") == parse_pretrained("True") == "card"
     assert parse_pretrained("false") is False and parse_pretrained("none") is False
@@ -228,7 +228,7 @@ def test_check_parameters_reads_the_annotations():
 def test_imagefolder_trains_through_the_cli_with_a_base_recipe(home, tmp_path):
     tree = FIXTURES_DIR / "ferplus" / "imagefolder"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "ferlib.train", "--model", "emonet", "--dataset", "imagefolder", "--data-root",
+    cmd = [sys.executable, "-m", "ferlib", "train", "--model", "emonet", "--dataset", "imagefolder", "--data-root",
            str(tree), "--base-recipe", "rafdb", "--pretrained", "false", "--max-steps", "1", "--epochs", "1",
            "--batch-size", "8", "--no-cache", "--run-dir", str(tmp_path / "run"), "--set", "input_size=32",
            "--set", "transform_kwargs.eval_resize=36"]
@@ -268,7 +268,7 @@ def test_resume_never_restarts_silently_nor_mixes_recipes(home, tmp_path):
 
 
 def test_cli_resume_into_nothing_is_one_line_error(home, tmp_path):
-    from ferlib.train import main
+    from ferlib.cli.train import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--model", "baseline", "--dataset", "synthetic", "--run-dir", str(tmp_path / "x"), "--resume"])
@@ -285,7 +285,7 @@ def test_cli_resume_into_nothing_is_one_line_error(home, tmp_path):
 def test_cli_validates_options_before_training_in_one_line(extra, message, home, tmp_path, capsys):
     if "cuda" in extra and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from ferlib.train import main
+    from ferlib.cli.train import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--model", "emonet", "--dataset", "rafdb", "--data-root", str(RAF), "--pretrained", "false",

@@ -77,10 +77,10 @@ def test_stop_mid_epoch_then_resume_from_fallback_is_bit_identical(tmp_path):
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
-    """A `python -m ferlib.train` process is SIGKILLed after a mid-epoch step checkpoint; --resume ends
+    """A `python -m ferlib train` process is SIGKILLed after a mid-epoch step checkpoint; --resume ends
     with the weights of an uninterrupted run (CPU, --deterministic)."""
     def cli(run_dir, *extra):
-        return [sys.executable, "-m", "ferlib.train", "--model", "baseline", "--dataset", "synthetic",
+        return [sys.executable, "-m", "ferlib", "train", "--model", "baseline", "--dataset", "synthetic",
                 "--data-root", str(tmp_path / "data"), "--run-dir", str(run_dir), "--epochs", "2",
                 "--batch-size", "4", "--device", "cpu", "--deterministic", "--checkpoint-every-steps", "1",
                 "--no-progress", "--set", "input_size=32", "--set", "model_kwargs.width=8",

@@ -26,7 +26,8 @@ from .base import (CroppedDataset, FERDataset, SkipReport, decodable_indices, em
 from .errors import DatasetFormatError
 from .imagefolder import build_imagefolder, find_split_dir
 from .labels import LABEL_SETS
-from .registry import register_dataset
+from .registry import SyntheticFormat, register_dataset
+from .synthetic_formats import write_affectnet
 
 LISTS = "Manually_Annotated_file_lists"
 IMAGES = "Manually_Annotated_Images"
@@ -179,14 +180,17 @@ def load_affectnet_any(root, split: str, num_classes: int, layout: str | None = 
                              fallback=("test",) if split == "val" else (), dataset_name="AffectNet")
 
 
-@register_dataset("affectnet")
+@register_dataset("affectnet", splits=("train", "val"), eval_split="val", label_set="affectnet", face_crop="box",
+                  detect_layout=detect_layout, synthetic_format=SyntheticFormat(write_affectnet))
 def load_affectnet(root, split: str = "train", layout: str | None = None, check: str = "decode", transform=None,
                    crop_margin: float = 0.0, crop: bool = True, list_file=None, **_):
     """AffectNet-7 (native codes 0 neutral … 6 anger; contempt filtered). See the module docstring."""
     return load_affectnet_any(root, split, 7, layout, check, transform, crop_margin, crop, list_file)
 
 
-@register_dataset("affectnet8")
+@register_dataset("affectnet8", splits=("train", "val"), eval_split="val", folder="affectnet",
+                  label_set="affectnet8", face_crop="box", detect_layout=detect_layout,
+                  synthetic_format=SyntheticFormat(write_affectnet, num_classes=8))
 def load_affectnet8(root, split: str = "train", layout: str | None = None, check: str = "decode", transform=None,
                     crop_margin: float = 0.0, crop: bool = True, list_file=None, **_):
     """AffectNet-8 (native codes 0..7; alphabetical order for the ``alpha`` layout)."""

@@ -1,4 +1,4 @@
-"""The one exception readers raise when a user pointed at the wrong thing."""
+"""The exceptions readers raise when a user pointed at the wrong thing (or at nothing)."""
 
 
 class DatasetFormatError(ValueError):
@@ -15,3 +15,7 @@ class DatasetFormatError(ValueError):
 
 class EmptySplitError(DatasetFormatError):
     """A split has no usable image (or fewer than a run needs); the message carries the skip report."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A real dataset was asked for but is not on disk: the message says where to put it."""

@@ -15,7 +15,8 @@ import numpy as np
 from .base import ArrayDataset, SkipReport, read_csv_rows
 from .errors import DatasetFormatError
 from .labels import LABEL_SETS
-from .registry import register_dataset
+from .registry import SyntheticFormat, register_dataset
+from .synthetic_formats import write_fer2013
 
 N_PIXELS = 48 * 48
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
@@ -83,7 +84,9 @@ def detect_layout(root: Path) -> tuple[str, Path]:
                              fix="put Kaggle's fer2013.csv in this folder (torchvision's root/fer2013/ works too).")
 
 
-@register_dataset("fer2013")
+@register_dataset("fer2013", splits=("train", "val", "test"), eval_split="test", label_set="fer2013",
+                  face_crop="grey48", detect_layout=detect_layout,
+                  synthetic_format=SyntheticFormat(write_fer2013, num_classes=7))
 def load_fer2013(root, split: str = "train", layout: str | None = None, transform=None, **_):
     root = Path(root)
     if layout is None:

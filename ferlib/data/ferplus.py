@@ -22,7 +22,8 @@ from .base import (ArrayDataset, FERDataset, SkipReport, check_utf8_start, decod
                    read_csv_rows, text_decode_error)
 from .errors import DatasetFormatError
 from .labels import LABEL_SETS
-from .registry import register_dataset
+from .registry import SyntheticFormat, register_dataset
+from .synthetic_formats import write_ferplus
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
 CSV_COLUMNS = ("Usage", "Image name") + VOTE_COLUMNS
@@ -177,7 +178,9 @@ def detect_layout(root: Path) -> str:
             "fer2013new.csv (layout='pixels'), or pass layout='flat', image_dir=… .")
 
 
-@register_dataset("ferplus")
+@register_dataset("ferplus", splits=("train", "val", "test"), eval_split="test", label_set="ferplus",
+                  face_crop="grey48", detect_layout=detect_layout,
+                  synthetic_format=SyntheticFormat(write_ferplus, num_classes=8))
 def load_ferplus(root, split: str = "train", label_mode: str = "majority", eval_mode: str | None = "majority",
                  layout: str | None = None, image_dir=None, pixels_csv=None, check: str = "decode", transform=None,
                  **_):

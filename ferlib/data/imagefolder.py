@@ -11,7 +11,8 @@ from pathlib import Path
 from .base import FERDataset, SkipReport, decodable_indices
 from .errors import DatasetFormatError
 from .labels import LabelSet, canonical_name, CANONICAL
-from .registry import register_dataset
+from .registry import SyntheticFormat, register_dataset
+from .synthetic_formats import write_imagefolder
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -86,7 +87,8 @@ def build_imagefolder(root: Path, split: str, folders, label_set: LabelSet, *, c
     return ds
 
 
-@register_dataset("imagefolder")
+@register_dataset("imagefolder", splits=("train", "test"), eval_split="test", label_set=None, face_crop="aligned",
+                  synthetic_format=SyntheticFormat(write_imagefolder))
 def load_imagefolder(root, split: str = "train", classes=None, check: str = "decode", transform=None,
                      label_set: LabelSet | None = None, **_):
     """Any ``root/<split>/<class>/*`` tree. ``classes`` = folder names in index order (default: sorted

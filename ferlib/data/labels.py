@@ -18,7 +18,6 @@ from ferlib.labels import (  # noqa: F401  (the public names of ferlib.data.labe
     canonical_name,
     paper_order,
 )
-from ferlib.labels import _DATASET_DEFAULT  # noqa: F401  (ferlib.evaluate reads it from here)
 
 
 def relabel_dataset(ds, dest: LabelSet):

@@ -11,7 +11,8 @@ from pathlib import Path
 from .base import FERDataset, SkipReport, empty_split_error, keep_decodable, read_text
 from .errors import DatasetFormatError
 from .labels import LABEL_SETS
-from .registry import register_dataset
+from .registry import SyntheticFormat, register_dataset
+from .synthetic_formats import write_rafdb
 
 LIST_FILE = Path("EmoLabel") / "list_patition_label.txt"
 
@@ -102,7 +103,8 @@ def _split_rows(root: Path, split: str, list_file: Path):
     return rows
 
 
-@register_dataset("rafdb")
+@register_dataset("rafdb", splits=("train", "test"), eval_split="test", label_set="rafdb", face_crop="aligned",
+                  detect_layout=detect_layout, synthetic_format=SyntheticFormat(write_rafdb, num_classes=7))
 def load_rafdb(root, split: str = "train", variant: str = "aligned", check: str = "decode", transform=None,
                layout: str | None = None, list_file=None, **_):
     """RAF-DB basic (datasets.md §1), RAF order (surprise, fear, disgust, happy, sad, anger, neutral).

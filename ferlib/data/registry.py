@@ -1,29 +1,127 @@
-"""``load_dataset(name, root, split, **opts)``: one entry point over every reader."""
+"""One record per dataset name, declared with its reader, and the entry points over every reader.
+
+A reader module states everything ferlib knows about its dataset where it registers the reader::
+
+    @register_dataset("rafdb", splits=("train", "test"), eval_split="test", label_set="rafdb",
+                      face_crop="aligned", detect_layout=detect_layout,
+                      synthetic_format=SyntheticFormat(write_rafdb, num_classes=7))
+    def load_rafdb(root, split="train", **opts): ...
+
+:func:`load_dataset`, :func:`load_splits`, :func:`load_eval_split`, ``ferlib.prepare`` (layout check,
+splits), the engine (default folder, evaluation split, the face crop a checkpoint records), ``ferlib.inference``
+and the synthetic generator all read that record (:func:`dataset_info`): adding a dataset is one reader file.
+"""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict
 
+from ferlib.paths import data_dir
+
 from .base import SkipWarning, require_usable
-from .errors import DatasetFormatError
+from .errors import DataNotFoundError, DatasetFormatError
+from .labels import LABEL_SETS, LabelSet
 
-_READERS: Dict[str, Callable] = {}
 SPLITS = ("train", "val", "test")
+#: How a dataset's faces were cropped from their photos, which ``ferlib.inference`` reproduces on a new photo:
+#: ``aligned`` the 5-point warp (RAF-DB), ``box`` the face box (AffectNet), ``grey48`` the box in grey at 48×48.
+FACE_CROPS = ("aligned", "box", "grey48")
 
 
-def register_dataset(name: str):
+@dataclass(frozen=True)
+class SyntheticFormat:
+    """How the synthetic generator writes a dataset's files: ``write(root, cfg, samples) -> truth`` (the
+    protocol of :mod:`ferlib.data.synthetic_formats`), drawing ``num_classes`` expressions (None: the config's)."""
+
+    write: Callable
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What ferlib knows about one dataset name, declared once with its reader by :func:`register_dataset`.
+
+    ``reader(root, split, **opts)`` is what :func:`load_dataset` calls; ``splits`` the splits the dataset has;
+    ``eval_split`` the one its papers report on; ``folder`` its default folder under ``data/``; ``label_set``
+    its native class order (None: the classes come from the data); ``face_crop`` one of :data:`FACE_CROPS`;
+    ``detect_layout(root)`` names the layout found under ``root`` or raises ``DatasetFormatError`` (None: no
+    check); ``synthetic_format`` how the synthetic set is written in this format (None: not offered as one);
+    ``generated``: the reader makes its data on first use (no folder needs to exist; it builds its own cache).
+    """
+
+    name: str
+    reader: Callable
+    splits: tuple
+    eval_split: str
+    folder: str
+    label_set: LabelSet | None
+    face_crop: str
+    detect_layout: Callable | None = None
+    synthetic_format: SyntheticFormat | None = None
+    generated: bool = False
+
+    def default_root(self) -> Path:
+        """``data/<folder>`` (``$FERLIB_DATA`` moves ``data/``)."""
+        return data_dir() / self.folder
+
+
+_DATASETS: Dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, *, splits, eval_split: str, label_set, face_crop: str, folder: str | None = None,
+                     detect_layout: Callable | None = None, synthetic_format: SyntheticFormat | None = None,
+                     generated: bool = False):
+    """Decorator registering a reader under ``name`` with its record (:class:`DatasetInfo`).
+
+    ``label_set`` is a ``LABEL_SETS`` name or a :class:`LabelSet`; ``folder`` defaults to ``name``. Registering
+    a name again with a different record raises ValueError."""
+    splits = tuple(splits)
+    if not splits or any(s not in SPLITS for s in splits):
+        raise ValueError(f"{name}: splits must be some of {SPLITS}, got {splits}")
+    if eval_split not in splits:
+        raise ValueError(f"{name}: eval_split {eval_split!r} is not one of its splits {splits}")
+    if face_crop not in FACE_CROPS:
+        raise ValueError(f"{name}: face_crop must be one of {FACE_CROPS}, got {face_crop!r}")
+    if isinstance(label_set, str):
+        if label_set not in LABEL_SETS:
+            raise ValueError(f"{name}: unknown label set {label_set!r}; available: {sorted(LABEL_SETS)}")
+        label_set = LABEL_SETS[label_set]
+    elif label_set is not None and not isinstance(label_set, LabelSet):
+        raise TypeError(f"{name}: label_set must be a LABEL_SETS name, a LabelSet or None, got {label_set!r}")
+
     def deco(fn):
-        if name in _READERS and _READERS[name] is not fn:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _READERS[name] = fn
+        info = DatasetInfo(name, fn, splits, eval_split, folder or name, label_set, face_crop, detect_layout,
+                           synthetic_format, generated)
+        if name in _DATASETS and _DATASETS[name] != info:
+            raise ValueError(f"dataset {name!r} is registered twice with different records:\n  {_DATASETS[name]}\n"
+                             f"  {info}")
+        _DATASETS[name] = info
         return fn
 
     return deco
 
 
+def dataset_info(name: str) -> DatasetInfo:
+    """The record of dataset ``name`` (KeyError naming the registered ones)."""
+    if name not in _DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; available: {list_datasets()}")
+    return _DATASETS[name]
+
+
 def list_datasets() -> list[str]:
-    return sorted(_READERS)
+    return sorted(_DATASETS)
+
+
+def list_synthetic_formats() -> list[str]:
+    """The dataset names the synthetic set can be written as (``load_dataset("synthetic", fmt=...)``)."""
+    return sorted(n for n, info in _DATASETS.items() if info.synthetic_format is not None)
+
+
+def face_crop(name: str | None) -> str:
+    """How ``name``'s faces were cropped (its record's ``face_crop``); ``aligned`` for a name not registered."""
+    return _DATASETS[name].face_crop if name in _DATASETS else "aligned"
 
 
 def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cache_size: int | None = None,
@@ -40,9 +138,9 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
     A split with no usable image (every file missing or unreadable) raises :class:`EmptySplitError` with
     the skip report, on the cached path as on the file path.
     """
-    ds = _load(name, root, split, cache, cache_size, align, progress, cache_workers, opts)
+    ds = _load(dataset_info(name), root, split, cache, cache_size, align, progress, cache_workers, opts)
     if relabel is not None:
-        from .labels import LABEL_SETS, relabel_dataset
+        from .labels import relabel_dataset
 
         if relabel not in LABEL_SETS:
             raise KeyError(f"relabel: unknown label set {relabel!r}; available: {sorted(LABEL_SETS)}")
@@ -50,39 +148,50 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
     return require_usable(ds, split)
 
 
-def _load(name, root, split, cache, cache_size, align, progress, cache_workers, opts):
-    if name not in _READERS:
-        raise KeyError(f"unknown dataset {name!r}; available: {list_datasets()}")
+def _load(info: DatasetInfo, root, split, cache, cache_size, align, progress, cache_workers, opts):
+    name, reader = info.name, info.reader
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if root is not None and name != "synthetic":
+    if info.generated:  # makes its data (and its cache), then reads it with a real reader
+        return reader(root, split, progress=progress, cache=cache, cache_size=cache_size, align=align,
+                      cache_workers=cache_workers, **opts)
+    if root is not None:
         root = Path(root).expanduser()
         if not root.exists():
             raise DatasetFormatError(
                 f"dataset root does not exist ({name}).", path=root,
                 fix=f"download {name} and point root at it; data/README.md says where each dataset is expected.")
-    if name == "synthetic":  # generates, then calls load_dataset again with the real reader
-        return _READERS[name](root, split, progress=progress, cache=cache, cache_size=cache_size, align=align,
-                              cache_workers=cache_workers, **opts)
     if align and not cache:
         raise ValueError("align=True works on the cache: pass cache=True (or a folder) as well")
     if not cache:
-        return _READERS[name](root, split, **opts)
+        return reader(root, split, **opts)
     from .cache import cached
 
     opts.setdefault("check", "exists")  # images are decoded once, by the cache step
     with warnings.catch_warnings():  # the cached dataset reports the reader's skips with its own, once
         warnings.simplefilter("ignore", SkipWarning)
-        ds = _READERS[name](root, split, **opts)
+        ds = reader(root, split, **opts)
     return cached(ds, name, root, split, opts, cache, cache_size, align, progress, workers=cache_workers)
 
 
-#: The splits each dataset has (RAF-DB: val is test; AffectNet: test is val).
-DEFAULT_SPLITS = {"rafdb": ("train", "test"), "affectnet": ("train", "val"), "affectnet8": ("train", "val"),
-                  "ferplus": ("train", "val", "test"), "fer2013": ("train", "val", "test"),
-                  "imagefolder": ("train", "test"), "synthetic": ("train", "test")}
-
-
 def load_splits(name: str, root=None, splits=None, **opts) -> dict:
-    """``{split: dataset}`` for every split the dataset has (or ``splits``)."""
-    return {s: load_dataset(name, root, s, **opts) for s in (splits or DEFAULT_SPLITS.get(name, ("train", "test")))}
+    """``{split: dataset}`` for every split the dataset has (its record's ``splits``), or ``splits``."""
+    return {s: load_dataset(name, root, s, **opts) for s in (splits or dataset_info(name).splits)}
+
+
+def load_eval_split(name: str, root=None, split: str | None = None, **opts):
+    """``split`` of dataset ``name`` (default: the one its papers report on, the record's ``eval_split``: RAF-DB
+    test, AffectNet val, ...), read from ``root`` (default: ``data/<folder>``) with ``load_dataset``'s ``opts``.
+
+    A real dataset whose folder does not exist raises :class:`DataNotFoundError` saying where it goes."""
+    info = dataset_info(name)
+    split = split or info.eval_split
+    if info.generated:
+        return load_dataset(name, root, split, **opts)
+    root = Path(root).expanduser() if root else info.default_root()
+    if not root.exists():
+        raise DataNotFoundError(
+            f"{name}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {name} "
+            f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
+            f"notebooks/01_prepare_data.ipynb (-p dataset {name} -p data_root <folder>).")
+    return load_dataset(name, root, split, **opts)

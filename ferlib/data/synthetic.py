@@ -7,9 +7,9 @@ intensities vary per sample and every face carries small random "leak" AUs, so t
 but not trivial. Generation is deterministic: sample ``i`` of split ``s`` depends only on
 ``(seed, s, i)``.
 
-``generate(root, fmt="rafdb")`` renders the faces and has :mod:`ferlib.data.synthetic_formats` write
-them in an official layout (RAF-DB's basic layout by default: ``EmoLabel/list_patition_label.txt``,
-``Image/aligned/*_aligned.jpg`` 100×100).
+``generate(root, fmt="rafdb")`` renders the faces and has the writer named by dataset ``fmt``'s record
+(:mod:`ferlib.data.synthetic_formats`) write them in its official layout (RAF-DB's basic layout by default:
+``EmoLabel/list_patition_label.txt``, ``Image/aligned/*_aligned.jpg`` 100×100).
 """
 from __future__ import annotations
 
@@ -247,18 +247,25 @@ def make_sample(cfg: SyntheticConfig, split: str, index: int):
 
 
 def generate(root, fmt: str = "rafdb", cfg: SyntheticConfig | None = None, progress: bool = True, **kw) -> Path:
-    """Write the synthetic set under ``root`` in an official layout (:data:`synthetic_formats.FORMATS`);
-    returns the dataset root.
+    """Write the synthetic set under ``root`` in dataset ``fmt``'s official layout, with the writer its record
+    names (``ferlib.data.list_synthetic_formats()``); returns the dataset root.
 
-    ``fmt="rafdb"`` writes ``root/EmoLabel/list_patition_label.txt`` and ``root/Image/aligned``.
-    Re-running with the same config is a no-op (``root/synthetic.json`` records it).
+    ``fmt="rafdb"`` writes ``root/EmoLabel/list_patition_label.txt`` and ``root/Image/aligned``. The classes
+    drawn are ``cfg.num_classes`` (``load_dataset("synthetic", fmt=...)`` sets the record's, e.g. 8 for
+    ``affectnet8``). Re-running with the same config is a no-op (``root/synthetic.json`` records it).
     """
+    from .registry import dataset_info, list_synthetic_formats
+
+    if fmt not in list_synthetic_formats():
+        raise ValueError(f"unknown synthetic format {fmt!r}; available: {', '.join(list_synthetic_formats())}")
+    writer = dataset_info(fmt).synthetic_format.write
     cfg = cfg or SyntheticConfig(**kw)
     root = Path(root)
     stamp = root / "synthetic.json"
     if stamp.exists() and json.loads(stamp.read_text()) == synthetic_formats.stamp(fmt, cfg):
         return root
-    return synthetic_formats.write(root, fmt, cfg, lambda split, desc="": iter_split(cfg, split, progress, desc))
+    return synthetic_formats.write(root, fmt, cfg, lambda split, desc="": iter_split(cfg, split, progress, desc),
+                                   writer)
 
 
 def iter_split(cfg: SyntheticConfig, split: str, progress: bool = True, desc: str = ""):

@@ -1,9 +1,12 @@
 """Write the synthetic faces in the official dataset layouts (DESIGN §6): one writer per format.
 
-``write(root, fmt, cfg, samples)`` is called by :func:`ferlib.data.synthetic.generate`, which renders
-the faces and hands them over as ``samples(split, desc)`` (an iterator of ``(i, image, landmarks,
-true, label, aus)``, labels in the canonical order); this module knows file layouts, not faces, and
-imports nothing of the generator. Formats:
+A writer is ``write_<format>(root, cfg, samples) -> truth``: ``samples(split, desc)`` iterates ``(i, image,
+landmarks, true, label, aus)`` (labels in the canonical order) and ``truth`` maps each written image name to
+its true label. A dataset offers itself as a synthetic format by naming its writer in its record
+(``register_dataset(..., synthetic_format=SyntheticFormat(write_rafdb, num_classes=7))``); a new dataset's
+writer may live in its own reader file. :func:`ferlib.data.synthetic.generate` renders the faces and calls
+:func:`write` with the record's writer; this module knows file layouts, not faces, and imports nothing of
+the generator. The writers here:
 
 - ``rafdb`` — ``EmoLabel/list_patition_label.txt`` (labels 1..7) and ``Image/aligned/*_aligned.jpg``,
   plus ``synthetic_landmarks.npz``; 7 classes only.
@@ -31,8 +34,6 @@ from PIL import Image
 
 from ferlib.labels import CANONICAL, FER2013, FERPLUS, RAFDB, canonical_name
 
-FORMATS = ("rafdb", "affectnet", "ferplus", "fer2013", "imagefolder")
-
 #: Rough valence/arousal per expression (circumplex model), for AffectNet's columns.
 VALENCE_AROUSAL = {"neutral": (0.0, 0.0), "happy": (0.75, 0.35), "sad": (-0.65, -0.3), "surprise": (0.2, 0.8),
                    "fear": (-0.55, 0.7), "disgust": (-0.6, 0.35), "anger": (-0.6, 0.6), "contempt": (-0.4, 0.2)}
@@ -43,21 +44,18 @@ def stamp(fmt: str, cfg) -> dict:
     return {"format": fmt, "config": cfg.__dict__}
 
 
-def write(root, fmt: str, cfg, samples) -> Path:
-    """Write ``samples`` in ``fmt`` under ``root``, with ``synthetic_truth.json`` and the stamp; returns ``root``."""
-    writers = {"rafdb": _rafdb, "affectnet": _affectnet, "ferplus": _ferplus, "fer2013": _fer2013,
-               "imagefolder": _imagefolder}
-    if fmt not in writers:
-        raise ValueError(f"unknown synthetic format {fmt!r}; available: {', '.join(FORMATS)}")
+def write(root, fmt: str, cfg, samples, writer) -> Path:
+    """Write ``samples`` under ``root`` with ``writer`` (format ``fmt``), with ``synthetic_truth.json`` and the
+    stamp; returns ``root``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    truth = writers[fmt](root, cfg, samples)
+    truth = writer(root, cfg, samples)
     (root / "synthetic_truth.json").write_text(json.dumps(truth))
     (root / "synthetic.json").write_text(json.dumps(stamp(fmt, cfg)))
     return root
 
 
-def _rafdb(root: Path, cfg, samples):
+def write_rafdb(root: Path, cfg, samples):
     if cfg.num_classes != 7:
         raise ValueError("RAF-DB has 7 classes; use num_classes=7 for fmt='rafdb'")
     (root / "EmoLabel").mkdir(parents=True, exist_ok=True)
@@ -95,7 +93,7 @@ def pad_into_photo(img: np.ndarray, lm: np.ndarray, i: int):
     return photo, lm + np.array([left, top], np.float32), (left, top, s, s)
 
 
-def _affectnet(root: Path, cfg, samples):
+def write_affectnet(root: Path, cfg, samples):
     lists, images = root / "Manually_Annotated_file_lists", root / "Manually_Annotated_Images"
     lists.mkdir(parents=True, exist_ok=True)
     header = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,"
@@ -147,7 +145,7 @@ def _fer2013_code(label: int) -> int:
     return next(k for k, n in enumerate(FER2013) if canonical_name(n) == name) if name != "contempt" else 6
 
 
-def _ferplus(root: Path, cfg, samples):
+def write_ferplus(root: Path, cfg, samples):
     new = ["Usage,Image name," + ",".join(FERPLUS) + ",unknown,NF"]
     pix = ["emotion,pixels,Usage"]
     truth = {}
@@ -161,7 +159,7 @@ def _ferplus(root: Path, cfg, samples):
     return truth
 
 
-def _fer2013(root: Path, cfg, samples):
+def write_fer2013(root: Path, cfg, samples):
     if cfg.num_classes != 7:
         raise ValueError("FER2013 has 7 classes; use num_classes=7 for fmt='fer2013'")
     pix = ["emotion,pixels,Usage"]
@@ -173,7 +171,7 @@ def _fer2013(root: Path, cfg, samples):
     return truth
 
 
-def _imagefolder(root: Path, cfg, samples):
+def write_imagefolder(root: Path, cfg, samples):
     truth = {}
     for split in ("train", "test"):
         for name in CANONICAL[:cfg.num_classes]:  # every class folder, so both splits list the same classes

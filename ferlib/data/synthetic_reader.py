@@ -1,26 +1,22 @@
 """``load_dataset("synthetic", root, split, fmt="rafdb")``: generate on first use, read like the real thing.
 
-``fmt`` is any format of :mod:`ferlib.data.synthetic_formats` plus ``rafdb`` (default) and ``affectnet8``
-(AffectNet format with contempt, read with 8 classes).
+``fmt`` is any dataset whose record names a synthetic writer (``ferlib.data.list_synthetic_formats()``:
+``rafdb`` by default, ``affectnet``, ``affectnet8`` (AffectNet's format with contempt, read with 8 classes),
+``ferplus``, ``fer2013``, ``imagefolder``); the set is written by that writer and read by that dataset's reader.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .registry import load_dataset, register_dataset
+from .errors import DataNotFoundError
+from .registry import dataset_info, list_synthetic_formats, load_dataset, register_dataset
 from .synthetic import SyntheticConfig, generate
-
-#: fmt -> (format generate() writes, reader, forced num_classes)
-FORMATS = {"rafdb": ("rafdb", "rafdb", 7), "affectnet": ("affectnet", "affectnet", None),
-           "affectnet8": ("affectnet", "affectnet8", 8), "ferplus": ("ferplus", "ferplus", 8),
-           "fer2013": ("fer2013", "fer2013", 7), "imagefolder": ("imagefolder", "imagefolder", None)}
 
 
 def default_root() -> Path:
-    """Where the synthetic set lives by default (``$FERLIB_DATA/synthetic`` or ``./data/synthetic``)."""
-    from ferlib.paths import data_dir
-
-    return data_dir() / "synthetic"
+    """Where the synthetic set lives by default (``$FERLIB_DATA/synthetic`` or ``./data/synthetic``: its record's
+    folder)."""
+    return dataset_info("synthetic").default_root()
 
 
 class SyntheticLandmarks:
@@ -43,30 +39,45 @@ class SyntheticLandmarks:
         return {**self.__dict__, "_data": None}
 
 
-@register_dataset("synthetic")
+def check_root(root: Path) -> None:
+    """Refuse a folder holding other data: ferlib writes the synthetic set only into an empty or new folder, or
+    one holding a synthetic set (``synthetic.json``, here or one level down)."""
+    if root.is_dir() and any(root.iterdir()) \
+            and not ((root / "synthetic.json").exists() or any(root.glob("*/synthetic.json"))):
+        raise DataNotFoundError(
+            f"synthetic: {root} is not a ferlib synthetic set (no synthetic.json) and ferlib never writes into "
+            f"a folder holding other data; pass an empty or new folder, or none (data/synthetic)")
+
+
+@register_dataset("synthetic", splits=("train", "test"), eval_split="test", label_set="rafdb", face_crop="aligned",
+                  generated=True)
 def load_synthetic(root=None, split: str = "train", fmt: str = "rafdb", config: SyntheticConfig | None = None,
                    progress: bool = True, cache=None, cache_size: int | None = None, align: bool = False,
                    cache_workers: int = 0, **opts):
     """The synthetic set in format ``fmt`` (generated under ``root/fmt`` if missing), read by that format's reader.
 
-    ``cache`` / ``cache_size`` / ``align`` as for :func:`ferlib.data.load_dataset`; RAF-DB-format faces are
-    aligned from the generator's own landmarks (no detector needed).
+    ``cache`` / ``cache_size`` / ``align`` as for :func:`ferlib.data.load_dataset`; faces written with the
+    generator's landmarks (RAF-DB format) are aligned from them (no detector needed). A ``root`` given that
+    holds other data raises :class:`DataNotFoundError` (:func:`check_root`).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
-    written, reader, ncls = FORMATS[fmt]
+    formats = list_synthetic_formats()
+    if fmt not in formats:
+        raise ValueError(f"fmt must be one of {formats}, got {fmt!r}")
+    info = dataset_info(fmt)
+    if root is not None:
+        check_root(Path(root))
     root = Path(root) if root is not None else default_root()
     kw = {k: opts.pop(k) for k in list(opts) if k in SyntheticConfig.__dataclass_fields__}
-    if ncls is not None and config is None:
-        kw["num_classes"] = ncls
+    if info.synthetic_format.num_classes is not None and config is None:
+        kw["num_classes"] = info.synthetic_format.num_classes
     cfg = config or SyntheticConfig(**kw)
-    ds_root = generate(root / fmt, fmt=written, cfg=cfg, progress=progress)
-    if split == "val" and reader in ("rafdb", "imagefolder"):
+    ds_root = generate(root / fmt, fmt=fmt, cfg=cfg, progress=progress)
+    if split == "val" and "val" not in info.splits:  # a format without a validation split: its test split
         split = "test"
     if not cache:
         if align:
             raise ValueError("align=True works on the cache: pass cache=True (or a folder) as well")
-        return load_dataset(reader, ds_root, split, **opts)
+        return load_dataset(fmt, ds_root, split, **opts)
     import warnings
 
     from .base import SkipWarning
@@ -75,7 +86,7 @@ def load_synthetic(root=None, split: str = "train", fmt: str = "rafdb", config: 
     opts.setdefault("check", "exists")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkipWarning)
-        ds = load_dataset(reader, ds_root, split, **opts)
-    if written == "rafdb" and (ds_root / "synthetic_landmarks.npz").is_file():
+        ds = load_dataset(fmt, ds_root, split, **opts)
+    if (ds_root / "synthetic_landmarks.npz").is_file():  # written beside RAF-DB-format faces
         ds.landmarks = SyntheticLandmarks(ds_root / "synthetic_landmarks.npz", ds.samples)
-    return cached(ds, reader, ds_root, split, opts, cache, cache_size, align, progress, workers=cache_workers)
+    return cached(ds, fmt, ds_root, split, opts, cache, cache_size, align, progress, workers=cache_workers)

@@ -4,8 +4,8 @@ from .distributed import init_distributed
 from .loader import EpochSampler, ResumableSampler
 from .loop import FitOptions, evaluate, fit, predict
 from .metrics import classification_metrics
-from .run import DataNotFoundError, RunResult, load_run, load_splits, train
+from .run import DataNotFoundError, RunResult, load_run, load_recipe_splits, train
 
 __all__ = ["DataNotFoundError", "EpochSampler", "FitOptions", "ResumableSampler", "RunResult", "atomic_save",
            "classification_metrics", "evaluate", "fit", "init_distributed", "load_checkpoint", "load_run",
-           "load_splits", "predict", "save_checkpoint", "train"]
+           "load_recipe_splits", "predict", "save_checkpoint", "train"]

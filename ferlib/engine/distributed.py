@@ -1,4 +1,4 @@
-"""Several processes (``torchrun --nproc-per-node N -m ferlib.train …``): process group, rank, reductions.
+"""Several processes (``torchrun --nproc-per-node N -m ferlib train …``): process group, rank, reductions.
 
 One process is the same code with ``world_size() == 1``: every helper here is then the identity.
 """

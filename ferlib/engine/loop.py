@@ -1,18 +1,22 @@
 """The one training / evaluation loop for every paper (DESIGN §3, §8).
 
 A paper brings a model (returning ``ModelOutput``), a loss and a recipe; this module owns devices,
-precision, data order, checkpoints and the run directory::
+precision, data order and checkpoints, and fills the run directory through :class:`ferlib.runs.RunDir`,
+which owns its files (``config.yaml`` and ``summary.json`` are each written once, complete)::
 
     run_dir/config.yaml        resolved recipe + environment (versions, git commit, device) + fit options
+                               + where the data came from (``data.source``)
     run_dir/metrics.jsonl      one JSON line per epoch (``eval_*`` = the evaluation split, ``selected_on``)
     run_dir/last.pt, best.pt   atomic checkpoints (model, optimiser, scheduler, scaler, loss, EMA,
                                RNG of every rank, epoch / step / batch within the epoch)
     run_dir/predictions.npz    logits, targets, features of the selected model on the evaluation split
-    run_dir/summary.json       last-epoch and selected-epoch metrics, labelled with the split selected on
+    run_dir/summary.json       last-epoch and selected-epoch metrics, labelled with the split selected on,
+                               completeness, and with a held-out split ``test_at_val_selected``
 
 Model selection is labelled honestly: by default the epoch is chosen on the evaluation split (the
 test split, as the authors' code does) and the metrics are called ``test_selected``; with a held-out
-split (``train(val_fraction=…)``) they are ``val_selected`` and the test split is reported separately.
+split (``train(val_fraction=…)``) they are ``val_selected`` and the test split is reported separately
+(``fit(test=…)`` evaluates ``best.pt`` on it before summary.json is written).
 
 Several processes (``torchrun``): DDP, each rank its share of every epoch (:class:`EpochSampler`),
 metrics summed over ranks, evaluation sharded and gathered, only rank 0 writes. One process is the
@@ -23,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -31,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
+from ferlib.data.registry import face_crop
 from ferlib.data.transforms import build_batch_transform
+from ferlib.runs import RUN_FILES, RunDir, save_predictions, summarise
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import all_gather_objects, all_reduce_sum, barrier, broadcast_state, is_distributed, rank_and_world
@@ -43,8 +47,8 @@ from .metrics import classification_metrics
 from .optim import apply_schedule, build_optimizer, build_scheduler
 from .step import Stepper, autocast, resolve_precision
 
-__all__ = ["EpochSampler", "FitOptions", "ResumableSampler", "collate_uint8", "evaluate", "fit", "predict",
-           "save_predictions", "summarise"]
+__all__ = ["RUN_FILES", "EpochSampler", "FitOptions", "ResumableSampler", "collate_uint8", "evaluate", "fit",
+           "predict", "save_predictions", "summarise"]  # RUN_FILES, save_predictions, summarise: from ferlib.runs
 
 
 @dataclasses.dataclass
@@ -68,10 +72,6 @@ class FitOptions:
     selected_on: str = "test_selected"  # what the selection split is: "test_selected" or "val"
     find_unused_parameters: bool = False  # DDP option for models with branches unused in some steps
     overwrite: bool = False          # a fresh run may replace a previous run in the same directory
-
-
-#: The files of a run; a fresh run into a directory holding any of them needs ``overwrite``.
-RUN_FILES = ("last.pt", "last.pt.prev", "best.pt", "predictions.npz", "summary.json", "metrics.jsonl")
 
 
 class RunExistsError(FileExistsError):
@@ -100,8 +100,7 @@ def check_same_recipe(stored: dict, recipe, run_dir) -> None:
 def check_run_dir(run_dir, resume: bool, overwrite: bool) -> list[str]:
     """The previous run's files in ``run_dir`` that a fresh run would replace; raises :class:`RunExistsError`
     when there are some and neither ``resume`` nor ``overwrite`` is set. Touches nothing."""
-    run_dir = Path(run_dir)
-    previous = [n for n in RUN_FILES if (run_dir / n).exists() and (n != "metrics.jsonl" or (run_dir / n).stat().st_size)]
+    previous = RunDir(run_dir).files
     if previous and not resume and not overwrite:
         raise RunExistsError(
             f"{run_dir} holds a previous run ({', '.join(previous)}); nothing was changed. Continue it with resume=True "
@@ -187,7 +186,8 @@ def evaluate(model, dataset, recipe, device="auto", tta: bool = False, max_batch
 
 
 def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: FitOptions | None = None,
-        callbacks=(), start=(), **option_kw) -> dict:
+        callbacks=(), start=(), test=None, data_source: dict | None = None, card_epochs: int | None = None,
+        **option_kw) -> dict:
     """Train ``model`` with ``loss`` by ``recipe`` on ``train``, selecting on ``val``; returns the summary.
 
     ``val`` is the evaluation split the model is selected on (the test split in the authors' code,
@@ -198,12 +198,18 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     continues mid-epoch. Keyword options are :class:`FitOptions` fields.
     ``callbacks``: ``cb(row, result)`` after each epoch on rank 0. ``start``: the starting-weights items the
     model was loaded from (recorded in config.yaml). summary.json says whether the run is ``complete``
-    (every epoch of the recipe, whole evaluation split) or was cut short (``max_steps``, a stop).
+    (every epoch of the recipe, whole evaluation split) or was cut short (``max_steps``, a stop, fewer epochs
+    than the paper card's ``card_epochs``).
+    ``test``: when ``val`` is a held-out split, the test split: after training (unless stopped) ``best.pt`` is
+    evaluated on it, its predictions saved and its metrics recorded as ``test_at_val_selected``.
+    ``data_source``: where the data came from (``{"data_root", "cache"}``), recorded as config.yaml
+    ``data.source``. config.yaml (by a fresh run) and summary.json are each written once, complete.
     """
     from tqdm.auto import tqdm
 
     opts = dataclasses.replace(options or FitOptions(), **option_kw)
     run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
     rank, world = rank_and_world()
     is_main = rank == 0
     device = resolve_device(opts.device)
@@ -254,22 +260,20 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
         previous = check_run_dir(run_dir, resume, opts.overwrite)
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:  # a fresh run never mixes with an older one in the same folder (overwrite=True said so)
-            for name in previous:
-                (run_dir / name).unlink(missing_ok=True)
+            rd.remove(previous)
     barrier()
     refused: list = []
     ckpt = load_checkpoint(run_dir / "last.pt", refused=refused) if resume else None
     if resume and ckpt is None:
-        found = [n for n in RUN_FILES if (run_dir / n).exists()]
+        found = [n for n in RUN_FILES if (rd / n).exists()]
         if resume == "must" or (found and not opts.overwrite):
             why = "; ".join(str(e) for e in refused) or "it holds no last.pt or last.pt.prev"
             raise ResumeError(
                 f"cannot resume {run_dir}: {why}. Found: {', '.join(found) or 'no run files'}. Start afresh with "
                 f"overwrite=True (--overwrite, -p overwrite True)" + (", or resume='auto' (--resume auto) to resume "
                 f"only when there is something to resume" if resume == "must" and not found else "") + ".")
-        if is_main:
-            for name in found:  # overwrite=True: the unusable run is replaced, as the caller asked
-                (run_dir / name).unlink(missing_ok=True)
+        if is_main:  # overwrite=True: the unusable run is replaced, as the caller asked
+            rd.remove(found)
     if ckpt is not None:
         check_same_recipe(ckpt.get("recipe") or {}, recipe, run_dir)
         model.load_state_dict(ckpt["model"])
@@ -288,7 +292,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
         if same_world and ckpt.get("epoch_stats_ranks"):
             state["epoch_stats"] = dict(ckpt["epoch_stats_ranks"][rank])
         if is_main:
-            _truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
+            rd.truncate_metrics(state["epoch"])
             if state["epoch"] >= recipe.epochs:
                 print(f"{run_dir} is already complete ({state['epoch']} of {recipe.epochs} epochs); nothing to train",
                       flush=True)
@@ -296,10 +300,11 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
                 print(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
                       f"(batch {state['batch_in_epoch']} of the epoch)", flush=True)
     elif is_main:
-        _write_config(run_dir, recipe, opts, device, model, train, val, precision, channels_last, world,
-                      {"start": [dict(i) for i in start], "steps_planned": steps_planned, "max_steps": opts.max_steps,
-                       "complete_planned": opts.max_steps is None})
-        (run_dir / "metrics.jsonl").write_text("")
+        rd.write_config(_config(recipe, opts, device, model, train, val, precision, channels_last, world,
+                                {"start": [dict(i) for i in start], "steps_planned": steps_planned,
+                                 "max_steps": opts.max_steps, "complete_planned": opts.max_steps is None},
+                                data_source))
+        rd.start_metrics()
 
     def checkpoint(path: Path):
         """Collective (gathers every rank's RNG state); rank 0 writes."""
@@ -391,8 +396,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
                    "selected_on": opts.selected_on,
                    **{f"eval_{k}": v for k, v in result.items()
                       if k not in ("predictions", "confusion_matrix", "per_class_accuracy")}}
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            rd.append_metrics(row)
             print(f"epoch {state['epoch']}/{recipe.epochs}: train loss {row['train_loss']:.4f} "
                   f"acc {row['train_accuracy']:.3f} | eval acc {result['accuracy']:.3f} "
                   f"mean-class {result['mean_class_accuracy']:.3f} ({row['time_s']}s)", flush=True)
@@ -415,9 +419,12 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
                 cb(row, result)
         barrier()
 
+    tested = None
+    if test is not None and not stopped:  # the test split, with the checkpoint chosen on the held-out split
+        tested = _test_selected(model, run_dir, test, recipe, device, opts.max_steps, show, precision, channels_last)
     if not is_main:
-        return {}
-    summary = summarise(run_dir, sel, opts.selected_on, recipe.select_from_epoch)
+        return {"selected_on": opts.selected_on, **({"test_at_val_selected": tested} if tested is not None else {})}
+    summary = rd.summarise(sel, opts.selected_on, recipe.select_from_epoch)
     if stopped:
         summary.update(stopped=True, stopped_at_step=state["step"])
     if state["best_epoch"] is not None and summary.get("selected_epoch") != state["best_epoch"]:
@@ -427,9 +434,24 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             split = "test" if opts.selected_on == "test_selected" else "val"
             summary.update(selected=sel_metrics, selected_epoch=state["best_epoch"], **{f"{split}_selected": sel_metrics})
     summary.update(_completeness(state, recipe, opts, stopped, steps_planned, precision))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if summary["complete"] and card_epochs is not None and recipe.epochs < card_epochs:  # not the paper's run
+        summary.update(complete=False, limited_by=[f"epochs {recipe.epochs} < the card's {card_epochs}"])
+    if tested is not None:
+        summary["test_at_val_selected"] = tested
+    rd.write_summary(summary)
     _print_summary(run_dir, summary)
     return summary
+
+
+def _test_selected(model, run_dir: Path, test, recipe, device, max_steps, progress, precision, channels_last) -> dict:
+    """Metrics of ``best.pt`` on ``test`` (collective under DDP); rank 0 saves them as predictions.npz."""
+    best = load_checkpoint(run_dir / "best.pt")
+    model.load_state_dict(best["model"])
+    res = evaluate(model, test, recipe, device, max_batches=max_steps, progress=progress, precision=precision,
+                   channels_last=channels_last)
+    if rank_and_world()[0] == 0:
+        save_predictions(run_dir, res, test)
+    return {k: v for k, v in res.items() if k != "predictions"}
 
 
 class _EpochMeter:
@@ -473,45 +495,14 @@ class _EpochMeter:
         return {"loss": float(self.loss), "correct": int(self.correct), "seen": self.seen, "time_s": self.time_s}
 
 
-def _truncate_metrics(path: Path, epochs: int) -> None:
-    """Keep the rows of the epochs a checkpoint has seen (a fallback to ``last.pt.prev`` may be older)."""
-    if not path.exists():
-        path.write_text("")
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = []
-    for line in rows:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}: dropped a damaged line ({line[:60]!r}); the checkpoint's epoch count stands")
-            continue
-        if row.get("epoch", epochs + 1) <= epochs:
-            keep.append(line)
-    if len(keep) != len(rows):
-        path.write_text("".join(line + "\n" for line in keep))
-
-
-def save_predictions(run_dir: Path, result: dict, dataset, name: str = "predictions.npz") -> None:
-    """``name`` in ``run_dir``: logits [N,C], targets, features [N,D], classes (written atomically)."""
-    p = result["predictions"]
-    tmp = Path(run_dir) / f".{name}.tmp.npz"
-    np.savez_compressed(tmp, logits=p["logits"], targets=p["targets"], features=p["features"],
-                        classes=np.array(list(dataset.classes)))
-    os.replace(tmp, Path(run_dir) / name)
-
-
-#: How a dataset's training images were cropped from a photo (what ``ferlib.predict`` must reproduce).
-FACE_CROP = {"rafdb": "aligned", "synthetic": "aligned", "affectnet": "box", "affectnet8": "box",
-             "ferplus": "grey48", "fer2013": "grey48"}
-
-
 def preprocessing(recipe) -> dict:
-    """What a checkpoint's user needs to feed it: sizes, normalisation, colour order, eval transform, face crop."""
+    """What a checkpoint's user needs to feed it: sizes, normalisation, colour order, eval transform, face crop
+    (the ``face_crop`` of the dataset's record: how its training images were cropped, what ``ferlib.inference``
+    reproduces)."""
     base = recipe.base_recipe or recipe.dataset
     return {"input_size": recipe.input_size, "stored_size": recipe.stored_size, "mean": list(recipe.mean),
             "std": list(recipe.std), "color_order": recipe.color_order, "test_transforms": list(recipe.test_transforms),
-            "eval_resize": (recipe.transform_kwargs or {}).get("eval_resize"), "face_crop": FACE_CROP.get(base, "aligned")}
+            "eval_resize": (recipe.transform_kwargs or {}).get("eval_resize"), "face_crop": face_crop(base)}
 
 
 def _completeness(state: dict, recipe, opts: FitOptions, stopped: bool, steps_planned: int, precision: str) -> dict:
@@ -522,8 +513,9 @@ def _completeness(state: dict, recipe, opts: FitOptions, stopped: bool, steps_pl
             "epochs_planned": recipe.epochs, "max_steps": opts.max_steps, "precision": precision}
 
 
-def _write_config(run_dir, recipe, opts, device, model, train, val, precision, channels_last, world,
-                  plan: dict | None = None) -> None:
+def _config(recipe, opts, device, model, train, val, precision, channels_last, world, plan: dict | None = None,
+            data_source: dict | None = None) -> dict:
+    """What config.yaml holds: the resolved recipe, fit options, environment, model, data and its source."""
     n_params = sum(p.numel() for p in _unwrap(model).parameters())
     cfg = {"recipe": recipe.to_dict(), "fit": dataclasses.asdict(opts), "plan": plan or {},
            "resolved": {"precision": precision, "channels_last": channels_last, "world_size": world,
@@ -532,32 +524,9 @@ def _write_config(run_dir, recipe, opts, device, model, train, val, precision, c
            "model": {"name": recipe.model, "parameters": n_params},
            "data": {"train": {"n": len(train), "classes": list(train.classes), "root": str(getattr(train, "root", ""))},
                     "eval": {"n": len(val), "split": getattr(val, "split", None), "selected_on": opts.selected_on}}}
-    text = yaml.safe_dump(json.loads(json.dumps(cfg, default=str)), sort_keys=False)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, run_dir / "config.yaml")
-
-
-def summarise(run_dir: Path, sel: str, selected_on: str = "test_selected", select_from_epoch: int = 1) -> dict:
-    """summary.json: ``last`` (last epoch), ``selected`` = ``<selected_on>`` (best epoch by ``sel`` among the
-    epochs from ``select_from_epoch`` on; the last epoch when the run ends before it)."""
-    rows = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            rows.append(json.loads(line)) if line.strip() else None
-        except json.JSONDecodeError:
-            continue  # a damaged line (reported when the run resumed)
-    if not rows:
-        return {"selected_on": selected_on}
-    eligible = [r for r in rows if r["epoch"] >= select_from_epoch] or rows[-1:]
-    best = max(eligible, key=lambda r: r[f"eval_{sel}"])
-    last = {k[5:]: v for k, v in rows[-1].items() if k.startswith("eval_")}
-    selected = {k[5:]: v for k, v in best.items() if k.startswith("eval_")}
-    split = "test" if selected_on == "test_selected" else "val"
-    summary = {"epochs_run": rows[-1]["epoch"], "steps": rows[-1]["step"], "selection_metric": sel,
-               "selected_on": selected_on, "last": last, "selected": selected, "selected_epoch": best["epoch"],
-               f"{split}_last": last, f"{split}_selected": selected}
-    return summary
+    if data_source is not None:
+        cfg["data"]["source"] = dict(data_source)
+    return cfg
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import time
 import warnings
 from pathlib import Path
@@ -12,28 +11,17 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from ferlib.data import DatasetFormatError, load_dataset
+from ferlib.data import DataNotFoundError, DatasetFormatError, dataset_info, load_dataset, load_eval_split
 from ferlib.data.cache import CacheSpaceError
 from ferlib.losses import create_loss
 from ferlib.models import create_model
-from ferlib.paths import data_dir, results_dir
+from ferlib.paths import results_dir
 from ferlib.recipes import Recipe, load_recipe
+from ferlib.runs import RunDir
 
-from .loop import FitOptions, ResumeError, check_run_dir, evaluate, fit
+from .loop import FitOptions, ResumeError, check_run_dir, fit
 from .checkpoint import load_checkpoint
 from .env import seed_everything
-
-#: Split the papers report on, per dataset (AffectNet: its validation set).
-EVAL_SPLIT = {"rafdb": "test", "affectnet": "val", "affectnet8": "val", "ferplus": "test", "fer2013": "test",
-              "synthetic": "test"}
-#: Reader and default folder per dataset name used in the recipe cards.
-READER = {"affectnet8": "affectnet8"}
-DEFAULT_FOLDER = {"affectnet8": "affectnet"}
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A real dataset was asked for but is not on disk: the message says where to put it."""
-
 
 @dataclasses.dataclass
 class RunResult:
@@ -53,10 +41,11 @@ class RunResult:
 
 
 def default_data_root(dataset: str) -> Path:
-    return data_dir() / DEFAULT_FOLDER.get(dataset, dataset)
+    """``data/<folder>`` of the dataset's record (``affectnet8``: ``data/affectnet``)."""
+    return dataset_info(dataset).default_root()
 
 
-def load_splits(recipe: Recipe, data_root=None, progress: bool = True, cache="auto"):
+def load_recipe_splits(recipe: Recipe, data_root=None, progress: bool = True, cache="auto"):
     """``(train, eval)`` datasets of a recipe; a missing real dataset raises :class:`DataNotFoundError`.
 
     ``cache`` = True (or a folder) reads the uint8 tensor cache at the recipe's ``stored_size``
@@ -71,8 +60,8 @@ def load_splits(recipe: Recipe, data_root=None, progress: bool = True, cache="au
 
 def eval_split(recipe: Recipe) -> str:
     """The split a recipe evaluates (and, like the authors' code, selects) on: the card's ``eval_split``,
-    else the dataset's usual one (``EVAL_SPLIT``; FERPlus: ``test`` = PrivateTest)."""
-    return recipe.eval_split or EVAL_SPLIT.get(recipe.dataset, "test")
+    else the dataset's usual one (its record's ``eval_split``; FERPlus: ``test`` = PrivateTest)."""
+    return recipe.eval_split or dataset_info(recipe.dataset).eval_split
 
 
 def default_cache_workers() -> int:
@@ -84,42 +73,32 @@ def default_cache_workers() -> int:
 
 
 def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True, cache="auto"):
-    """One split of the recipe's dataset (label_mode applies to train only, except on the synthetic set)."""
+    """One split of the recipe's dataset (label_mode applies to train only, except on the generated synthetic set),
+    read by :func:`ferlib.data.load_eval_split`; a missing real dataset raises :class:`DataNotFoundError`."""
     name = recipe.dataset
+    generated = dataset_info(name).generated
     opts = dict(recipe.dataset_kwargs or {})
     auto = isinstance(cache, str) and cache == "auto"
     if auto:
-        cache = name != "synthetic"
+        cache = not generated
     if cache:
         opts.setdefault("cache", cache)
         opts.setdefault("cache_size", recipe.stored_size or recipe.input_size)
         opts.setdefault("cache_workers", default_cache_workers())
-    if recipe.label_mode and (split == "train" or name == "synthetic"):
+    if recipe.label_mode and (split == "train" or generated):
         opts["label_mode"] = recipe.label_mode
     opts.setdefault("progress", progress)
-    if name == "synthetic":
-        root = Path(data_root) if data_root is not None else None
-        if root is not None and root.is_dir() and any(root.iterdir()) \
-                and not ((root / "synthetic.json").exists() or any(root.glob("*/synthetic.json"))):
-            raise DataNotFoundError(
-                f"synthetic: {data_root} is not a ferlib synthetic set (no synthetic.json) and ferlib never writes into "
-                f"a folder holding other data; pass an empty or new folder, or none (data/synthetic)")
-        return load_dataset("synthetic", data_root, split, **opts)
-    root = Path(data_root) if data_root else default_data_root(name)
-    if not root.exists():
-        raise DataNotFoundError(
-            f"{name}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {name} "
-            f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
-            f"notebooks/01_prepare_data.ipynb (-p dataset {name} -p data_root <folder>).")
     try:
-        return load_dataset(READER.get(name, name), root, split, **opts)
+        return load_eval_split(name, data_root, split, **opts)
     except CacheSpaceError as e:
         if not auto:
             raise
         warnings.warn(f"{e}; reading the image files instead", stacklevel=2)
         opts = {k: v for k, v in opts.items() if k not in ("cache", "cache_size", "cache_workers")}
-        return load_dataset(READER.get(name, name), root, split, **opts)
+        return load_eval_split(name, data_root, split, **opts)
     except DatasetFormatError as e:
+        if generated:
+            raise
         raise DatasetFormatError(f"{e} (run notebooks/01_prepare_data.ipynb to check the layout)") from None
 
 
@@ -198,7 +177,7 @@ def resolve_recipe(paper: str, dataset: str, data_root=None, base_recipe: str | 
     root = Path(data_root) if data_root else default_data_root(dataset)
     if not root.exists():
         raise DataNotFoundError(f"imagefolder: no folder {root}; pass data_root=<folder holding train/<class>/ and "
-                                f"test/<class>/> (python -m ferlib.prepare imagefolder --root <folder> checks it)")
+                                f"test/<class>/> (python -m ferlib prepare imagefolder --root <folder> checks it)")
     train = load_dataset("imagefolder", root, "train", progress=False)
     overrides.setdefault("num_classes", len(train.classes))
     recipe = load_recipe(paper, dataset, base_recipe=base_recipe, **overrides)
@@ -241,7 +220,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     rafdb). ``val_fraction`` holds out a stratified validation split of train and selects the checkpoint on
     it; otherwise selection is on the evaluation split, as the authors' code does. ``callbacks``:
     ``cb(row, result)`` after each epoch. ``cache``: "auto" (the uint8 tensor cache for real datasets),
-    True / a folder, or False (see :func:`load_splits`). ``threads``: torch CPU threads (None honours
+    True / a folder, or False (see :func:`load_recipe_splits`). ``threads``: torch CPU threads (None honours
     ``OMP_NUM_THREADS``). ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields. Under
     ``torchrun`` the process group is joined here; every rank returns the run, only rank 0 writes.
     ``resume``: ``"auto"``/True continue the run in ``run_dir`` when it has a checkpoint (else start afresh),
@@ -285,7 +264,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     rank, _ = rank_and_world()
     if rank != 0:  # rank 0 generates / caches first; the others then read what it wrote
         barrier()
-    train_ds, eval_ds = load_splits(recipe, data_root, progress=progress is not False and rank == 0, cache=cache)
+    train_ds, eval_ds = load_recipe_splits(recipe, data_root, progress=progress is not False and rank == 0, cache=cache)
     if rank == 0:
         barrier()
     data_classes = len(train_ds.classes)
@@ -307,25 +286,11 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     fit_kw = {"selected_on": "val" if val_fraction else "test_selected", "overwrite": overwrite, **fit_options}
     opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, precision=recipe.precision,
                       **fit_kw)
+    # fit writes config.yaml and summary.json once, complete: where the data came from, the card's epochs
+    # (fewer: not the paper's run) and, with a held-out split, best.pt on the test split
     summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
-                  callbacks=callbacks, start=[i.to_dict() for i in items])
-    summary["selected_on"] = opts.selected_on
-    if summary.get("complete") and recipe.epochs < card_epochs:  # fewer epochs than the paper: not its run
-        summary.update(complete=False, limited_by=[f"epochs {recipe.epochs} < the card's {card_epochs}"])
-    if rank == 0:
-        _record_data_source(Path(run_dir), data_root, cache)
-    if val_fraction and not summary.get("stopped"):  # the test split, with the checkpoint chosen on validation
-        best = load_checkpoint(Path(run_dir) / "best.pt")
-        model.load_state_dict(best["model"])
-        res = evaluate(model, eval_ds, recipe, device, max_batches=max_steps, progress=progress,
-                       precision=opts.precision)
-        if rank == 0:
-            from .loop import save_predictions
-
-            save_predictions(Path(run_dir), res, eval_ds)
-        summary["test_at_val_selected"] = {k: v for k, v in res.items() if k != "predictions"}
-    if rank == 0:
-        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+                  callbacks=callbacks, start=[i.to_dict() for i in items], test=eval_ds if val_fraction else None,
+                  data_source=data_source(data_root, cache), card_epochs=card_epochs)
     return RunResult(Path(run_dir), recipe, summary)
 
 
@@ -378,8 +343,7 @@ def plan_run(recipe: Recipe, items, data_root, run_dir: Path, max_steps: int | N
     except (DataNotFoundError, DatasetFormatError, FileNotFoundError) as e:
         plan["data_error"] = str(e)
     plan["complete_if_run"] = max_steps is None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "plan.json").write_text(json.dumps(plan, indent=2, default=str))
+    RunDir(run_dir).write_plan(plan)
     print(format_plan(plan), flush=True)
     return plan
 
@@ -413,21 +377,10 @@ def format_plan(plan: dict) -> str:
     return "\n".join(lines)
 
 
-def _record_data_source(run_dir: Path, data_root, cache) -> None:
-    """Add where the data came from to config.yaml (``python -m ferlib.evaluate`` reloads it from there)."""
-    import os
-
-    import yaml
-
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return
-    cfg = yaml.safe_load(path.read_text()) or {}
-    cfg.setdefault("data", {})["source"] = {"data_root": str(Path(data_root).resolve()) if data_root else None,
-                                            "cache": str(cache) if cache not in (True, False) else cache}
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    os.replace(tmp, path)
+def data_source(data_root, cache) -> dict:
+    """Where a run's data came from, config.yaml ``data.source`` (``python -m ferlib evaluate`` reloads it there)."""
+    return {"data_root": str(Path(data_root).resolve()) if data_root else None,
+            "cache": str(cache) if cache not in (True, False) else cache}
 
 
 #: Loading switches older runs stored in ``model_kwargs`` (the factories no longer load files).

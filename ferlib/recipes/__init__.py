@@ -5,13 +5,23 @@ Card layout (``ferlib/recipes/<paper>.yaml``)::
     paper: fermam               # card name
     title: ...; code: owner/repo@commit; paper_ref: DOI or arXiv id
     model: fermam               # registered model name
+    class_order: {affectnet8: affectnet8_alpha, ...}  # per dataset, the label set the code's outputs follow
     defaults: {...}             # any Recipe field
     datasets:
       rafdb: {...}              # overrides for that dataset, plus `reported: {metric: value}`
                                 # and `source:` (table/section the number comes from)
+    ablations:                  # the paper's sweeps (ferlib.ablations, notebook 08), optional
+      - name: emonet_lambda     # unique over all cards: the grid's name for it
+        group: papers           # papers (the paper's own ablations) or code_vs_paper
+        axis: ...; description: ...
+        figure: true            # optional: notebook 09 draws this paper from this sweep's runs
+        variants:
+          - {label: lam=0.5, value: 0.5, note: where it comes from, overrides: {model_kwargs: {lam: 0.5}}}
 
 ``load_recipe(paper, dataset, **overrides)`` merges defaults ← dataset ← overrides (``model_kwargs``,
 ``loss_kwargs``, ``schedule_kwargs`` and ``optimizer_kwargs`` merged key by key) and validates names.
+A variant's ``overrides`` are such keyword overrides; the ``ablations:`` section is checked whenever the
+card loads (:func:`card_ablations` returns it) and never reaches a :class:`Recipe`.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from typing import Any
 import yaml
 
 CARDS_DIR = Path(__file__).resolve().parent
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: 10x faster
 _MERGED = ("model_kwargs", "loss_kwargs", "schedule_kwargs", "optimizer_kwargs", "reported", "sampler_kwargs")
 
 
@@ -49,7 +60,7 @@ class Recipe:
     label_mode: str | None = None         # FERPlus: majority / probability / crossentropy / multi_target
     dataset_kwargs: dict = field(default_factory=dict)
     base_recipe: str | None = None        # imagefolder: the card entry whose recipe it uses (e.g. rafdb)
-    eval_split: str | None = None         # None = the dataset's usual one (ferlib.engine.run.EVAL_SPLIT)
+    eval_split: str | None = None         # None = the dataset's usual one (its record's, ferlib.data.dataset_info)
     pretrained: tuple = ()                # starting weights: items {weights: entry, into: submodule, converter, unused}
     pretrained_note: str = ""             # what the paper started from and why the card's items are these
     precision: str = "fp32"               # the authors' training precision (the engine's default; bf16 is a switch)
@@ -87,11 +98,48 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in CARDS_DIR.glob("*.yaml"))
 
 
+def list_papers() -> list[str]:
+    """The cards of papers: those naming the authors' code (``code:``); the baseline card names none."""
+    return [name for name in list_recipes() if load_card(name).get("code")]
+
+
 def load_card(paper: str) -> dict:
     path = CARDS_DIR / f"{paper}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no recipe card {path}; available: {list_recipes()}")
-    return yaml.safe_load(path.read_text())
+    card = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+    _check_sweeps(card.get("ablations"), path)
+    _check_class_order(card.get("class_order"), path)
+    return card
+
+
+def _check_class_order(order, path: Path) -> None:
+    from ferlib.labels import LABEL_SETS
+
+    if order is None:
+        return
+    if not isinstance(order, dict):
+        raise RecipeError(f"{path}: class_order must map dataset -> label set name, got {order!r}")
+    unknown = {d: n for d, n in order.items() if n not in LABEL_SETS}
+    if unknown:
+        raise RecipeError(f"{path}: class_order names unknown label sets {unknown}; known: {sorted(LABEL_SETS)}")
+
+
+def class_order(paper: str, dataset: str) -> tuple | None:
+    """Class names in the order ``paper``'s code indexes ``dataset`` (its card's ``class_order:``, a
+    :data:`ferlib.labels.LABEL_SETS` name per dataset); None when the card gives none (no card, or a dataset
+    the paper never used): then the dataset's native order applies."""
+    from ferlib.labels import LABEL_SETS
+
+    if paper not in list_recipes():
+        return None
+    name = (load_card(paper).get("class_order") or {}).get(dataset)
+    return LABEL_SETS[name].names if name is not None else None
+
+
+def card_ablations(paper: str) -> list[dict]:
+    """The sweeps of ``paper``'s card (its ``ablations:`` list, checked), in card order."""
+    return list(load_card(paper).get("ablations") or [])
 
 
 def load_recipe(paper: str, dataset: str, base_recipe: str | None = None, **overrides: Any) -> Recipe:
@@ -150,6 +198,65 @@ def _build(base: dict, overrides: dict) -> Recipe:
 
 class RecipeError(ValueError):
     """A recipe value (from a card or an override such as ``--set lr=abc``) has the wrong type or range."""
+
+
+#: A card's ``ablations:`` entries: the keys of a sweep and of each of its variants, and the groups.
+SWEEP_KEYS = ("name", "group", "axis", "description", "figure", "variants")
+VARIANT_KEYS = ("label", "value", "note", "overrides")
+SWEEP_GROUPS = ("papers", "code_vs_paper")
+
+
+def _check_sweeps(sweeps, path: Path) -> None:
+    """Refuse a malformed ``ablations:`` section of the card at ``path`` (RecipeError naming the file)."""
+    if sweeps is None:
+        return
+    if not isinstance(sweeps, list):
+        raise RecipeError(f"{path}: ablations must be a list of sweeps, got {type(sweeps).__name__}")
+    fields = {f.name for f in dataclasses.fields(Recipe)} - {"paper", "dataset"}
+    names = set()
+    for i, sweep in enumerate(sweeps):
+        where = f"{path}: ablations[{i}]"
+
+        def fail(why):
+            raise RecipeError(f"{where}: {why}")
+
+        if not isinstance(sweep, dict):
+            fail(f"a sweep is a mapping with keys {list(SWEEP_KEYS)}, got {sweep!r}")
+        if not isinstance(sweep.get("name"), str) or not sweep["name"]:
+            fail("a sweep needs a name")
+        where = f"{path}: sweep {sweep['name']!r}"
+        if unknown := sorted(set(sweep) - set(SWEEP_KEYS)):
+            fail(f"unknown keys {unknown}; a sweep has {list(SWEEP_KEYS)}")
+        if sweep["name"] in names:
+            fail("the name is used twice")
+        names.add(sweep["name"])
+        if sweep.get("group") not in SWEEP_GROUPS:
+            fail(f"group must be one of {list(SWEEP_GROUPS)}, got {sweep.get('group')!r}")
+        if not isinstance(sweep.get("figure", False), bool):
+            fail(f"figure must be true or false, got {sweep['figure']!r}")
+        for key in ("axis", "description"):
+            if not isinstance(sweep.get(key, ""), str):
+                fail(f"{key} must be text, got {sweep[key]!r}")
+        variants = sweep.get("variants")
+        if not isinstance(variants, list) or not variants:
+            fail("variants must be a non-empty list")
+        labels = set()
+        for variant in variants:
+            if not isinstance(variant, dict) or not isinstance(variant.get("label"), str):
+                fail(f"a variant is a mapping with a text label and keys {list(VARIANT_KEYS)}, got {variant!r}")
+            label = variant["label"]
+            if unknown := sorted(set(variant) - set(VARIANT_KEYS)):
+                fail(f"variant {label!r}: unknown keys {unknown}; a variant has {list(VARIANT_KEYS)}")
+            if label in labels:
+                fail(f"variant {label!r} appears twice (labels name the run directories)")
+            labels.add(label)
+            if not isinstance(variant.get("note", ""), str):
+                fail(f"variant {label!r}: note must be text, got {variant['note']!r}")
+            overrides = variant.get("overrides") or {}
+            if not isinstance(overrides, dict):
+                fail(f"variant {label!r}: overrides must be a mapping of recipe fields, got {overrides!r}")
+            if unknown := sorted(set(overrides) - fields):
+                fail(f"variant {label!r} overrides {unknown}, not recipe fields; valid fields: {sorted(fields)}")
 
 
 #: Numeric recipe fields: (type, smallest allowed value, whether the bound itself is allowed).

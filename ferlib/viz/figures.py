@@ -53,7 +53,7 @@ def class_order(paper: str, dataset: str, classes) -> list[int]:
     from ferlib.labels import canonical_name, paper_order
 
     mine = [canonical_name(str(c)) for c in classes]
-    order = [mine.index(canonical_name(n)) for n in paper_order(paper, dataset) if canonical_name(n) in mine]
+    order = [mine.index(canonical_name(n)) for n in paper_order(paper, dataset, classes) if canonical_name(n) in mine]
     return order + [i for i in range(len(mine)) if i not in order]
 
 

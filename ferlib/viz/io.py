@@ -1,10 +1,10 @@
-"""Saving figures as PNG + SVG; the run readers the plots use (kept here under their old names) live
-with the other run-directory readers in :mod:`ferlib.results`."""
+"""Saving figures as PNG + SVG; the run readers the plots use (kept here under their old names) are
+:mod:`ferlib.runs`', the module that owns the run directory."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ferlib.results import load_metrics, load_predictions
+from ferlib.runs import load_metrics, load_predictions
 
 __all__ = ["load_metrics", "load_predictions", "save_figure"]
 

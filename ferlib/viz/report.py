@@ -16,8 +16,8 @@ def report_run(run, order=None, tsne: bool = False, tsne_title: str | None = Non
     """Draw a finished run's figures and print its accuracy; a dry-run plan (a dict) is only acknowledged.
 
     ``run``: a :class:`ferlib.engine.RunResult`; ``order``: class order of the confusion matrix (default
-    the paper's order for the dataset, ``ferlib.labels.paper_order``; the data's own order for your
-    folders); ``tsne``: also the t-SNE of the features.
+    the paper's order for the dataset, ``ferlib.labels.PAPER_ORDERS``; the data's own order where the paper
+    has none, and for your folders); ``tsne``: also the t-SNE of the features.
     """
     if isinstance(run, dict):
         print(f"dry run: nothing was trained; the plan is in {run['run_dir']}/plan.json")
@@ -25,9 +25,9 @@ def report_run(run, order=None, tsne: bool = False, tsne_title: str | None = Non
     from . import plot_confusion, plot_curves, plot_tsne
 
     if order is None and run.recipe.dataset != "imagefolder":
-        from ferlib.labels import paper_order
+        from ferlib.labels import PAPER_ORDERS
 
-        order = paper_order(run.recipe.paper, run.recipe.dataset)
+        order = PAPER_ORDERS.get(run.recipe.paper, {}).get(run.recipe.dataset)  # None: the data's own order
     plot_curves(run.run_dir)
     plot_confusion(run.run_dir, order=order)
     if tsne:

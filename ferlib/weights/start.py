@@ -24,7 +24,7 @@ from typing import Iterable, Mapping
 from .registry import README_SECTION, WeightsEntry, find_file, get_weights, list_weights
 
 #: How a user opts out of the starting weights, in each front end.
-OPT_OUT = "-p pretrained False (notebooks), --pretrained false (python -m ferlib.train), pretrained=False (train())"
+OPT_OUT = "-p pretrained False (notebooks), --pretrained false (python -m ferlib train), pretrained=False (train())"
 
 _OFF = {"false", "none", "no", "off", "0", "scratch", ""}
 _CARD = {"true", "card", "yes", "on", "1"}

@@ -45,7 +45,7 @@ print(layout_report(dataset, data_root))
 # ## 2. Build the cache
 # Decode (and align) once, resize to `size`×`size`, write a memmap + index + skip report atomically. Running this
 # cell again reuses the cache unless the source files or options changed. Same as
-# `python -m ferlib.prepare DATASET --root … --size N [--align]`.
+# `python -m ferlib prepare DATASET --root … --size N [--align]`.
 
 # %%
 caches = prepare(dataset, data_root, size=size, align=align, cache_dir=cache_dir)

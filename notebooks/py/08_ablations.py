@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 08 — Ablations: λ sweeps, loss variants and code-vs-paper switches
 #
-# Each ablation is a *sweep*: one paper's recipe card for `dataset` with a few overrides (`model_kwargs`, `loss_kwargs` or any recipe field), trained once per seed through `ferlib.engine.train`. The presets reproduce the papers' ablations — EMO-Net's fusion weight λ (README: λ 0.5 / 0.6 checkpoints, 0.8 as coded), FERMam's label-smoothing term (CE + w·LSCE(ε), train.py), MMFRM's RFLoss (paper ablation: with / without; ours: off / as coded / intended, specs/mmfrm.md §5), GReFEL's loss terms (L_cls, +L_anchor, +L_center, all; anchors per class, paper §3), MFER's feature loss (none / LGM / DSF, README t-SNE figures) — and the switches between each upstream code's behaviour and the paper's apparent intent (`grid="code_vs_paper"`).
+# Each ablation is a *sweep*: one paper's recipe card for `dataset` with a few overrides (`model_kwargs`, `loss_kwargs` or any recipe field), trained once per seed through `ferlib.engine.train`. Each paper's sweeps live in its card's `ablations:` section (`ferlib/recipes/<paper>.yaml`: name, group, axis, description and the variants' label, value, note and overrides); a new card's sweeps join the grid without any other edit. The presets reproduce the papers' ablations — EMO-Net's fusion weight λ (README: λ 0.5 / 0.6 checkpoints, 0.8 as coded), FERMam's label-smoothing term (CE + w·LSCE(ε), train.py), MMFRM's RFLoss (paper ablation: with / without; ours: off / as coded / intended, specs/mmfrm.md §5), GReFEL's loss terms (L_cls, +L_anchor, +L_center, all; anchors per class, paper §3), MFER's feature loss (none / LGM / DSF, README t-SNE figures) — and the switches between each upstream code's behaviour and the paper's apparent intent (`grid="code_vs_paper"`).
 #
 # A finished run (its `summary.json` shows the expected epochs or `max_steps` steps) is skipped; an interrupted one resumes. The defaults (EMO-Net λ on the synthetic set, 30 steps per run, one seed) take about five minutes on two busy CPU cores (a whole epoch per run: `-p max_steps None`, about two minutes per run); such short runs only show that the machinery works. `-p grid all -p dataset rafdb -p epochs None -p max_steps None -p seeds '[0, 1, 2]'` is the full study (GPU).
 
@@ -36,7 +36,7 @@ figures_dir: Optional[str] = None  # None: results/figures
 
 # %% [markdown]
 # ## The grid
-# Every (variant, seed) entry the grid expands to on this dataset. A variant whose model or loss option does not exist (yet) in ferlib, or whose paper has no card for the dataset, is left out with a note.
+# Every (variant, seed) entry the grid expands to on this dataset. Each variant's recipe, model (on the meta device, no memory) and loss are built first: an override the recipe, model or loss does not take stops here with an `AblationError` naming the variant, before anything trains. A variant whose paper has no recipe for the dataset is left out with a note.
 
 # %%
 import dataclasses

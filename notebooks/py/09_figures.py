@@ -17,34 +17,36 @@
 #
 # Every figure is drawn from what the runs saved (`predictions.npz`, `metrics.jsonl`, `config.yaml`), so it can be redrawn at any time without training: row-normalised confusion matrices in each paper's class order (`ferlib.labels.PAPER_ORDERS`), training curves, t-SNE of the best model's test features — one per paper, and MFER's three panels without feature loss / with LGM / with DSF (README figures; DSF is our reconstruction) — and per-class accuracy bars. Files go to `results/figures/` as PNG and SVG, named after what they show.
 #
-# When `runs_dir` holds no run yet, the notebook first trains the few it needs on the synthetic set (the baseline and MFER with each feature loss, one epoch bounded by `max_steps`; `ferlib.ablations.minimal_runs`).
+# When `runs_dir` holds no run yet, the notebook first trains the few it needs on the synthetic set: the `figures` grid of `ferlib.ablations.run_grid` — each paper's card run, or the sweep its card marks `figure: true` (MFER: no feature loss, LGM, DSF) — one epoch bounded by `max_steps` per run, in `<runs_dir>/ablations/<dataset>/<sweep>/`.
 
 # %% tags=["parameters"]
 from typing import Optional
 
 runs_dir: Optional[str] = None  # None: results/runs
 figures_dir: Optional[str] = None  # None: results/figures
-dataset: str = "synthetic"  # dataset of the minimal runs, trained only when runs_dir is empty
-max_steps: Optional[int] = 20  # steps of each minimal run
-minimal_papers: list = ["baseline", "mfer"]  # papers of the minimal runs; MFER trains one run per feature loss
+dataset: str = "synthetic"  # dataset of the figure runs, trained only when runs_dir is empty
+max_steps: Optional[int] = 20  # steps of each figure run
+minimal_papers: list = ["baseline", "mfer"]  # papers of the figure runs; MFER trains one run per feature loss
 dataset_kwargs: Optional[dict] = None  # e.g. {"n_train": 96, "n_test": 48} for a tiny synthetic set
 tsne: bool = True  # draw the t-SNE figures (the slowest part)
 max_points: int = 2000  # t-SNE points per panel
 
 # %% [markdown]
 # ## The runs
-# Existing runs, or the minimal set trained now.
+# Existing runs, or the figures grid trained now.
 
 # %%
 from IPython.display import Image, display
 
-from ferlib.ablations import minimal_runs
+from ferlib.ablations import figure_sweeps, run_grid
 from ferlib.paths import results_dir
-from ferlib.results import runs_table
+from ferlib.results import find_runs, runs_table
 from ferlib.viz.figures import make_figures
 
 runs_dir = runs_dir or str(results_dir() / "runs")
-minimal_runs(runs_dir, dataset=dataset, max_steps=max_steps, papers=minimal_papers, dataset_kwargs=dataset_kwargs)
+if not find_runs(runs_dir):
+    run_grid(dataset, figure_sweeps(minimal_papers), epochs=1, max_steps=max_steps, runs_dir=runs_dir,
+             dataset_kwargs=dataset_kwargs, plot=False)
 runs = runs_table(runs_dir)
 runs[["run", "paper", "dataset", "variant", "seed", "epochs_run", "selected_on", "accuracy_test_selected", "accuracy_val_selected"]]
 

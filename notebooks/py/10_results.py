@@ -101,12 +101,12 @@ cross
 # %% [markdown]
 # ## Released checkpoints: reported vs measured by ferlib
 # Every released file of the weights registry, with the accuracy its authors report and the one ferlib measures with
-# `python -m ferlib.evaluate --weights ENTRY --dataset DATASET --data-root FOLDER` (the entry's preprocessing and class
+# `python -m ferlib evaluate --weights ENTRY --dataset DATASET --data-root FOLDER` (the entry's preprocessing and class
 # order; written to `results/released/<entry>_<dataset>.json`). Empty cells say why in `note`: the file is absent (the
 # checkpoints are not redistributed; `data/README.md` says where to get them) or not evaluated yet.
 
 # %%
-from ferlib.evaluate import released_checkpoints_table
+from ferlib.evaluation import released_checkpoints_table
 
 released = released_checkpoints_table()
 results.save_table(released, "released_checkpoints", tables_dir)

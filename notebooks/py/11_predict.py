@@ -18,7 +18,7 @@
 # Find the faces in a photo, crop each the way the model's training data was cropped (RAF-DB's aligned crops for a
 # RAF-DB model, the detector's box for AffectNet, 48-pixel grey faces for FER2013 / FERPlus), apply the model's own
 # evaluation transform and show the probabilities of every class. The same as
-# `python -m ferlib.predict PHOTO_OR_FOLDER --run DIR` (or `--weights ENTRY`), which also writes an annotated PNG per
+# `python -m ferlib predict PHOTO_OR_FOLDER --run DIR` (or `--weights ENTRY`), which also writes an annotated PNG per
 # photo and a CSV for a folder.
 #
 # **With no parameters** it classifies the portrait of Grace Hopper that ships with matplotlib
@@ -47,7 +47,7 @@ max_steps: Optional[int] = None  # only if the quickstart model must be trained 
 import pandas as pd
 
 from ferlib.notebooks import check_parameters
-from ferlib.predict import Predictor, demo_photo, draw_predictions, plot_probabilities, quickstart_run, upload_widget
+from ferlib.inference import Predictor, demo_photo, draw_predictions, plot_probabilities, quickstart_run, upload_widget
 
 check_parameters(globals())  # a mistyped -p value stops here, naming the parameter
 if weights:

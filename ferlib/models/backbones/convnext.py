@@ -129,7 +129,8 @@ class ConvNeXt(nn.Module):
             self.downsample_layers.append(
                 nn.Sequential(LayerNorm(dims[i], 1e-6, "channels_first"), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2))
             )
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # on the CPU explicitly, so that the model also builds under ``torch.device("meta")`` (ablations check it)
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         cur = 0
         for s in range(4):

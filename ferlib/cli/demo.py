@@ -1,4 +1,4 @@
-"""``make demo``: generate the synthetic set and run the quickstart notebook headlessly."""
+"""``python -m ferlib demo`` (``make demo``): generate the synthetic set and run the quickstart notebook headlessly."""
 from __future__ import annotations
 
 import sys
@@ -7,9 +7,13 @@ import time
 from ferlib.paths import results_dir
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    if argv:
+        print(f"error: demo takes no options, got {' '.join(argv)}", file=sys.stderr)
+        return 2
     from ferlib.data import load_dataset
     from ferlib.notebooks import execute
+    from ferlib.runs import METRICS, SUMMARY
 
     t0 = time.time()
     print("generating the synthetic RAF-DB-format set under data/synthetic/ (first run only) ...", flush=True)
@@ -18,7 +22,7 @@ def main() -> int:
     run = results_dir() / "runs" / "quickstart"
     print(f"\ndone in {time.time() - t0:.0f}s")
     print(f"executed notebook : {out}")
-    print(f"metrics           : {run / 'metrics.jsonl'}, {run / 'summary.json'}")
+    print(f"metrics           : {run / METRICS}, {run / SUMMARY}")
     print(f"figures           : {run / 'confusion.png'}, {run / 'tsne.png'}, {run / 'curves.png'}")
     return 0
 

@@ -1,4 +1,4 @@
-"""``python -m ferlib.evaluate``: evaluate a trained run again, or a released checkpoint on a benchmark.
+"""Evaluate a trained run again, or a released checkpoint on a benchmark (``python -m ferlib evaluate``).
 
 - ``--run-dir DIR [--split test] [--tta]`` rebuilds the model from ``DIR/best.pt`` (``--checkpoint last`` for
   the last epoch), reads the split of the run's dataset from where training read it (``config.yaml``
@@ -16,45 +16,19 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import yaml
 
-from ferlib.errors import int_at_least
 
 
 class ClassMismatchError(ValueError):
     """The dataset's classes cannot be matched by name to the classes of a checkpoint's head."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ferlib.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--run-dir", help="a run directory written by ferlib.train")
-    what.add_argument("--weights", help="a ferlib.weights entry (e.g. emonet_rafdb_lam0.6) or a checkpoint file")
-    p.add_argument("--model", default=None, help="with --weights FILE the registry does not know: the model name")
-    p.add_argument("--dataset", default=None,
-                   help="with --weights: rafdb, affectnet, affectnet8, ferplus, fer2013, imagefolder or synthetic "
-                        "(default: the dataset the authors report the file on)")
-    p.add_argument("--split", default=None, help="train, val or test (default: the split the paper reports on)")
-    p.add_argument("--tta", action="store_true", help="average the logits of each image and its horizontal flip")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="with --run-dir: which checkpoint")
-    p.add_argument("--data-root", default=None,
-                   help="dataset folder (default: the one the run was trained on; data/<dataset> for --weights)")
-    p.add_argument("--out", default=None, help="with --weights: the JSON file to write "
-                                               "(default: results/released/<entry>_<dataset>.json)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="default: the recipe's")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--progress", default=None, action=argparse.BooleanOptionalAction)
-    return p
+#: Errors of evaluate / predict reported as one ``error: …`` line (exit 2) beside ``ferlib.errors``' known ones.
+CLI_ERRORS = (ClassMismatchError, KeyError, ValueError, FileNotFoundError)
 
 
 # --- run directories ---------------------------------------------------------------------------------
@@ -62,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_config(run_dir) -> dict:
     """The run's ``config.yaml`` as a dict (empty when the run has none)."""
-    path = Path(run_dir) / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    from ferlib.runs import RunDir
+
+    return RunDir(run_dir).config()
 
 
 def run_classes(run_dir, checkpoint: dict | None = None) -> list[str] | None:
@@ -77,24 +52,25 @@ def run_classes(run_dir, checkpoint: dict | None = None) -> list[str] | None:
 
 def run_data_root(run_dir, recipe, data_root=None) -> Path | None:
     """Where a run's data is read from: ``data_root``, else the folder it was trained on (``config.yaml``
-    ``data.source.data_root``), else ``data/<dataset>``. None for the generated synthetic set.
+    ``data.source.data_root``), else ``data/<folder>`` of the dataset's record. None for the generated synthetic
+    set.
 
-    Raises :class:`ferlib.engine.run.DataNotFoundError` naming the folder looked in and how to pass another."""
-    from ferlib.engine.run import DataNotFoundError, default_data_root
+    Raises :class:`ferlib.data.DataNotFoundError` naming the folder looked in and how to pass another."""
+    from ferlib.data import DataNotFoundError, dataset_info
 
     source = (run_config(run_dir).get("data") or {}).get("source") or {}
-    if recipe.dataset == "synthetic":
+    if dataset_info(recipe.dataset).generated:
         return Path(data_root or source["data_root"]) if (data_root or source.get("data_root")) else None
     if data_root:
         root, how = Path(data_root).expanduser(), "the folder given (data_root / --data-root)"
     elif source.get("data_root"):
         root, how = Path(source["data_root"]), "the folder the run was trained on (config.yaml data.source)"
     else:
-        root, how = default_data_root(recipe.dataset), f"the default folder for {recipe.dataset}"
+        root, how = dataset_info(recipe.dataset).default_root(), f"the default folder for {recipe.dataset}"
     if not root.exists():
         raise DataNotFoundError(
             f"run {run_dir} was trained on {recipe.dataset}; its data is not at {root} ({how}). Pass the folder "
-            f"that holds it now: python -m ferlib.evaluate --run-dir {run_dir} --data-root <folder> "
+            f"that holds it now: python -m ferlib evaluate --run-dir {run_dir} --data-root <folder> "
             f"(evaluate_run(..., data_root=<folder>) in Python).")
     return root
 
@@ -210,15 +186,15 @@ def weights_recipe(entry, model: str, dataset: str):
 
 def head_classes(entry, dataset: str) -> list[str]:
     """Class names of a checkpoint's outputs: the entry's ``categories``, else ``dataset``'s native order."""
-    from ferlib.data.labels import LABEL_SETS, _DATASET_DEFAULT
+    from ferlib.data import LABEL_SETS, dataset_info, list_datasets
 
     if entry is not None and entry.categories is not None:
         return list(entry.categories)
-    name = _DATASET_DEFAULT.get(dataset, dataset)
-    if name not in LABEL_SETS:
+    native = dataset_info(dataset).label_set if dataset in list_datasets() else LABEL_SETS.get(dataset)
+    if native is None:
         raise ClassMismatchError(f"the classes of this checkpoint are unknown (no registry entry) and {dataset!r} "
                                  f"has no fixed class order; register the file with its categories")
-    return list(LABEL_SETS[name].names)
+    return list(native.names)
 
 
 def model_from_weights(weights, model: str | None = None, dataset: str | None = None):
@@ -330,53 +306,7 @@ def released_checkpoints_table(results_dir=None):
             elif find_file(e) is None:
                 row["note"] = f"file {e.filename} absent (data/README.md says where to get it)"
             else:
-                row["note"] = (f"not evaluated yet: python -m ferlib.evaluate --weights {name} --dataset {dataset} "
+                row["note"] = (f"not evaluated yet: python -m ferlib evaluate --weights {name} --dataset {dataset} "
                                f"--data-root <folder>")
             rows.append(row)
     return pd.DataFrame(rows, columns=["weights", "model", "dataset", "reported", "measured", "gap", "n", "note"])
-
-
-# --- command line ------------------------------------------------------------------------------------
-
-
-#: Errors of evaluate / predict reported as one ``error: …`` line (exit 2) beside ``ferlib.errors``' known ones.
-CLI_ERRORS = (ClassMismatchError, KeyError, ValueError, FileNotFoundError)
-
-
-def main(argv=None) -> int:
-    p = build_parser()
-    a = p.parse_args(argv)
-    if a.run_dir and (a.model or a.dataset or a.out):
-        p.error("--model, --dataset and --out go with --weights")
-    from ferlib.engine.env import configure_threads
-    from ferlib.errors import report
-
-    configure_threads(a.threads)
-    try:
-        if a.weights:
-            res = evaluate_weights(a.weights, a.dataset, a.data_root, a.model, a.split, a.tta, a.device,
-                                   a.batch_size, a.precision, a.progress, out=a.out)
-        else:
-            res = evaluate_run(a.run_dir, a.split, a.tta, a.checkpoint, a.data_root, a.device, a.batch_size,
-                               a.precision, a.progress)
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user's error
-        if not report(e, CLI_ERRORS):
-            raise
-        return 2
-    print(res["report"])
-    print("confusion matrix (rows = true, columns = predicted; " + ", ".join(res["classes"]) + "):")
-    print(np.array(res["confusion_matrix"]))
-    if a.weights:
-        rep = "not reported" if res["reported"] is None else f"{res['reported']:.2f} %"
-        print(f"{res['weights']} on {res['dataset']} ({res['split']}, {res['n']} images): accuracy measured by ferlib "
-              f"{res['measured']:.2f} % | reported by the authors for this file: {rep}  -> {res['json']}")
-        print(json.dumps({k: res[k] for k in ("weights", "dataset", "split", "reported", "measured",
-                                              "mean_class_accuracy", "macro_f1", "n")}))
-    else:
-        print(json.dumps({k: res[k] for k in ("split", "tta", "checkpoint", "accuracy", "mean_class_accuracy",
-                                              "macro_f1", "n")}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

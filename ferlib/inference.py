@@ -1,39 +1,35 @@
-"""Expressions of the faces in a photo: ``Predictor`` and ``python -m ferlib.predict``.
+"""Expressions of the faces in a photo: ``Predictor`` (``python -m ferlib predict`` is its shell command).
 
-``Predictor.from_run(run_dir)`` (a run written by ``ferlib.train``) or ``Predictor.from_weights(entry_or_file)``
+``Predictor.from_run(run_dir)`` (a run written by ``ferlib.engine.train``) or ``Predictor.from_weights(entry_or_file)``
 (a ``ferlib.weights`` entry, or a checkpoint file with ``model=``) builds the model; ``predictor(photo)``
 finds the faces with MTCNN (the detector ``ferlib.data.align`` uses; its weights ship in facenet-pytorch's
 wheel), crops each face the way the model's training data was cropped, applies the model's own eval transform
 (``ferlib.data.transforms.build_batch_transform(recipe, train=False)``: size, resize / crop, colour order,
 mean/std) and returns, per face, the box, the five landmarks and the probabilities over the model's classes.
 
-Crops (``CROP_STYLES``, chosen from the dataset the model was trained on; ``crop=`` overrides):
+Crops (the ``face_crop`` of the record of the dataset the model was trained on, ``ferlib.data.dataset_info``;
+``crop=`` overrides):
 
 - ``aligned``: the 5-point similarity warp onto the face template at 100×100 (RAF-DB's aligned crops; the
   synthetic set is drawn the same way), border filled with black;
 - ``box``: the detector's box made square (AffectNet's face-box crops);
 - ``grey48``: the square box in grey levels at 48×48 (FER2013 / FERPlus), repeated to three channels.
 
-``python -m ferlib.predict PHOTO_OR_FOLDER… --run DIR | --weights ENTRY [--out DIR]`` prints a table,
+``python -m ferlib predict PHOTO_OR_FOLDER… --run DIR | --weights ENTRY [--out DIR]`` prints a table,
 writes an annotated PNG per photo (boxes, top class, a small probability bar per face) and, for a folder or
 several photos, one CSV.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ferlib.data.imagefolder import IMG_EXTENSIONS
-from ferlib.errors import int_at_least
+from ferlib.data.registry import face_crop
 
-#: How each training set's faces were cropped, hence how a photo's faces are cropped for its models.
-CROP_STYLES = {"rafdb": "aligned", "synthetic": "aligned", "affectnet": "box", "affectnet8": "box",
-               "ferplus": "grey48", "fer2013": "grey48"}
 #: Side of the crop handed to the eval transform, per style (RAF-DB's aligned crops are 100×100).
 CROP_SIZES = {"aligned": 100, "box": 224, "grey48": 48}
 
@@ -156,7 +152,7 @@ class Predictor:
 
     Build it with :meth:`from_run` or :meth:`from_weights`; ``model`` is an eval-mode ferlib model, ``recipe`` the
     recipe whose eval transform it expects, ``classes`` its output names in index order, ``crop`` a style of
-    ``CROP_STYLES`` (default: the one of ``recipe``'s dataset)."""
+    ``CROP_SIZES`` (default: the ``face_crop`` of ``recipe``'s dataset's record)."""
 
     def __init__(self, model, recipe, classes, crop: str | None = None, device: str = "cpu", detector=None,
                  min_face_prob: float = 0.9):
@@ -170,7 +166,7 @@ class Predictor:
         self.recipe = recipe
         self.classes = [str(c) for c in classes]
         base = getattr(recipe, "base_recipe", None) if recipe.dataset == "imagefolder" else None
-        self.crop = crop or CROP_STYLES.get(base or recipe.dataset, "aligned")
+        self.crop = crop or face_crop(base or recipe.dataset)
         if self.crop not in CROP_SIZES:
             raise PredictError(f"crop style must be one of {sorted(CROP_SIZES)}, got {self.crop!r}")
         self.transform = build_batch_transform(recipe, train=False).to(self.device)
@@ -180,11 +176,11 @@ class Predictor:
     # --- construction ---
     @classmethod
     def from_run(cls, run_dir, checkpoint: str = "best", **kw) -> "Predictor":
-        """A run directory of ``ferlib.train``: its model and recipe from ``<checkpoint>.pt``, class names from the
+        """A run directory of ``ferlib.engine.train``: its model and recipe from ``<checkpoint>.pt``, class names from the
         checkpoint (``classes``) or the run's ``config.yaml`` (``data.train.classes``); the face crop from the
         checkpoint's ``preprocessing.face_crop`` when it has one, else from the recipe's dataset."""
         from ferlib.engine.run import load_run
-        from ferlib.evaluate import run_classes
+        from ferlib.evaluation import run_classes
 
         run_dir = Path(run_dir)
         if not (run_dir / f"{checkpoint}.pt").is_file():
@@ -193,9 +189,11 @@ class Predictor:
         head = torch.load(run_dir / f"{checkpoint}.pt", map_location="cpu", weights_only=True, mmap=True)
         classes = run_classes(run_dir, head)
         if classes is None:
+            from ferlib.data import dataset_info
             from ferlib.data.labels import paper_order
 
-            classes = list(paper_order(recipe.paper, recipe.dataset))
+            native = dataset_info(recipe.dataset).label_set
+            classes = list(paper_order(recipe.paper, recipe.dataset, native.names if native else None))
         crop = (head.get("preprocessing") or {}).get("face_crop")  # when the checkpoint states it
         if crop in CROP_SIZES and kw.get("crop") is None:
             kw["crop"] = crop
@@ -204,8 +202,8 @@ class Predictor:
     @classmethod
     def from_weights(cls, weights, model: str | None = None, dataset: str | None = None, **kw) -> "Predictor":
         """A ``ferlib.weights`` entry (or a checkpoint file; ``model`` names its model when the registry does not
-        know the file): the entry's model, preprocessing and class order (``ferlib.evaluate.model_from_weights``)."""
-        from ferlib.evaluate import model_from_weights
+        know the file): the entry's model, preprocessing and class order (``ferlib.evaluation.model_from_weights``)."""
+        from ferlib.evaluation import model_from_weights
 
         net, recipe, classes, _ = model_from_weights(weights, model, dataset)
         return cls(net, recipe, classes, **kw)
@@ -420,76 +418,3 @@ def format_table(rows: list[dict], classes: list[str]) -> str:
                      + [f"{r[c]:.2f}" for c in classes])
     widths = [max(len(x[i]) for x in lines + [head]) for i in range(len(head))]
     return "\n".join("  ".join(v.ljust(wd) for v, wd in zip(x, widths)).rstrip() for x in [head] + lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ferlib.predict", description=__doc__.split("\n\n")[0])
-    p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos, or folders of photos")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--run", help="a run directory written by ferlib.train")
-    what.add_argument("--weights", help="a ferlib.weights entry (e.g. emonet_rafdb_lam0.6) or a checkpoint file")
-    p.add_argument("--model", default=None, help="with --weights FILE the registry does not know: the model name")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="with --run: which checkpoint")
-    p.add_argument("--crop", default=None, choices=sorted(CROP_SIZES),
-                   help="how faces are cropped (default: as the model's training data)")
-    p.add_argument("--out", default=None, help="folder for the annotated PNGs and the CSV "
-                                               "(default: results/predictions)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--min-face-prob", type=float, default=0.9, help="detector score a face needs")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv=None) -> int:
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from tqdm.auto import tqdm
-
-    from ferlib.engine.env import configure_threads
-    from ferlib.errors import report
-    from ferlib.evaluate import CLI_ERRORS
-    from ferlib.paths import results_dir
-
-    a = build_parser().parse_args(argv)
-    configure_threads(a.threads)
-    try:
-        photos, folder = list_photos(a.inputs)
-        kw = dict(crop=a.crop, device=a.device, min_face_prob=a.min_face_prob)
-        if a.run:
-            predictor = Predictor.from_run(a.run, a.checkpoint, **kw)
-        else:
-            predictor = Predictor.from_weights(a.weights, a.model, **kw)
-        out = Path(a.out) if a.out else results_dir() / "predictions"
-        out.mkdir(parents=True, exist_ok=True)
-        rows, pngs = [], []
-        for photo in tqdm(photos, desc="photos", unit="photo", disable=a.no_progress):
-            res = predictor(photo)
-            rows += res.rows() or [{"photo": str(photo), "face": None}]
-            fig = draw_predictions(res)
-            png = out / f"{photo.stem}_expressions.png"
-            fig.savefig(png, dpi=110, bbox_inches="tight")
-            plt.close(fig)
-            pngs.append(png)
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user's error
-        if not report(e, (PredictError, ImportError) + CLI_ERRORS):
-            raise
-        return 2
-    print(format_table(rows, predictor.classes))
-    print(f"annotated: {pngs[0]}" if len(pngs) == 1 else f"annotated: {len(pngs)} PNGs in {out}")
-    if folder or len(photos) > 1:
-        fields = ["photo", "face", "x1", "y1", "x2", "y2", "score", "label", "confidence"] + predictor.classes
-        with open(out / "predictions.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"table: {out / 'predictions.csv'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

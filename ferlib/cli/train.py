@@ -1,13 +1,13 @@
-"""``python -m ferlib.train --model NAME --dataset NAME [options]``: train a paper recipe from the shell.
+"""``python -m ferlib train --model NAME --dataset NAME [options]``: train a paper recipe from the shell.
 
 The same call as ``ferlib.engine.train`` (what the notebooks use), so one GPU, CPU and several GPUs
 run the same code::
 
-    python -m ferlib.train --model emonet --dataset rafdb --data-root data/RAF-DB/basic
-    python -m ferlib.train --model fermam --dataset affectnet --dry-run     # what the run would do, no training
-    python -m ferlib.train --model emonet --dataset imagefolder --data-root my_faces --base-recipe rafdb
-    torchrun --nproc-per-node 4 -m ferlib.train --model fermam --dataset affectnet --checkpoint-every-steps 500
-    python -m ferlib.train --model baseline --dataset synthetic --set input_size=32 --set model_kwargs.width=8
+    python -m ferlib train --model emonet --dataset rafdb --data-root data/RAF-DB/basic
+    python -m ferlib train --model fermam --dataset affectnet --dry-run     # what the run would do, no training
+    python -m ferlib train --model emonet --dataset imagefolder --data-root my_faces --base-recipe rafdb
+    torchrun --nproc-per-node 4 -m ferlib train --model fermam --dataset affectnet --checkpoint-every-steps 500
+    python -m ferlib train --model baseline --dataset synthetic --set input_size=32 --set model_kwargs.width=8
 
 The defaults run the paper's recipe: the card's epochs, batch and schedule, the whole evaluation
 split, the card's starting weights (``--pretrained``) and precision (``--precision``). ``--set
@@ -23,7 +23,7 @@ import sys
 
 import yaml
 
-from ferlib.errors import int_at_least
+from ferlib.cli import int_at_least
 
 
 def parse_set(items) -> dict:
@@ -58,7 +58,7 @@ def parse_pretrained(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ferlib.train", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m ferlib train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="registered model name (ferlib.models.list_models())")
     p.add_argument("--dataset", required=True,

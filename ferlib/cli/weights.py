@@ -1,4 +1,4 @@
-"""``python -m ferlib.weights sha256 FILE...``: print each file's sha256 and size, and whether it matches
+"""``python -m ferlib weights sha256 FILE...``: print each file's sha256 and size, and whether it matches
 the registry entry of the same file name.
 
 A user compares the printed hash with the one the authors publish (or that a colleague printed), and
@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .load import sha256_of
-from .registry import README_SECTION, WeightsEntry, entry_for_filename
+from ferlib.weights.load import sha256_of
+from ferlib.weights.registry import README_SECTION, WeightsEntry, entry_for_filename
 
 
 def compare(digest: str, size: int, entry: WeightsEntry | None) -> tuple[bool, str]:
@@ -34,7 +34,7 @@ def compare(digest: str, size: int, entry: WeightsEntry | None) -> tuple[bool, s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ferlib.weights", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ferlib weights", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sha256", help="print sha256 and size of checkpoint files, checked against the registry")
     s.add_argument("files", nargs="+", type=Path, metavar="FILE")
