@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlib.data.imagefolder import IMG_EXTENSIONS
+from ferlib.data.readers.imagefolder import IMG_EXTENSIONS
 from ferlib.data.registry import face_crop
 
 #: Side of the crop handed to the eval transform, per style (RAF-DB's aligned crops are 100×100).
@@ -190,7 +190,7 @@ class Predictor:
         classes = run_classes(run_dir, head)
         if classes is None:
             from ferlib.data import dataset_info
-            from ferlib.data.labels import paper_order
+            from ferlib.recipes import paper_order
 
             native = dataset_info(recipe.dataset).label_set
             classes = list(paper_order(recipe.paper, recipe.dataset, native.names if native else None))

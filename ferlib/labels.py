@@ -74,33 +74,3 @@ LABEL_SETS: dict[str, LabelSet] = {
         LabelSet("canonical", CANONICAL),
     )
 }
-
-#: Order in which each paper's code indexes (and its figures draw) each dataset's classes:
-#: ``PAPER_ORDERS[paper][dataset]`` = class names, index i = output i of that paper's checkpoints.
-#: Sources: datasets.md §5 table; entries marked [unverified] there follow the loader we ship.
-PAPER_ORDERS: dict[str, dict[str, tuple]] = {
-    "fermam": {"rafdb": RAFDB, "affectnet": CANONICAL[:7],
-               # 8 classes: the checkpoint indexes alphabetically; the authors' plot labels these
-               # indices in native order (a mislabelled figure), we label them correctly.
-               "affectnet8": AFFECTNET8_ALPHA, "ferplus": FERPLUS},
-    "mmfrm": {"rafdb": RAFDB},
-    "emonet": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": EMONET_AFFECTNET8},
-    "grefel": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": CANONICAL, "ferplus": FERPLUS,
-               "fer2013": FER2013},
-    "mfer": {"rafdb": RAFDB, "affectnet": CANONICAL[:7], "affectnet8": CANONICAL},
-}
-
-
-def paper_order(paper: str, dataset: str, native=None) -> tuple:
-    """Class names in ``paper``'s order for ``dataset``; when the paper has none, the dataset's native order:
-    ``native`` (the caller's class names: a run's classes, or the record's
-    ``ferlib.data.dataset_info(dataset).label_set``), else the label set named ``dataset``."""
-    order = PAPER_ORDERS.get(paper, {}).get(dataset)
-    if order is not None:
-        return order
-    if native is not None:
-        return tuple(native)
-    if dataset not in LABEL_SETS:
-        raise KeyError(f"{paper!r} has no class order for {dataset!r} and no label set is named so: pass native= "
-                       f"(the data's class names, or ferlib.data.dataset_info({dataset!r}).label_set.names)")
-    return LABEL_SETS[dataset].names

@@ -3,7 +3,7 @@
 ``python -m ferlib prepare imagefolder --root R --make-split 0.2 [--group-by REGEX] [--seed S]`` first splits
 a folder of ``R/<class>/<image>`` into ``R/train/`` and ``R/test/`` (links, stratified by class, grouped by
 subject when the regex names one; recorded in ``R/ferlib_split.json``), see
-:func:`ferlib.data.imagefolder.make_split`.
+:func:`ferlib.data.readers.imagefolder.make_split`.
 
 Reads the dataset's official files, decodes every image once (optionally aligning faces to the 5-point
 template), resizes to ``--size`` and writes a uint8 memmap + index + skip report under ``data/cache/``
@@ -64,7 +64,7 @@ def class_counts_by_split(dataset: str, root=None, splits=None) -> dict:
     ImageFolder trees are counted from their folders; the other formats are read with ``check="exists"``
     (label files parsed, images not decoded). A split the layout lacks is left out."""
     if dataset == "imagefolder":
-        from ferlib.data.imagefolder import class_counts
+        from ferlib.data.readers.imagefolder import class_counts
 
         return class_counts(root, splits or ("train", "val", "test"))
     import warnings

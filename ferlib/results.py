@@ -278,7 +278,8 @@ def complexity_table(papers=None, dataset: str = "rafdb", input_size: int | None
 
 def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
     """Per-class accuracy of each run's best model (``predictions.npz``), in the paper's class order."""
-    from ferlib.labels import canonical_name, paper_order
+    from ferlib.labels import canonical_name
+    from ferlib.recipes import paper_order
 
     frames = []
     for d in run_dirs:

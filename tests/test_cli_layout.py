@@ -60,3 +60,33 @@ def test_python_m_ferlib_dispatches_and_refuses_unknown_commands():
                                   "weights, notebooks, demo")
     usage = subprocess.run([sys.executable, "-m", "ferlib", "--help"], capture_output=True, text=True)
     assert usage.returncode == 0 and "re-evaluate a run directory" in usage.stdout
+
+
+def test_a_new_file_in_a_discovered_package_registers_without_any_other_edit(tmp_path, monkeypatch):
+    """What ferlib/data/readers, ferlib/models and ferlib/losses rely on: every module there is imported."""
+    from ferlib.discover import import_submodules
+
+    pkg = tmp_path / "toy_readers"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("SEEN = []\n")
+    (pkg / "sfew.py").write_text("from toy_readers import SEEN\nSEEN.append('sfew')\n")
+    (pkg / "expw.py").write_text("from toy_readers import SEEN\nSEEN.append('expw')\n")
+    (pkg / "_private.py").write_text("raise AssertionError('private modules are not imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    toy = importlib.import_module("toy_readers")
+    assert import_submodules("toy_readers", toy.__path__) == ["toy_readers.expw", "toy_readers.sfew"]
+    assert toy.SEEN == ["expw", "sfew"]
+    (pkg / "broken.py").write_text("import a_module_that_does_not_exist\n")
+    with pytest.raises(ModuleNotFoundError, match="a_module_that_does_not_exist"):  # never a silent gap
+        import_submodules("toy_readers", toy.__path__)
+
+
+def test_every_reader_model_and_loss_module_is_found():
+    from ferlib.data import list_datasets
+    from ferlib.losses import loss_class
+    from ferlib.models import list_models
+
+    assert list_datasets() == ["affectnet", "affectnet8", "fer2013", "ferplus", "imagefolder", "rafdb", "synthetic"]
+    assert {"fermam", "mmfrm", "emonet", "grefel", "mfer", "baseline"} <= set(list_models())
+    for name in ("rfloss", "cross_entropy"):
+        assert loss_class(name)

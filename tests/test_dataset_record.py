@@ -21,11 +21,11 @@ from ferlib.recipes import Recipe
 #: name -> (splits, eval split, folder, label set, face crop, layout detector module, synthetic class count).
 NO_WRITER = "no synthetic writer"
 EXPECTED = {
-    "rafdb": (("train", "test"), "test", "rafdb", "rafdb", "aligned", "ferlib.data.rafdb", 7),
-    "affectnet": (("train", "val"), "val", "affectnet", "affectnet", "box", "ferlib.data.affectnet", None),
-    "affectnet8": (("train", "val"), "val", "affectnet", "affectnet8", "box", "ferlib.data.affectnet", 8),
-    "ferplus": (("train", "val", "test"), "test", "ferplus", "ferplus", "grey48", "ferlib.data.ferplus", 8),
-    "fer2013": (("train", "val", "test"), "test", "fer2013", "fer2013", "grey48", "ferlib.data.fer2013", 7),
+    "rafdb": (("train", "test"), "test", "rafdb", "rafdb", "aligned", "ferlib.data.readers.rafdb", 7),
+    "affectnet": (("train", "val"), "val", "affectnet", "affectnet", "box", "ferlib.data.readers.affectnet", None),
+    "affectnet8": (("train", "val"), "val", "affectnet", "affectnet8", "box", "ferlib.data.readers.affectnet", 8),
+    "ferplus": (("train", "val", "test"), "test", "ferplus", "ferplus", "grey48", "ferlib.data.readers.ferplus", 8),
+    "fer2013": (("train", "val", "test"), "test", "fer2013", "fer2013", "grey48", "ferlib.data.readers.fer2013", 7),
     "imagefolder": (("train", "test"), "test", "imagefolder", None, "aligned", None, None),
     "synthetic": (("train", "test"), "test", "synthetic", "rafdb", "aligned", None, NO_WRITER),
 }
@@ -76,7 +76,8 @@ def test_what_reads_the_records():
     from ferlib.engine.loop import preprocessing
     from ferlib.engine.run import default_data_root, eval_split
     from ferlib.evaluation import head_classes
-    from ferlib.labels import RAFDB, paper_order
+    from ferlib.labels import RAFDB
+    from ferlib.recipes import paper_order
     from ferlib.paths import data_dir
     from ferlib.recipes import load_recipe
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ferlib.data import DatasetFormatError, load_dataset
-from ferlib.data.affectnet import SKIP_CODES, SKIP_CONTEMPT
+from ferlib.data.readers.affectnet import SKIP_CODES, SKIP_CONTEMPT
 
 F = None
 from ferlib.testing import FIXTURES_DIR  # noqa: E402
@@ -57,7 +57,7 @@ def test_csv_mixed_case_extensions_used_as_written():
 
 
 def test_csv_bom_crlf_header_parsed():
-    from ferlib.data.affectnet import CSV_COLUMNS
+    from ferlib.data.readers.affectnet import CSV_COLUMNS
     from ferlib.data.base import read_csv_rows
 
     for f in ("training", "validation"):
@@ -116,7 +116,7 @@ def test_wrong_columns_raise(tmp_path):
 
 
 def test_code_out_of_range_raises(tmp_path):
-    from ferlib.data.affectnet import CSV_COLUMNS
+    from ferlib.data.readers.affectnet import CSV_COLUMNS
 
     _write_csv(tmp_path, ",".join(CSV_COLUMNS) + "\n1/a.jpg,0,0,1,1,,3,0,0\n1/b.jpg,0,0,1,1,,11,0,0\n")
     with pytest.raises(DatasetFormatError, match="outside 0..10") as e:
@@ -157,7 +157,7 @@ def test_emonet_lists_val8_and_val7(tmp_path):
 
 
 def test_empty_csv_is_an_empty_split(tmp_path):
-    from ferlib.data.affectnet import CSV_COLUMNS
+    from ferlib.data.readers.affectnet import CSV_COLUMNS
 
     _write_csv(tmp_path, ",".join(CSV_COLUMNS) + "\r\n\r\n")
     with pytest.raises(DatasetFormatError, match="empty split 'train'"):

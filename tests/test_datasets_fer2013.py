@@ -85,7 +85,7 @@ def test_missing_files_hint(tmp_path):
 
 @pytest.mark.parametrize("last,msg", [("x", "not an integer"), ("5.5", "not an integer"), ("300", "0..255")])
 def test_bad_pixel_values(last, msg):
-    from ferlib.data.fer2013 import parse_pixels
+    from ferlib.data.readers.fer2013 import parse_pixels
 
     with pytest.raises(DatasetFormatError, match=msg) as e:
         parse_pixels(" ".join(["5"] * 2303 + [last]), "f.csv", 7)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ferlib.data import DatasetFormatError, load_dataset
-from ferlib.data.ferplus import SKIP_LABEL, SKIP_NO_IMAGE, process_votes
+from ferlib.data.readers.ferplus import SKIP_LABEL, SKIP_NO_IMAGE, process_votes
 from ferlib.testing import FIXTURES_DIR
 
 F = FIXTURES_DIR / "ferplus"

@@ -2,7 +2,8 @@
 import pytest
 
 from ferlib.data import load_dataset
-from ferlib.data.labels import CANONICAL, LABEL_SETS, PAPER_ORDERS, paper_order, remap
+from ferlib.data.labels import CANONICAL, LABEL_SETS, remap
+from ferlib.recipes import class_order, paper_order
 
 # datasets.md §5: native index -> canonical index, row by row
 TABLE = {
@@ -36,14 +37,46 @@ def test_remap_and_missing_class():
         remap([7], LABEL_SETS["affectnet8"], LABEL_SETS["rafdb"])
 
 
-def test_paper_orders():
-    assert PAPER_ORDERS["fermam"]["affectnet8"][0] == "anger"
-    assert paper_order("mmfrm", "rafdb")[0] == "surprise"
+#: The order each paper's code indexes each dataset (datasets.md §5), written out here by hand: the cards'
+#: ``class_order:`` must give exactly these names.
+RAF = ("surprise", "fear", "disgust", "happy", "sad", "anger", "neutral")
+AFF7 = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
+AFF8 = AFF7 + ("contempt",)
+ALPHA8 = ("anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+PLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+F2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+EXPECTED_ORDERS = {
+    "fermam": {"rafdb": RAF, "affectnet": AFF7, "affectnet8": ALPHA8, "ferplus": PLUS},
+    "mmfrm": {"rafdb": RAF},
+    "emonet": {"rafdb": RAF, "affectnet": AFF7, "affectnet8": RAF + ("contempt",)},
+    "grefel": {"rafdb": RAF, "affectnet": AFF7, "affectnet8": AFF8, "ferplus": PLUS, "fer2013": F2013},
+    "mfer": {"rafdb": RAF, "affectnet": AFF7, "affectnet8": AFF8},
+}
+
+
+@pytest.mark.parametrize("paper", sorted(EXPECTED_ORDERS))
+def test_cards_give_each_papers_class_order(paper):
+    for ds in ("rafdb", "affectnet", "affectnet8", "ferplus", "fer2013"):
+        assert class_order(paper, ds) == EXPECTED_ORDERS[paper].get(ds), (paper, ds)
+
+
+def test_paper_order_falls_back_to_the_native_order():
+    assert paper_order("mmfrm", "ferplus") == LABEL_SETS["ferplus"].names  # no MMFRM FERPlus order: native
     assert paper_order("baseline", "fer2013") == LABEL_SETS["fer2013"].names
-    for paper, per in PAPER_ORDERS.items():
-        for ds, order in per.items():
-            assert {n for n in map(str, order)} <= set(CANONICAL) | {"happiness", "sadness", "angry"}, (paper, ds)
-            assert len(order) in (7, 8)
+    assert paper_order("baseline", "imagefolder", ["b", "a"]) == ("b", "a")
+    with pytest.raises(KeyError, match="pass native="):
+        paper_order("baseline", "imagefolder")
+
+
+def test_a_card_naming_an_unknown_label_set_is_refused(tmp_path, monkeypatch):
+    import ferlib.recipes as recipes
+
+    card = (recipes.CARDS_DIR / "mmfrm.yaml").read_text().replace("class_order: {rafdb: rafdb}",
+                                                                   "class_order: {rafdb: raf_db}")
+    (tmp_path / "mmfrm.yaml").write_text(card)
+    monkeypatch.setattr(recipes, "CARDS_DIR", tmp_path)
+    with pytest.raises(recipes.RecipeError, match=r"mmfrm.yaml: class_order names unknown label sets \{'rafdb': 'raf_db'\}"):
+        recipes.load_card("mmfrm")
 
 
 def test_unknown_dataset_and_split():

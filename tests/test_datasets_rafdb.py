@@ -46,7 +46,7 @@ def test_list_layout_original_keeps_intact_twin(split):
 
 
 def test_list_file_crlf_and_trailing_blank_line():
-    from ferlib.data.rafdb import read_list_file
+    from ferlib.data.readers.rafdb import read_list_file
 
     rows = read_list_file(F / "basic" / "EmoLabel" / "list_patition_label.txt")
     assert len(rows) == EXP["list_file"]["rows"]

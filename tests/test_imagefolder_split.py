@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ferlib.data import DatasetFormatError, load_dataset
-from ferlib.data.imagefolder import SPLIT_RECORD, class_counts, make_split
+from ferlib.data.readers.imagefolder import SPLIT_RECORD, class_counts, make_split
 from ferlib.cli.prepare import main as prepare_main
 
 CLASSES = ("anger", "happy", "neutral")

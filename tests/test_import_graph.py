@@ -152,9 +152,12 @@ def import_graph(top_level: bool) -> dict[str, set[str]]:
     for name, path in MODULES.items():
         own = set(_ancestors(name))
         targets = set()
-        for node in _walk(ast.parse(path.read_text(), str(path)), top_level):
+        source = path.read_text()
+        for node in _walk(ast.parse(source, str(path)), top_level):
             for target in _imports_of(node, name):
                 targets |= {target, *_ancestors(target)}
+        if "import_submodules(__name__, __path__)" in source:  # ferlib.discover: every module of the package
+            targets |= {m for m in MODULES if m.rpartition(".")[0] == name and not m.rpartition(".")[2].startswith("_")}
         graph[name] = {t for t in targets if t in MODULES and t != name and t not in own}
     return graph
 
@@ -193,9 +196,11 @@ def every_import() -> dict[str, set[str]]:
 
 def test_graph_reader_sees_the_registrations():
     graph = import_graph(top_level=True)
-    assert {"ferlib.models.mfer", "ferlib.models.registry"} <= graph["ferlib.models"]
+    assert {"ferlib.models.mfer", "ferlib.models.registry", "ferlib.models.fermam"} <= graph["ferlib.models"]
     assert "ferlib.losses.rfloss" in graph["ferlib.losses"]
     assert "ferlib.weights.converters" in graph["ferlib.models.mfer"]
+    assert {"ferlib.data.readers.rafdb", "ferlib.data.readers.synthetic"} <= graph["ferlib.data.readers"]
+    assert "ferlib.data.readers" in graph["ferlib.data"]
 
 
 @pytest.mark.parametrize("top_level", [True, False], ids=["at-import", "with-imports-inside-functions"])

@@ -127,7 +127,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_a_run_trained_on_your_own_folder_predicts_its_folder_classes(tmp_path, monkeypatch):
     """make_split on a folder of class sub-folders, a 1-step run on it, then the photo: probabilities over the
     folder names (in the run's recorded order), and evaluate_run reads the same classes."""
-    from ferlib.data.imagefolder import make_split
+    from ferlib.data.readers.imagefolder import make_split
     from ferlib.engine import train
     from ferlib.evaluation import evaluate_run
 

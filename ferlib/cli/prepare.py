@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                 p.error("--make-split works on an imagefolder --root")
             if not 0 < a.make_split < 1:
                 p.error(f"--make-split takes the test fraction, between 0 and 1 (got {a.make_split})")
-            from ferlib.data.imagefolder import SPLIT_RECORD, make_split
+            from ferlib.data.readers.imagefolder import SPLIT_RECORD, make_split
 
             rec = make_split(a.root, a.make_split, a.group_by, a.seed, a.link, a.overwrite)
             groups = f", {sum(len(g) for g in rec['groups'].values())} groups" if "groups" in rec else ""

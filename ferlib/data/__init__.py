@@ -6,8 +6,8 @@ from .labels import CANONICAL, LABEL_SETS, LabelSet
 from .registry import (DatasetInfo, SyntheticFormat, dataset_info, list_datasets, list_synthetic_formats,
                        load_dataset, load_eval_split, load_splits, register_dataset)
 
-# Reader modules register themselves on import (a missing module is an ImportError, never a silent gap).
-from . import affectnet, fer2013, ferplus, imagefolder, rafdb, synthetic_reader  # noqa: E402,F401
+# Every module of ferlib/data/readers registers its dataset on import (one file per dataset).
+from . import readers  # noqa: E402,F401
 
 __all__ = ["CANONICAL", "DataNotFoundError", "DatasetFormatError", "DatasetInfo", "EmptySplitError", "FERDataset",
            "LABEL_SETS", "LabelSet", "SkipReport", "SkipWarning", "SyntheticFormat", "dataset_info", "list_datasets",

@@ -12,11 +12,9 @@ from ferlib.labels import (  # noqa: F401  (the public names of ferlib.data.labe
     FER2013,
     FERPLUS,
     LABEL_SETS,
-    PAPER_ORDERS,
     RAFDB,
     LabelSet,
     canonical_name,
-    paper_order,
 )
 
 

@@ -271,7 +271,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
             raise ResumeError(
                 f"cannot resume {run_dir}: {why}. Found: {', '.join(found) or 'no run files'}. Start afresh with "
                 f"overwrite=True (--overwrite, -p overwrite True)" + (", or resume='auto' (--resume auto) to resume "
-                f"only when there is something to resume" if resume == "must" and not found else "") + ".")
+                "only when there is something to resume" if resume == "must" and not found else "") + ".")
         if is_main:  # overwrite=True: the unusable run is replaced, as the caller asked
             rd.remove(found)
     if ckpt is not None:

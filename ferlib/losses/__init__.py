@@ -55,5 +55,8 @@ class CrossEntropy(nn.Module):
         return F.cross_entropy(output.logits, target, label_smoothing=self.label_smoothing)
 
 
-# The paper losses register themselves on import; they need ``register_loss`` above, hence the imports here.
-from . import fermam_losses, grefel_losses, label_smoothing, mfer_losses, rfloss  # noqa: E402, F401
+# Every loss module registers its losses on import (a new paper's loss is a new file); they need
+# ``register_loss`` above, hence the discovery here.
+from ferlib.discover import import_submodules  # noqa: E402
+
+import_submodules(__name__, __path__)

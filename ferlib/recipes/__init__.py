@@ -137,6 +137,23 @@ def class_order(paper: str, dataset: str) -> tuple | None:
     return LABEL_SETS[name].names if name is not None else None
 
 
+def paper_order(paper: str, dataset: str, native=None) -> tuple:
+    """Class names in ``paper``'s order for ``dataset`` (:func:`class_order`); when the card gives none, the
+    dataset's native order: ``native`` (the caller's class names: a run's classes, or the record's
+    ``ferlib.data.dataset_info(dataset).label_set.names``), else the label set named ``dataset``."""
+    from ferlib.labels import LABEL_SETS
+
+    order = class_order(paper, dataset)
+    if order is not None:
+        return order
+    if native is not None:
+        return tuple(native)
+    if dataset not in LABEL_SETS:
+        raise KeyError(f"{paper!r} has no class order for {dataset!r} and no label set is named so: pass native= "
+                       f"(the data's class names, or ferlib.data.dataset_info({dataset!r}).label_set.names)")
+    return LABEL_SETS[dataset].names
+
+
 def card_ablations(paper: str) -> list[dict]:
     """The sweeps of ``paper``'s card (its ``ablations:`` list, checked), in card order."""
     return list(load_card(paper).get("ablations") or [])

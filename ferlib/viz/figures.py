@@ -49,8 +49,9 @@ def _stem(kind: str, info: dict) -> str:
 
 def class_order(paper: str, dataset: str, classes) -> list[int]:
     """Indices of ``classes`` (a run's class names) in ``paper``'s order for ``dataset``
-    (``ferlib.labels.paper_order``); classes the order does not name follow at the end."""
-    from ferlib.labels import canonical_name, paper_order
+    (``ferlib.recipes.paper_order``: the card's ``class_order``); classes the order does not name follow at the end."""
+    from ferlib.labels import canonical_name
+    from ferlib.recipes import paper_order
 
     mine = [canonical_name(str(c)) for c in classes]
     order = [mine.index(canonical_name(n)) for n in paper_order(paper, dataset, classes) if canonical_name(n) in mine]

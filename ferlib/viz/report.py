@@ -16,7 +16,7 @@ def report_run(run, order=None, tsne: bool = False, tsne_title: str | None = Non
     """Draw a finished run's figures and print its accuracy; a dry-run plan (a dict) is only acknowledged.
 
     ``run``: a :class:`ferlib.engine.RunResult`; ``order``: class order of the confusion matrix (default
-    the paper's order for the dataset, ``ferlib.labels.PAPER_ORDERS``; the data's own order where the paper
+    the paper's order for the dataset, its card's ``class_order``; the data's own order where the paper
     has none, and for your folders); ``tsne``: also the t-SNE of the features.
     """
     if isinstance(run, dict):
@@ -25,9 +25,9 @@ def report_run(run, order=None, tsne: bool = False, tsne_title: str | None = Non
     from . import plot_confusion, plot_curves, plot_tsne
 
     if order is None and run.recipe.dataset != "imagefolder":
-        from ferlib.labels import PAPER_ORDERS
+        from ferlib.recipes import class_order
 
-        order = PAPER_ORDERS.get(run.recipe.paper, {}).get(run.recipe.dataset)  # None: the data's own order
+        order = class_order(run.recipe.paper, run.recipe.dataset)  # None: the data's own order
     plot_curves(run.run_dir)
     plot_confusion(run.run_dir, order=order)
     if tsne:

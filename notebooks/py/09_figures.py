@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 09 — Figures from run directories
 #
-# Every figure is drawn from what the runs saved (`predictions.npz`, `metrics.jsonl`, `config.yaml`), so it can be redrawn at any time without training: row-normalised confusion matrices in each paper's class order (`ferlib.labels.PAPER_ORDERS`), training curves, t-SNE of the best model's test features — one per paper, and MFER's three panels without feature loss / with LGM / with DSF (README figures; DSF is our reconstruction) — and per-class accuracy bars. Files go to `results/figures/` as PNG and SVG, named after what they show.
+# Every figure is drawn from what the runs saved (`predictions.npz`, `metrics.jsonl`, `config.yaml`), so it can be redrawn at any time without training: row-normalised confusion matrices in each paper's class order (each card's `class_order`), training curves, t-SNE of the best model's test features — one per paper, and MFER's three panels without feature loss / with LGM / with DSF (README figures; DSF is our reconstruction) — and per-class accuracy bars. Files go to `results/figures/` as PNG and SVG, named after what they show.
 #
 # When `runs_dir` holds no run yet, the notebook first trains the few it needs on the synthetic set: the `figures` grid of `ferlib.ablations.run_grid` — each paper's card run, or the sweep its card marks `figure: true` (MFER: no feature loss, LGM, DSF) — one epoch bounded by `max_steps` per run, in `<runs_dir>/ablations/<dataset>/<sweep>/`.
 

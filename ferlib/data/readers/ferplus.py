@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import (ArrayDataset, FERDataset, SkipReport, check_utf8_start, decodable_indices, empty_split_error,
+from ..base import (ArrayDataset, FERDataset, SkipReport, check_utf8_start, decodable_indices, empty_split_error,
                    read_csv_rows, text_decode_error)
-from .errors import DatasetFormatError
-from .labels import LABEL_SETS
-from .registry import SyntheticFormat, register_dataset
-from .synthetic_formats import write_ferplus
+from ..errors import DatasetFormatError
+from ..labels import LABEL_SETS
+from ..registry import SyntheticFormat, register_dataset
+from ..synthetic_formats import write_ferplus
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
 CSV_COLUMNS = ("Usage", "Image name") + VOTE_COLUMNS

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (CroppedDataset, FERDataset, SkipReport, decodable_indices, empty_split_error, read_csv_rows,
+from ..base import (CroppedDataset, FERDataset, SkipReport, decodable_indices, empty_split_error, read_csv_rows,
                    read_text)
-from .errors import DatasetFormatError
+from ..errors import DatasetFormatError
 from .imagefolder import build_imagefolder, find_split_dir
-from .labels import LABEL_SETS
-from .registry import SyntheticFormat, register_dataset
-from .synthetic_formats import write_affectnet
+from ..labels import LABEL_SETS
+from ..registry import SyntheticFormat, register_dataset
+from ..synthetic_formats import write_affectnet
 
 LISTS = "Manually_Annotated_file_lists"
 IMAGES = "Manually_Annotated_Images"

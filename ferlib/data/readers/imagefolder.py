@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import FERDataset, SkipReport, decodable_indices
-from .errors import DatasetFormatError
-from .labels import LabelSet, canonical_name, CANONICAL
-from .registry import SyntheticFormat, register_dataset
-from .synthetic_formats import write_imagefolder
+from ..base import FERDataset, SkipReport, decodable_indices
+from ..errors import DatasetFormatError
+from ..labels import LabelSet, canonical_name, CANONICAL
+from ..registry import SyntheticFormat, register_dataset
+from ..synthetic_formats import write_imagefolder
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -231,7 +231,7 @@ def make_split(root, fraction: float = 0.2, group_by: str | None = None, seed: i
                                  f"{len(files)}).", path=root, fix="add images or change the fraction / groups.")
     for split in ("train", "test"):
         shutil.rmtree(root / split, ignore_errors=True)
-    record = {"created_by": "ferlib.data.imagefolder.make_split", "seed": seed, "fraction": fraction,
+    record = {"created_by": "ferlib.data.readers.imagefolder.make_split", "seed": seed, "fraction": fraction,
               "group_by": group_by, "link": link, "classes": classes,
               "test_fraction": round(float(test_mask.mean()), 4),
               "counts": {s: {c: int(((y == i) & (test_mask == (s == "test"))).sum()) for i, c in enumerate(classes)}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DataNotFoundError
-from .registry import dataset_info, list_synthetic_formats, load_dataset, register_dataset
-from .synthetic import SyntheticConfig, generate
+from ..errors import DataNotFoundError
+from ..registry import dataset_info, list_synthetic_formats, load_dataset, register_dataset
+from ..synthetic import SyntheticConfig, generate
 
 
 def default_root() -> Path:
@@ -80,8 +80,8 @@ def load_synthetic(root=None, split: str = "train", fmt: str = "rafdb", config: 
         return load_dataset(fmt, ds_root, split, **opts)
     import warnings
 
-    from .base import SkipWarning
-    from .cache import cached
+    from ..base import SkipWarning
+    from ..cache import cached
 
     opts.setdefault("check", "exists")
     with warnings.catch_warnings():

@@ -8,11 +8,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .base import FERDataset, SkipReport, empty_split_error, keep_decodable, read_text
-from .errors import DatasetFormatError
-from .labels import LABEL_SETS
-from .registry import SyntheticFormat, register_dataset
-from .synthetic_formats import write_rafdb
+from ..base import FERDataset, SkipReport, empty_split_error, keep_decodable, read_text
+from ..errors import DatasetFormatError
+from ..labels import LABEL_SETS
+from ..registry import SyntheticFormat, register_dataset
+from ..synthetic_formats import write_rafdb
 
 LIST_FILE = Path("EmoLabel") / "list_patition_label.txt"
 
