@@ -15,10 +15,10 @@ _USER_KEY_ERRORS = ("recipe card", "unknown model", "unknown pretrained weights"
 
 def known_error_types() -> tuple[type, ...]:
     """The exception classes whose message is the whole answer for a user."""
-    from ferlib.data import DatasetFormatError
+    from ferlib.data import DataNotFoundError, DatasetFormatError
     from ferlib.data.cache import CacheSpaceError
     from ferlib.engine.loop import ResumeError, RunExistsError
-    from ferlib.engine.run import DataNotFoundError, DeviceError
+    from ferlib.engine.run import DeviceError
     from ferlib.recipes import RecipeError
     from ferlib.weights import PretrainedWeightsError
 
