@@ -279,3 +279,42 @@ def test_only_ferlib_runs_names_the_run_files():
 def test_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"b"}}) is None
+
+
+def _package_of(module: str) -> str:
+    """``ferlib.engine.run`` → ``ferlib.engine``; a top-level module is its own package."""
+    return ".".join(module.split(".")[:2])
+
+
+def private_imports_across_packages() -> list[str]:
+    """``importer -> module._name`` for each private name one ferlib package takes from another (``_MODELS``,
+    ``_LOSSES``, ``_save_predictions`` were such names: a contract no one declared)."""
+    hits = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+                continue
+            for target in _imports_of(node, name):
+                if _package_of(target) == _package_of(name):
+                    continue
+                hits += [f"{name} -> {target}.{a.name}" for a in node.names
+                         if a.name.startswith("_") and not a.name.startswith("__") and f"{target}.{a.name}" not in MODULES]
+    return sorted(hits)
+
+
+def test_no_package_imports_another_packages_private_names():
+    assert private_imports_across_packages() == []
+
+
+def test_registries_never_guard_their_own_modules_with_find_spec():
+    """A ``find_spec`` guard around a ferlib module turns a misspelt or deleted module into models silently
+    missing from the registry; optional third-party packages (mamba_ssm, facenet_pytorch) may be probed."""
+    guarded = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("find_spec") and node.args:
+                arg = node.args[0]
+                if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+                        and arg.value.split(".")[0] != "ferlib" and not arg.value.startswith(".")):
+                    guarded.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+    assert guarded == []
