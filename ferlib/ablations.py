@@ -278,14 +278,13 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
         overrides["dataset_kwargs"] = dict(dataset_kwargs)
     spec = _spec(entry, dataset, {"dataset_kwargs": dataset_kwargs, "val_fraction": val_fraction})
     expected = load_recipe(entry.paper, dataset, epochs=epochs, **overrides).epochs
-    spec_file = run_dir / "ablation.json"
-    same = spec_file.exists() and json.loads(spec_file.read_text()).get("digest") == spec_digest(spec)
+    rd = _runs.RunDir(run_dir)
+    same = rd.ablation_spec().get("digest") == spec_digest(spec)
     if same and is_complete(run_dir, expected, max_steps):
         return run_dir, "skipped"
     status = "resumed" if same and (run_dir / "last.pt").exists() else "ran"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(json.dumps({**spec, "digest": spec_digest(spec), "sweep": entry.sweep,
-                                     "variant": entry.variant, "value": entry.value}, indent=2, default=str))
+    rd.write_ablation_spec({**spec, "digest": spec_digest(spec), "sweep": entry.sweep, "variant": entry.variant,
+                            "value": entry.value})
     train(entry.paper, dataset, data_root=data_root, run_dir=run_dir, epochs=epochs, max_steps=max_steps,
           seed=entry.seed, resume="auto" if same else False, overwrite=not same, val_fraction=val_fraction, progress=progress, **overrides)
     return run_dir, status

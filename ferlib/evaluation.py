@@ -17,8 +17,11 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
+
+from ferlib.runs import RunDir
 
 
 
@@ -36,8 +39,6 @@ CLI_ERRORS = (ClassMismatchError, KeyError, ValueError, FileNotFoundError)
 
 def run_config(run_dir) -> dict:
     """The run's ``config.yaml`` as a dict (empty when the run has none)."""
-    from ferlib.runs import RunDir
-
     return RunDir(run_dir).config()
 
 
@@ -79,7 +80,7 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
                  device: str = "auto", batch_size: int | None = None, precision: str = "auto",
                  progress: bool | None = None) -> dict:
     """Metrics of a run's checkpoint on ``split``; writes the JSON and predictions files next to it."""
-    from ferlib.engine.loop import evaluate, save_predictions
+    from ferlib.engine.loop import evaluate
     from ferlib.engine.metrics import per_class_report
     from ferlib.engine.run import eval_split, load_run, load_split
 
@@ -98,8 +99,9 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
     res["report"] = per_class_report(pred["logits"], pred["targets"], list(ds.classes))
     res.update(split=split, tta=tta, checkpoint=checkpoint, classes=list(ds.classes))
     tag = f"{split}{'_tta' if tta else ''}"
-    (run_dir / f"eval_{tag}.json").write_text(json.dumps(res, indent=2))
-    save_predictions(run_dir, {"predictions": pred}, ds, f"predictions_{tag}.npz")
+    rd = RunDir(run_dir)
+    rd.write_evaluation(tag, res)
+    rd.save_predictions(pred["logits"], pred["targets"], pred["features"], ds.classes, f"predictions_{tag}.npz")
     return res
 
 
@@ -269,10 +271,10 @@ def evaluate_weights(weights, dataset: str | None = None, data_root=None, model:
                test_transforms=list(recipe.test_transforms), date=time.strftime("%Y-%m-%d %H:%M:%S"))
     path = Path(out) if out else released_dir() / f"{name}_{dataset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=2))
-    from ferlib.engine.loop import save_predictions
-
-    save_predictions(path.parent, {"predictions": pred}, ds, path.stem + ".npz")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(res, indent=2))
+    os.replace(tmp, path)
+    RunDir(path.parent).save_predictions(pred["logits"], pred["targets"], pred["features"], classes, path.stem + ".npz")
     res["json"] = str(path)
     return res
 

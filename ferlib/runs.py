@@ -8,6 +8,8 @@
     predictions.npz   logits, targets, features and class names of the selected model on the evaluation split
     summary.json      last-epoch and selected-epoch metrics, ``selected_on``, completeness (written once)
     plan.json         what a dry run would do
+    eval_<tag>.json   a later evaluation (``python -m ferlib evaluate``), beside ``predictions_<tag>.npz``
+    ablation.json     an ablation grid entry's identity (:mod:`ferlib.ablations`)
 
 The engine writes through :class:`RunDir`; results tables, figures, ablations and ``ferlib.evaluation`` read
 through it. Whole-file writes go to a temporary file in the same folder, then ``os.replace``: a reader never
@@ -32,6 +34,7 @@ __all__ = ["CONFIG", "METRICS", "PLAN", "PREDICTIONS", "RUN_FILES", "SUMMARY", "
            "load_metrics", "load_predictions", "read_config", "save_predictions", "summarise"]
 
 CONFIG, METRICS, SUMMARY, PREDICTIONS, PLAN = "config.yaml", "metrics.jsonl", "summary.json", "predictions.npz", "plan.json"
+ABLATION = "ablation.json"
 
 #: The files of a run; a fresh run into a directory holding any of them needs ``overwrite``.
 RUN_FILES = ("last.pt", "last.pt.prev", "best.pt", PREDICTIONS, SUMMARY, METRICS)
@@ -125,6 +128,14 @@ class RunDir:
         """``plan.json`` of a dry run."""
         return self._replace(PLAN, json.dumps(plan, indent=2, default=str))
 
+    def write_evaluation(self, tag: str, result: dict) -> Path:
+        """``eval_<tag>.json``: a later evaluation of the run (``python -m ferlib evaluate --run-dir``)."""
+        return self._replace(f"eval_{tag}.json", json.dumps(result, indent=2, default=str))
+
+    def write_ablation_spec(self, spec: dict) -> Path:
+        """``ablation.json``: what identifies an ablation grid entry's run (:mod:`ferlib.ablations`)."""
+        return self._replace(ABLATION, json.dumps(spec, indent=2, default=str))
+
     # --- reading ---------------------------------------------------------------------------------
 
     def config(self) -> dict:
@@ -150,6 +161,19 @@ class RunDir:
             raise FileNotFoundError(f"{path} not found: train the run first (ferlib.engine.train)")
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+
+    def evaluation(self, tag: str) -> dict:
+        """``eval_<tag>.json`` as a dict (``{}`` when the run has none)."""
+        path = self.path / f"eval_{tag}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def ablation_spec(self) -> dict:
+        """``ablation.json`` as a dict (``{}`` when absent or damaged: the entry is then run afresh)."""
+        path = self.path / ABLATION
+        try:
+            return json.loads(path.read_text()) if path.exists() else {}
+        except json.JSONDecodeError:
+            return {}
 
     def summary(self) -> dict:
         """``summary.json`` as a dict (``FileNotFoundError`` when the run has not finished once)."""

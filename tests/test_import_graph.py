@@ -247,7 +247,7 @@ def test_only_the_shell_commands_import_the_notebook_tools(every_import):
 
 
 #: The run directory's files that :mod:`ferlib.runs` alone names, so that it alone writes them.
-RUN_DIR_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "plan.json")
+RUN_DIR_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "plan.json", "ablation.json")
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

@@ -238,3 +238,17 @@ def test_validation_holdout_tests_best_before_the_one_summary_write(syn_root, tm
     assert acc == pytest.approx(tav["accuracy"])
     held_out = RunDir(run.run_dir).config()["data"]["eval"]["n"]
     assert held_out < 48 and load_checkpoint(run.run_dir / "best.pt")["metrics"]["n"] == held_out
+
+
+def test_evaluation_and_ablation_records_round_trip_atomically(tmp_path):
+    from ferlib.runs import RunDir
+
+    rd = RunDir(tmp_path / "run")
+    assert rd.evaluation("test") == {} and rd.ablation_spec() == {}
+    rd.write_evaluation("test_tta", {"accuracy": 0.75, "classes": ("a", "b")})
+    rd.write_ablation_spec({"digest": "abc123", "seed": 1})
+    assert rd.evaluation("test_tta") == {"accuracy": 0.75, "classes": ["a", "b"]}
+    assert rd.ablation_spec() == {"digest": "abc123", "seed": 1}
+    (rd / "ablation.json").write_text('{"digest": "abc')  # damaged: the grid entry is run afresh, not an error
+    assert rd.ablation_spec() == {}
+    assert sorted(p.name for p in rd.path.iterdir()) == ["ablation.json", "eval_test_tta.json"]
