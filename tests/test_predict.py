@@ -21,7 +21,7 @@ PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  #
 
 
 def synthetic_run(run_dir, seed=0):
-    """A run directory as ferlib.train writes it for the quickstart's recipe (random weights)."""
+    """A run directory as ferlib.engine.train writes it for the quickstart's recipe (random weights)."""
     recipe = load_recipe("baseline", "synthetic")
     torch.manual_seed(seed)
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)

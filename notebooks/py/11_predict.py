@@ -32,7 +32,7 @@
 from typing import Optional
 
 image: Optional[str] = None  # a photo to classify (None: the Grace Hopper portrait shipped with matplotlib)
-run_dir: Optional[str] = None  # a run directory of ferlib.train (None: the quickstart's run, trained here if absent)
+run_dir: Optional[str] = None  # a run directory of ferlib.engine.train (None: the quickstart's run, trained here if absent)
 weights: Optional[str] = None  # a ferlib.weights entry or checkpoint file to use instead of a run
 model: Optional[str] = None  # with weights given as a file the registry does not know: its model name
 device: str = "cpu"  # cpu, cuda or auto
