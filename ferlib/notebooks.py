@@ -76,6 +76,22 @@ def check_parameters(namespace: dict, minimum: dict | None = None) -> None:
             raise ParameterError(f"parameter {name} must be at least {bounds[name]}, got {value!r}")
 
 
+#: The parameters every training notebook shares, passed to ``ferlib.engine.train`` under the same names.
+TRAIN_PARAMETERS = ("data_root", "base_recipe", "epochs", "batch_size", "pretrained", "precision", "max_steps",
+                    "device", "seed", "threads")
+
+
+def train_options(namespace: dict, **paper_options) -> dict:
+    """The keyword arguments of ``ferlib.engine.train`` from a training notebook's parameters: the shared
+    :data:`TRAIN_PARAMETERS`, ``run_name`` with its ``{fields}`` filled from the parameters (None as
+    ``none``), then ``paper_options`` (the paper's own switches as ``model_kwargs`` / ``loss_kwargs``)."""
+    values = {k: namespace[k] for k in (namespace.get("__annotations__") or {}) if k in namespace}
+    options = {k: values[k] for k in TRAIN_PARAMETERS if k in values}
+    if "run_name" in values:
+        options["run_name"] = values["run_name"].format(**{k: "none" if v is None else v for k, v in values.items()})
+    return {**options, **paper_options}
+
+
 def _is(value, kind: type) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)

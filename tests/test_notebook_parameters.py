@@ -36,3 +36,14 @@ def test_help_notebook_lists_every_parameter_with_a_type_and_no_warning(path, ca
     assert untyped == [], f"{path.name}: no type for {untyped}"
     for name, p in params.items():
         assert f"{name}: {p['inferred_type_name']}" in shown
+
+
+def test_train_options_maps_the_shared_parameters_and_fills_the_run_name():
+    from ferlib.notebooks import train_options
+
+    namespace = {"__annotations__": {"dataset": str, "data_root": object, "epochs": object, "seed": int,
+                                     "run_name": str, "feature_loss": object, "dry_run": bool},
+                 "dataset": "rafdb", "data_root": None, "epochs": 3, "seed": 1, "dry_run": True,
+                 "run_name": "mfer_{dataset}_{feature_loss}", "feature_loss": None, "unrelated": 5}
+    assert train_options(namespace, loss_kwargs={"feature_loss": "lgm"}) == {
+        "data_root": None, "epochs": 3, "seed": 1, "run_name": "mfer_rafdb_none", "loss_kwargs": {"feature_loss": "lgm"}}

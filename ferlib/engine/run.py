@@ -295,7 +295,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
 
 
 def _warn_start(recipe: Recipe, items, pretrained) -> None:
-    if recipe.dataset == "synthetic":
+    if dataset_info(recipe.dataset).generated:  # the synthetic set: no paper number to miss
         return
     if not items and recipe.pretrained:
         names = ", ".join(i["weights"] for i in recipe.pretrained)
@@ -320,7 +320,7 @@ def plan_run(recipe: Recipe, items, data_root, run_dir: Path, max_steps: int | N
     from .loader import batches_per_epoch, train_sampler
 
     plan = {"paper": recipe.paper, "model": recipe.model, "dataset": recipe.dataset, "base_recipe": recipe.base_recipe,
-            "data_root": str(data_root or (None if recipe.dataset == "synthetic" else default_data_root(recipe.dataset))),
+            "data_root": str(data_root or (None if dataset_info(recipe.dataset).generated else default_data_root(recipe.dataset))),
             "epochs": recipe.epochs, "batch_size": recipe.batch_size, "max_steps": max_steps,
             "precision": recipe.precision, "device": str(resolve_device(device)), "eval_split": eval_split(recipe),
             "selected_on": "val (held-out fraction of train)" if val_fraction else eval_split(recipe),

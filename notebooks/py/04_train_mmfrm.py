@@ -53,13 +53,11 @@ check_parameters(globals())
 # %%
 from ferlib.engine import train
 from ferlib.models import create_model
+from ferlib.notebooks import train_options
 from ferlib.viz.live import LivePlot
 from ferlib.viz.report import report_run
 
-options = dict(data_root=data_root, base_recipe=base_recipe, epochs=epochs, batch_size=batch_size, pretrained=pretrained,
-               precision=precision, max_steps=max_steps, device=device, seed=seed, threads=threads,
-               run_name=run_name.format(dataset=dataset),
-               loss_kwargs=None if rfloss is None else {"variant": rfloss})
+options = train_options(globals(), loss_kwargs=None if rfloss is None else {"variant": rfloss})
 plan = train("mmfrm", dataset, dry_run=True, **options)
 
 # %% [markdown]

@@ -56,13 +56,12 @@ check_parameters(globals())
 # %%
 from ferlib.engine import train
 from ferlib.models import create_model
+from ferlib.notebooks import train_options
 from ferlib.viz.live import LivePlot
 from ferlib.viz.report import report_run
 
-options = dict(data_root=data_root, base_recipe=base_recipe, epochs=epochs, batch_size=batch_size, pretrained=pretrained,
-               precision=precision, max_steps=max_steps, device=device, seed=seed, threads=threads,
-               run_name=run_name.format(dataset=dataset, feature_loss=feature_loss or "none"),
-               loss_kwargs={k: v for k, v in {"feature_loss": feature_loss, "feature_loss_weight": feature_loss_weight}.items() if v is not None})
+feature_options = {"feature_loss": feature_loss, "feature_loss_weight": feature_loss_weight}
+options = train_options(globals(), loss_kwargs={k: v for k, v in feature_options.items() if v is not None})
 plan = train("mfer", dataset, dry_run=True, **options)
 
 # %% [markdown]
