@@ -57,7 +57,7 @@ def test_python_m_ferlib_dispatches_and_refuses_unknown_commands():
     bad = subprocess.run([sys.executable, "-m", "ferlib", "trian"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("error: unknown command 'trian'; commands: train, evaluate, prepare, predict, "
-                                  "weights, notebooks, demo")
+                                  "weights, notebooks, demo, parity")
     usage = subprocess.run([sys.executable, "-m", "ferlib", "--help"], capture_output=True, text=True)
     assert usage.returncode == 0 and "re-evaluate a run directory" in usage.stdout
 

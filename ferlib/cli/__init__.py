@@ -10,6 +10,7 @@ command        what it does                                                 libr
 ``weights``    ``sha256 FILE…``: a weights file against the registry        :mod:`ferlib.weights`
 ``notebooks``  run / list / sync the numbered notebooks (papermill)         :mod:`ferlib.notebooks`
 ``demo``       the synthetic set and the quickstart notebook (``make demo``)
+``parity``     ferlib against the authors' own training code (a checkout)  :mod:`ferlib.parity`
 =============  ==========================================================  ==============================
 
 Each command is a module here with ``build_parser()`` (where it has options) and ``main(argv) -> int``;
@@ -24,7 +25,7 @@ import importlib
 import sys
 
 #: command -> module under ferlib.cli
-COMMANDS = ("train", "evaluate", "prepare", "predict", "weights", "notebooks", "demo")
+COMMANDS = ("train", "evaluate", "prepare", "predict", "weights", "notebooks", "demo", "parity")
 
 
 def main(argv=None) -> int:
