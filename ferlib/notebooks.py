@@ -78,7 +78,7 @@ def check_parameters(namespace: dict, minimum: dict | None = None) -> None:
 
 #: The parameters every training notebook shares, passed to ``ferlib.engine.train`` under the same names.
 TRAIN_PARAMETERS = ("data_root", "base_recipe", "epochs", "batch_size", "pretrained", "precision", "max_steps",
-                    "device", "seed", "threads")
+                    "device", "seed", "threads", "reuse")
 
 
 def train_options(namespace: dict, **paper_options) -> dict:

@@ -5,6 +5,7 @@ Outputs go to ``results/notebooks/<name>.ipynb``; the stored notebooks stay outp
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ferlib.notebooks import execute, list_notebooks, sync
 
@@ -31,12 +32,32 @@ def main(argv=None) -> int:
     params = {k: yaml.safe_load(v) for k, v in args.p}
     names = [p.stem for p in list_notebooks()] if args.cmd == "run-all" else args.names
     for n in names:
-        execute(n, params)
+        try:
+            execute(n, params)
+        except Exception as err:  # noqa: BLE001 - re-raised unless a cell stopped on a user's error
+            line = stopped_on_users_error(err)
+            if line is None:
+                raise
+            print(f"error: {n}: {line}", file=sys.stderr, flush=True)
+            return 2
     return 0
+
+
+def stopped_on_users_error(err: BaseException) -> str | None:
+    """The one line to print when a notebook cell stopped on an error whose message is the whole answer (a run
+    directory holding another run, a mistyped parameter, missing data or weights); None for anything else,
+    which keeps its traceback."""
+    from ferlib.errors import known_error_types
+    from ferlib.notebooks import ParameterError
+
+    ename = getattr(err, "ename", None)  # papermill.PapermillExecutionError: the cell's exception
+    users = {t.__name__ for t in known_error_types() + (ParameterError,)}
+    users |= {"RecipeChangedError", "UnfinishedRunError", "WeightsNotFoundError"}
+    if ename not in users:
+        return None
+    return f"{ename}: {err.evalue}"
 
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -22,6 +22,7 @@ from ferlib.runs import RunDir
 from .loop import FitOptions, ResumeError, check_run_dir, fit
 from .checkpoint import load_checkpoint
 from .env import seed_everything
+from .writer import holds_run_dir
 
 @dataclasses.dataclass
 class RunResult:
@@ -176,7 +177,7 @@ def resolve_recipe(paper: str, dataset: str, data_root=None, base_recipe: str | 
         return load_recipe(paper, dataset, **overrides)
     root = Path(data_root) if data_root else default_data_root(dataset)
     if not root.exists():
-        raise DataNotFoundError(f"imagefolder: no folder {root}; pass data_root=<folder holding train/<class>/ and "
+        raise DataNotFoundError(f"imagefolder: no such folder {root}; pass data_root=<folder holding train/<class>/ and "
                                 f"test/<class>/> (python -m ferlib prepare imagefolder --root <folder> checks it)")
     train = load_dataset("imagefolder", root, "train", progress=False)
     overrides.setdefault("num_classes", len(train.classes))
@@ -197,12 +198,22 @@ def _run_dir(paper: str, dataset: str, run_dir, run_name) -> Path:
     return Path(run_dir)
 
 
+def _locked_run_dir(args: dict) -> Path | None:
+    """The directory ``train`` locks on entry: a named one (``run_dir`` / ``run_name``; a time-stamped one is new
+    and ``fit`` locks it), none for a dry run."""
+    if args["dry_run"] or (args["run_dir"] is None and args["run_name"] is None):
+        return None
+    return _run_dir(args["paper"], args["dataset"], args["run_dir"], args["run_name"])
+
+
+@holds_run_dir(_locked_run_dir)  # one writer per run directory, before anything is read or checked
 def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, run_name: str | None = None,
           device: str = "auto", epochs: int | None = None, batch_size: int | None = None,
           max_steps: int | None = None, pretrained="card", precision: str | None = None, seed: int = 0,
           resume: bool | str = "auto", val_fraction: float | None = None, fit_options: dict | None = None,
           progress: bool | None = None, callbacks=(), cache="auto", dry_run: bool = False,
-          threads: int | None = None, base_recipe: str | None = None, overwrite: bool = False, **recipe_overrides):
+          threads: int | None = None, base_recipe: str | None = None, overwrite: bool = False, reuse: bool = False,
+          break_lock: bool = False, **recipe_overrides):
     """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
 
     The defaults are the paper's run: the card's epochs, batch, schedule and evaluation on the whole
@@ -210,6 +221,11 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     ``epochs``/``batch_size`` override the card; ``max_steps`` stops after that many optimiser steps
     (and limits evaluation batches) — None takes the card's, which only the synthetic entries set (a CPU
     smoke budget). A run cut short is recorded with ``complete: false``.
+
+    One writer per run directory: the call holds ``run_dir/run.lock`` (:meth:`ferlib.runs.RunDir.lock`) from
+    its first line to its return; while another process holds it, it raises :class:`ferlib.runs.RunLockedError`
+    naming that process at once. A lock left by a killed process on this host is taken over with a warning;
+    ``break_lock=True`` breaks one held from another host (make sure that run is gone).
 
     ``pretrained``: ``"card"``/True = the card's starting weights (``ferlib.weights.start``), False = random
     init (warns on a real dataset), or a ``ferlib.weights`` entry / file. Missing files stop the run before
@@ -228,7 +244,11 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     file was refused, False start afresh; a resume with another recipe (other than more epochs) is refused.
     A fresh run (``resume=False``, or nothing to resume) into a directory holding a previous run refuses
     (:class:`~ferlib.engine.loop.RunExistsError`) unless ``overwrite=True``; this is checked before any data
-    is read.
+    is read. ``reuse``: when ``run_dir`` holds a finished run with the same settings (resolved recipe, seed,
+    ``max_steps``, starting weights), return it without training, after printing ``already complete: reusing …``
+    and replaying its ``metrics.jsonl`` rows to ``callbacks`` (``result`` None); a finished run with other settings
+    raises :class:`~ferlib.engine.reuse.RecipeChangedError` naming them, unless ``resume`` or ``overwrite`` says
+    what to do (:mod:`ferlib.engine.reuse`; the notebooks' default, so that they can run again).
     """
     from ferlib.weights.start import require_start_files, resolve_start
 
@@ -249,6 +269,11 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     if dry_run:
         return plan_run(recipe, items, data_root, _run_dir(paper, dataset, run_dir, run_name), max_steps, device,
                         val_fraction, cache)
+    if reuse and (run_dir is not None or run_name is not None):
+        reused = _reuse(recipe, items, _run_dir(paper, dataset, run_dir, run_name), max_steps, seed, val_fraction,
+                        fit_options, resume, overwrite, callbacks)
+        if reused is not None:
+            return reused
     check_device(device, recipe.precision)
     require_start_files(items, f"{paper} on {dataset}")
     _warn_start(recipe, items, pretrained)
@@ -292,6 +317,23 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
                   callbacks=callbacks, start=[i.to_dict() for i in items], test=eval_ds if val_fraction else None,
                   data_source=data_source(data_root, cache), card_epochs=card_epochs)
     return RunResult(Path(run_dir), recipe, summary)
+
+
+def _reuse(recipe: Recipe, items, target: Path, max_steps, seed, val_fraction, fit_options, resume, overwrite,
+           callbacks) -> RunResult | None:
+    """``train(reuse=True)``: the finished run in ``target`` when its settings are these (see :mod:`.reuse`)."""
+    from .reuse import reusable_run, reuse_message, run_settings
+
+    settings = run_settings(recipe, [i.to_dict() for i in items], seed, max_steps,
+                            "val" if val_fraction else "test_selected", fit_options)
+    summary = reusable_run(target, settings, resume, overwrite)
+    if summary is None:
+        return None
+    print(reuse_message(target, summary), flush=True)
+    for row in RunDir(target).metrics():
+        for cb in callbacks:
+            cb(row, None)
+    return RunResult(target, recipe, summary)
 
 
 def _warn_start(recipe: Recipe, items, pretrained) -> None:
@@ -412,6 +454,9 @@ def load_run(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, Recipe
     if ckpt is None:
         if refused:
             raise ResumeError(f"{run_dir}/{checkpoint}.pt cannot be used: " + "; ".join(str(e) for e in refused))
+        if RunDir(run_dir).in_progress():
+            raise FileNotFoundError(f"{run_dir}/{checkpoint}.pt not found: the run is still in progress "
+                                    f"({RunDir(run_dir).lock_holder()}) and has not finished an epoch yet")
         raise FileNotFoundError(f"{run_dir}/{checkpoint}.pt not found: was the run trained?")
     recipe = recipe_from_dict(ckpt["recipe"])
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)

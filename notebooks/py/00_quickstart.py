@@ -28,7 +28,8 @@ device: str = "auto"  # auto, cpu or cuda
 max_steps: Optional[int] = None  # a number makes a smoke run
 seed: int = 0  # the random seed of the run
 run_name: str = "quickstart"  # the run directory's name under results/runs
-overwrite: bool = True  # the quickstart is a demo: each run replaces the previous quickstart run (False keeps it)
+overwrite: bool = True  # the quickstart is a demo: a run with other settings replaces the previous quickstart run (False keeps it)
+reuse: bool = True  # a finished quickstart run with the same settings is shown again, not retrained (False: train anew)
 data_root: Optional[str] = None  # None: data/<dataset>
 
 # %% [markdown]
@@ -65,7 +66,7 @@ print(f"logistic regression on raw pixels: {pixel_acc:.3f} test accuracy")
 
 # %%
 run = train(model, dataset, data_root=data_root, run_name=run_name, epochs=epochs, batch_size=batch_size,
-            device=device, max_steps=max_steps, seed=seed, resume=False, overwrite=overwrite,
+            device=device, max_steps=max_steps, seed=seed, resume=False, overwrite=overwrite, reuse=reuse,
             callbacks=[LivePlot(title=model)])
 run
 
