@@ -429,18 +429,18 @@ def test_ferplus_card_augmentations_follow_the_spec():
     ColorJitter 0.4, flip; every step is a real transform (no approximation)."""
     from torchvision.transforms import v2
 
+    from ferlib.data.batched_aug import BatchedAffine, BatchedColorJitter, BatchedPerspective, BatchedRotation
     from ferlib.data.transforms import _pipeline, build_batch_transform
     from ferlib.recipes import load_recipe
 
     r = load_recipe("grefel", "ferplus")
     assert r.train_transforms == ("resize", "random_crop", "rotation", "affine", "perspective", "color_jitter", "hflip")
-    steps = [m for _, m in _pipeline(r)]
-    per_image = [t for s in steps if isinstance(s, v2.Compose) for t in s.transforms]
-    resize = next(t for t in per_image if isinstance(t, v2.Resize))
-    affine = next(t for t in per_image if isinstance(t, v2.RandomAffine))
-    rotation = next(t for t in per_image if isinstance(t, v2.RandomRotation))
-    perspective = next(t for t in per_image if isinstance(t, v2.RandomPerspective))
-    jitter = next(t for t in per_image if isinstance(t, v2.ColorJitter))
+    steps = [m for _, m in _pipeline(r)]  # whole-batch ops with torchvision's parameters (ferlib.data.batched_aug)
+    resize = next(t for t in steps if isinstance(t, v2.Resize))
+    affine = next(t for t in steps if isinstance(t, BatchedAffine))
+    rotation = next(t for t in steps if isinstance(t, BatchedRotation))
+    perspective = next(t for t in steps if isinstance(t, BatchedPerspective))
+    jitter = next(t for t in steps if isinstance(t, BatchedColorJitter))
     assert resize.size == [256] and list(rotation.degrees) == [-30.0, 30.0]
     assert list(affine.shear) == [-15.0, 15.0] and list(affine.degrees) == [0.0, 0.0]
     assert perspective.distortion_scale == 0.3 and jitter.brightness == (0.6, 1.4)

@@ -2,7 +2,9 @@
 
 ``build_batch_transform(recipe, train)`` returns a callable ``uint8 [B,3,H,W] → float [B,3,S,S]``
 (S = ``recipe.input_size``): augmentations (train only, random per sample), colour order, scaling to
-[0,1] and normalisation with the recipe's mean/std. Running it on the GPU batch avoids per-sample CPU work.
+[0,1] and normalisation with the recipe's mean/std. Every random step draws its parameters per image as
+torchvision's transform does and applies them to the whole batch (:mod:`ferlib.data.batched_aug`): no
+per-sample Python work and no host synchronisation, so on a GPU the transform runs asynchronously.
 
 Step names for ``recipe.train_transforms`` (options from ``recipe.transform_kwargs``):
 
@@ -31,6 +33,9 @@ import math
 
 import torch
 from torchvision.transforms import v2
+
+from .batched_aug import (BatchedAffine, BatchedColorJitter, BatchedPerspective, BatchedRandomErasing,
+                          BatchedRandomResizedCrop, BatchedRotation)
 
 NOISE_STD = math.sqrt(30.0)  # FERMam / MMFRM basic_aug: variance 30
 _SELF_SIZED = ("resize", "random_resized_crop")
@@ -62,19 +67,23 @@ class BasicAug(torch.nn.Module):
 
 
 class BatchedHFlip(torch.nn.Module):
-    """Flip each image of a batch [B,C,H,W] along ``dim`` with probability ``p`` (one draw per image)."""
+    """Flip each image of a batch [B,C,H,W] along ``dim`` with probability ``p`` (one draw per image).
+
+    The whole batch is flipped and each image picks its version with ``torch.where``: no host sync."""
 
     def __init__(self, p: float = 0.5, dim: int = -1):
         super().__init__()
         self.p, self.dim = p, dim
 
+    def sample(self, B: int, H: int = 0, W: int = 0, device=None) -> dict:
+        """``{"flip": bool [B]}``."""
+        return {"flip": torch.rand(B, device=device) < self.p}
+
+    def apply(self, x: torch.Tensor, prm: dict) -> torch.Tensor:
+        return torch.where(prm["flip"].view(-1, *([1] * (x.dim() - 1))), x.flip(self.dim), x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = torch.rand(x.shape[0], device=x.device) < self.p
-        if not bool(m.any()):
-            return x
-        x = x.clone()
-        x[m] = x[m].flip(self.dim)
-        return x
+        return self.apply(x, self.sample(x.shape[0], device=x.device))
 
 
 class BatchedRandomCrop(torch.nn.Module):
@@ -129,15 +138,41 @@ class BatchedBasicAug(torch.nn.Module):
         return torch.where(u < 0.25, x.flip(-1), torch.where(u < 0.5, noisy, x))
 
 
-#: steps with a batched implementation (one draw per image, no Python loop)
+def _erasing_kwargs(recipe) -> dict:
+    erasing = dict((recipe.transform_kwargs or {}).get("erasing", {}))
+    for k in ("scale", "ratio"):
+        if k in erasing:
+            erasing[k] = tuple(erasing[k])
+    return erasing
+
+
 def _batched_step(name: str, recipe):
+    """The whole-batch module of one step: one draw per image, no Python loop over images, no host sync
+    (None for random_erasing, which runs after normalisation). Same options as :func:`_v2_step`."""
     kw = recipe.transform_kwargs or {}
+    size = recipe.input_size
+    if name == "resize":  # deterministic: torchvision's resize of the whole batch
+        return v2.Resize(kw.get("resize_to", size), antialias=True)
+    if name == "center_crop":
+        return v2.CenterCrop(size)
     if name == "hflip":
         return BatchedHFlip(0.5, -1)
     if name == "vflip":
         return BatchedHFlip(0.5, -2)
     if name == "random_crop":
-        return BatchedRandomCrop(recipe.input_size, kw.get("crop_padding", 4))
+        return BatchedRandomCrop(size, kw.get("crop_padding", 4))
+    if name == "random_resized_crop":
+        return BatchedRandomResizedCrop(size, scale=kw.get("crop_scale", (0.8, 1.0)),
+                                        ratio=kw.get("crop_ratio", (3 / 4, 4 / 3)))
+    if name == "rotation":
+        return BatchedRotation(kw.get("degrees", 10))
+    if name == "affine":
+        return BatchedAffine(degrees=kw.get("affine_degrees", 0), shear=kw.get("shear", 15),
+                             translate=kw.get("translate"))
+    if name == "perspective":
+        return BatchedPerspective(distortion_scale=kw.get("perspective", 0.3))
+    if name == "color_jitter":
+        return BatchedColorJitter(*kw.get("jitter", (0.2, 0.2, 0.2, 0.0)))
     if name == "gaussian_noise":
         return BatchedNoise(kw.get("noise_std", NOISE_STD))
     if name == "basic_aug":
@@ -146,27 +181,20 @@ def _batched_step(name: str, recipe):
 
 
 def _pipeline(recipe) -> list:
-    """``[(batched: bool, module)]``: batched steps run on the whole batch, runs of other steps per image."""
-    out, pending = [], []
+    """``[(True, module)]`` for the recipe's train steps before normalisation, in order: every step runs
+    on the whole batch (the flag stays for callers that unpacked it when some steps ran per image)."""
+    out = []
     for name in recipe.train_transforms:
-        step = _v2_step(name, recipe)  # validates the name
-        if step is None:
+        if _v2_step(name, recipe) is None:  # validates the name
             continue
-        b = _batched_step(name, recipe)
-        if b is None:
-            pending.append(step)
-            continue
-        if pending:
-            out.append((False, v2.Compose(pending)))
-            pending = []
-        out.append((True, b))
-    if pending:
-        out.append((False, v2.Compose(pending)))
+        out.append((True, _batched_step(name, recipe)))
     return out
 
 
 def _v2_step(name: str, recipe):
-    """The per-image v2 module of one step (None for random_erasing, which runs after normalisation)."""
+    """torchvision's per-image v2 module of one step: the reference each batched step reproduces (parity
+    checks, distribution tests). None for random_erasing, which runs after normalisation
+    (``v2.RandomErasing(**_erasing_kwargs(recipe))``)."""
     kw = recipe.transform_kwargs or {}
     size = recipe.input_size
     if name == "resize":
@@ -201,7 +229,10 @@ def _v2_step(name: str, recipe):
 
 
 class BatchTransform(torch.nn.Module):
-    """Per-sample random augmentations on a batch, then colour order and normalisation."""
+    """Per-sample random augmentations on a batch, then colour order and normalisation.
+
+    Every step is a whole-batch tensor op (:func:`_batched_step`, :mod:`ferlib.data.batched_aug`): the
+    transform never synchronises with the host, so on a GPU it queues behind the previous step's kernels."""
 
     def __init__(self, recipe, train: bool):
         super().__init__()
@@ -220,10 +251,8 @@ class BatchTransform(torch.nn.Module):
             self.pre_resize = False
             self.eval_crop = v2.Compose([v2.Resize(kw.get("eval_resize", self.size * 8 // 7), antialias=True),
                                          v2.CenterCrop(self.size)])
-        erasing = kw.get("erasing", {})
-        if "scale" in erasing:
-            erasing = {**erasing, "scale": tuple(erasing["scale"])}
-        self.erasing = v2.RandomErasing(**erasing) if train and "random_erasing" in steps else None
+        self.erasing = (BatchedRandomErasing(**_erasing_kwargs(recipe))
+                        if train and "random_erasing" in steps else None)
         self.register_buffer("mean", torch.tensor(recipe.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(recipe.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -233,9 +262,8 @@ class BatchTransform(torch.nn.Module):
         if self.eval_crop is not None:
             x = self.eval_crop(x)
         if self.augment is not None:
-            for batched, step in zip(self.batched, self.augment):
-                # v2 draws one set of parameters per call: loop over images for per-sample randomness
-                x = step(x) if batched else torch.stack([step(xi) for xi in x])
+            for step in self.augment:
+                x = step(x)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = v2.functional.resize(x, [self.size, self.size], antialias=True)
         if self.bgr:
@@ -243,7 +271,7 @@ class BatchTransform(torch.nn.Module):
         # (x/255 - mean)/std as an in-place multiply and add (broadcast addcmul is far slower on CPU)
         x = x.float().mul_((1.0 / (255.0 * self.std)).to(x.device)).add_((-self.mean / self.std).to(x.device))
         if self.erasing is not None:
-            x = torch.stack([self.erasing(xi) for xi in x])
+            x = self.erasing(x)
         return x
 
 
