@@ -145,6 +145,8 @@ class MMFRMNetwork(nn.Module):
         self.TCFMM1 = TCFFM(128, 64)
         self.TCFMM2 = TCFFM(256, 128)
         self.TCFMM3 = TCFFM(512, 512)
+        # Never reaches an output: frozen (kept for the keys; the authors' optimiser never updates it either).
+        self.bn1.requires_grad_(False)
 
     def forward(self, x, feature1, feature2, feature3):
         x = self.layer1(self.conv1(x))
@@ -189,6 +191,9 @@ class MMFRM(nn.Module):
         self.landmark = MMFRMMobileFaceNet((112, 112), embedding_size=512, num_classes=7)
         self.network = MMFRMNetwork(num_classes=num_classes, drop_rate=drop_rate)
         self.landmark.requires_grad_(train_landmark)
+        # The landmark net's head (GDC, alpha, fc) never reaches MMFRM's output: frozen in either case.
+        for head in (self.landmark.output_layer, self.landmark.alpha, self.landmark.fc):
+            head.requires_grad_(False)
         self.num_features = 512
         self.train(self.training)
 

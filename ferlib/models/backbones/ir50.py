@@ -97,6 +97,11 @@ class IR50(nn.Module):
         self.body = nn.Sequential(*(BottleneckIR(i, d, s) for i, d, s in _stage_units(num_stages)))
         self._stage_ends = _stage_ends(num_stages)
         self._init_weights()
+        if num_stages == 3:
+            # Never reaches an output: frozen, so DDP (which requires a gradient for every trainable
+            # parameter) works without find_unused_parameters. The authors' optimiser holds it but never
+            # updates it (no gradient), so freezing changes no number.
+            self.output_layer.requires_grad_(False)
 
     def _init_weights(self) -> None:
         # face.evoLVe init; irrelevant once weights are loaded.

@@ -73,6 +73,8 @@ class ASFRSS2D(nn.Module):
         self.out_proj = nn.Linear(d_inner, d_model, bias=True)
         self.dropout = nn.Dropout(dropout)
         self._init_upstream()
+        # skip="upstream" never reads D: frozen (kept for the authors' keys; see IR50.output_layer).
+        self.D.requires_grad_(skip == "param")
 
     @torch.no_grad()
     def _init_upstream(self) -> None:

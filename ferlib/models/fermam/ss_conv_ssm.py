@@ -50,6 +50,12 @@ class SSConvSSM(nn.Module):
         self.ln = nn.LayerNorm(half)
         self.ss2d = SS2D(d_model=half, d_state=d_state, **ss2d_kwargs)
         self.drop_path = nn.Identity()
+        # The Conv-SSM ablation's disabled half never reaches the output: frozen (keys kept), so DDP runs it.
+        if mode == "conv_only":
+            for unused in (self.ln, self.ss2d):
+                unused.requires_grad_(False)
+        elif mode == "ssm_only":
+            self.conv_branch.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left, right = x.chunk(2, dim=-1)

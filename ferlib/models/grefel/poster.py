@@ -114,6 +114,10 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_vit_weights)
+        # The unused modules are frozen: DDP needs a gradient for every trainable parameter, and the
+        # authors' optimiser never updated them (no gradient), so freezing changes no number.
+        for unused in (self.patch_embed, self.CON1, self.IRLinear1, self.IRLinear2, *(b.conv for b in self.blocks)):
+            unused.requires_grad_(False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
