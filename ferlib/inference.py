@@ -38,6 +38,15 @@ class PredictError(RuntimeError):
     """A photo or a model cannot be used (the message says why)."""
 
 
+class UnreadablePhotoError(PredictError):
+    """A photo file exists but cannot be decoded (a zero-byte file, a web page saved as .jpg, a truncated file);
+    ``reason`` is the dataset readers' skip reason (``unreadable`` or ``too large``, ``ferlib.data.base.skip_reason``)."""
+
+    def __init__(self, path, reason: str, detail: str):
+        super().__init__(f"{path} cannot be read as an image ({reason}: {detail})")
+        self.path, self.reason, self.detail = Path(path), reason, detail
+
+
 @dataclasses.dataclass
 class FacePrediction:
     """One face: ``box`` (x1, y1, x2, y2) in photo pixels, ``landmarks`` float [5,2] (eye centres, nose tip,
@@ -102,11 +111,13 @@ def read_photo(image) -> np.ndarray:
         path = Path(image).expanduser()
         if not path.is_file():
             raise PredictError(f"no image file {path}")
+        from ferlib.data.base import DECODE_ERRORS, skip_reason
+
         try:
             with Image.open(path) as im:
                 image = ImageOps.exif_transpose(im).convert("RGB")
-        except OSError as e:
-            raise PredictError(f"{path} cannot be read as an image: {e}") from None
+        except DECODE_ERRORS as e:
+            raise UnreadablePhotoError(path, skip_reason(e), str(e) or type(e).__name__) from None
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
@@ -336,8 +347,9 @@ def draw_predictions(result: PhotoPrediction, ax=None, bars: bool = True, top: i
         x1, y1, x2, y2 = f.box
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec=c))
         ax.plot(f.landmarks[:, 0], f.landmarks[:, 1], "o", ms=3, color=c)
-        ax.text(x1, max(0, y1 - 4), f"{k}: {f.label} {f.confidence:.0%}", color="white", fontsize=9, va="bottom",
-                bbox=dict(facecolor=c, alpha=0.8, pad=1.5, lw=0))
+        label = dict(s=f"{k}: {f.label} {f.confidence:.0%}", color="white", fontsize=9, gid=f"face-label-{k}",
+                     bbox=dict(facecolor=c, alpha=0.8, pad=1.5, lw=0), zorder=6)  # above the panels (zorder 5)
+        bars_above = False
         if bars:
             names = sorted(f.probs, key=f.probs.get, reverse=True)[:top]
             # under the box (above it when the photo ends first), as wide as the box: clear of side-by-side faces
@@ -345,7 +357,8 @@ def draw_predictions(result: PhotoPrediction, ax=None, bars: bool = True, top: i
             bh = min(0.05 * len(names) + 0.02, 0.3)
             left = min(max(0.0, x1 / w + 0.04 * bw), 1 - bw)
             below = 1 - (y2 + 0.02 * h) / h - bh
-            bottom = below if below >= 0 else min(1 - bh, 1 - (y1 - 0.02 * h) / h)
+            bars_above = below < 0
+            bottom = below if not bars_above else min(1 - bh, 1 - (y1 - 0.02 * h) / h)
             inset = ax.inset_axes([left, bottom, bw, bh])
             inset.barh(range(len(names)), [f.probs[n] for n in names], color=c, alpha=0.6)
             for j, n in enumerate(names):  # the class and its probability written on its bar
@@ -355,6 +368,12 @@ def draw_predictions(result: PhotoPrediction, ax=None, bars: bool = True, top: i
             inset.set_xticks([])
             inset.set_yticks([])
             inset.patch.set_alpha(0.85)
+        # the label on the side of the box the bars leave free: above it, or along its lower edge when the bars
+        # had to go above (no room under the face), never under the bar panel
+        if bars_above:
+            ax.text(x1, min(y2, h) - 2, va="bottom", **label)
+        else:
+            ax.text(x1, max(0, y1 - 4), va="bottom", **label)
     title = Path(result.path).name if result.path else ""
     ax.set_title(f"{title} — {len(result.faces)} face(s)" if title else f"{len(result.faces)} face(s)")
     return fig
@@ -405,11 +424,19 @@ def list_photos(inputs) -> tuple[list[Path], bool]:
     return photos, folder
 
 
+def skipped_row(err: UnreadablePhotoError) -> dict:
+    """The table / CSV row of a photo that was skipped: ``skipped`` says why."""
+    return {"photo": str(err.path), "face": None, "skipped": f"{err.reason} ({err.detail})"}
+
+
 def format_table(rows: list[dict], classes: list[str]) -> str:
-    """The terminal table: photo, face, box, top class and every class's probability."""
+    """The terminal table: photo, face, box, top class and every class's probability (a skipped photo: why)."""
     head = ["photo", "face", "box (x1,y1,x2,y2)", "top class", "p"] + classes
     lines = []
     for r in rows:
+        if r.get("skipped"):
+            lines.append([Path(r["photo"]).name, "-", f"skipped: {r['skipped']}", "", ""] + [""] * len(classes))
+            continue
         if r.get("face") is None:
             lines.append([Path(r["photo"]).name, "-", "no face found", "", ""] + [""] * len(classes))
             continue

@@ -47,9 +47,9 @@ def check_layout(dataset: str, root) -> str:
         return f"{dataset} set under {root or 'data/' + info.folder} (generated on first use)"
     root = Path(root).expanduser()
     if not root.exists():
-        raise DatasetFormatError(f"dataset root does not exist ({dataset}).", path=root,
-                                 fix=f"download {dataset} and point data_root at it; data/README.md says where "
-                                     "each dataset is expected.")
+        from ferlib.data.registry import missing_root_error
+
+        raise missing_root_error(info, root)
     if info.detect_layout is None:
         return f"{dataset} at {root}"
     found = info.detect_layout(root)
@@ -152,3 +152,15 @@ def summary(caches: dict) -> dict:
     return {split: {"cache": str(ds.path), "n": len(ds), "shape": list(ds.images.shape[1:]),
                     "classes": ds.classes, "class_counts": ds.class_counts(),
                     "skipped": ds.skip_report.as_dict()} for split, ds in caches.items()}
+
+
+def format_summary(caches: dict) -> str:
+    """:func:`summary` as a plain-text table: per split the images cached, their stored shape, what was skipped
+    (by reason) and the cache folder."""
+    rows = []
+    for split, d in summary(caches).items():
+        skipped = ", ".join(f"{n} {reason}" for reason, n in (d["skipped"].get("counts") or {}).items()) or "none"
+        rows.append([split, str(d["n"]), "×".join(map(str, d["shape"])), skipped, d["cache"]])
+    head = ["split", "images", "shape", "skipped", "cache"]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [head] + rows)

@@ -3,6 +3,7 @@ atomic writes, and the ``python -m ferlib prepare`` entry point."""
 import json
 import os
 import pickle
+import re
 import warnings
 
 import cv2
@@ -106,11 +107,17 @@ def test_affectnet_crop_cached(tmp_path):
 def test_prepare_cli(tmp_path, capsys):
     from ferlib.cli.prepare import main
 
-    rc = main(["fer2013", "--root", str(FIXTURES_DIR / "fer2013"), "--size", "40", "--cache-dir", str(tmp_path),
-               "--quiet"])
-    assert rc == 0
+    args = ["fer2013", "--root", str(FIXTURES_DIR / "fer2013"), "--size", "40", "--cache-dir", str(tmp_path), "--quiet"]
+    assert main(args + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"train", "val", "test"} and out["train"]["n"] == 23 and out["val"]["shape"] == [3, 40, 40]
+    # without --json: the class table (stderr) and a table of the caches, no JSON dump
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    assert "{" not in printed.out and '"n"' not in printed.out and "{" not in printed.err
+    assert re.search(r"^train\s+23\s+3×40×40\s", printed.out, re.M), printed.out
+    assert printed.out.splitlines()[0].split() == ["split", "images", "shape", "skipped", "cache"]
+    assert re.search(r"^total\s", printed.err, re.M), printed.err  # the per-class counts, a total row
     rc = main(["rafdb", "--root", str(tmp_path / "missing"), "--quiet"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 

@@ -48,3 +48,19 @@ def test_corrupt_file_skipped(tmp_path):
     with pytest.warns(UserWarning, match="unreadable"):
         ds = load_dataset("imagefolder", tmp_path, "train")
     assert ds.skip_report.counts["unreadable"] == 1 and bad not in ds.samples
+
+
+def test_a_missing_folder_of_your_own_says_no_such_folder_not_download(tmp_path, capsys):
+    """imagefolder is your own data: a root that does not exist is "no such folder" (issue 24), while a published
+    dataset's missing root still says to download it."""
+    from ferlib.cli.prepare import main as prepare_main
+
+    missing = tmp_path / "my_faces"
+    with pytest.raises(DatasetFormatError) as err:
+        load_dataset("imagefolder", missing, "train")
+    assert str(err.value).startswith(f"{missing}: no such folder (imagefolder).") and "download" not in str(err.value)
+    assert prepare_main(["imagefolder", "--root", str(missing), "--quiet"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"error: {missing}: no such folder") and "download" not in line and "\n" not in line
+    with pytest.raises(DatasetFormatError, match="download rafdb"):
+        load_dataset("rafdb", tmp_path / "raf", "train")

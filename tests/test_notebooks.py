@@ -1,10 +1,13 @@
 """Notebooks: stored clean (no outputs, a `parameters` cell first), and the quickstart runs under papermill."""
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from ferlib.testing import notebook_text
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -38,3 +41,6 @@ def test_quickstart_runs_headless(tmp_path, monkeypatch):
         assert (run / name).stat().st_size > 0, name
     text = "".join(o.get("text", "") for c in nbformat.read(out, 4).cells if c.cell_type == "code" for o in c.outputs)
     assert "logistic regression on raw pixels" in text and "CNN test accuracy" in text
+    # no warning a user cannot act on (issue 24): none in any output cell, stderr included
+    shown = notebook_text(nbformat.read(out, 4))
+    assert not re.search(r"\w*Warning\b|warnings\.warn", shown), re.findall(r".*Warning.*", shown)

@@ -115,6 +115,56 @@ def test_cli_folder_png_and_csv(tmp_path, two_faces, capsys):
     assert all(abs(sum(float(r[c]) for c in RAFDB) - 1) < 1e-3 for r in rows)
 
 
+def test_cli_skips_unreadable_files_lists_them_and_predicts_the_rest(tmp_path, capsys):
+    """A zero-byte PNG and a web page saved as .jpg are skipped (as the dataset readers skip them), listed with the
+    reason in the table and the CSV; the readable photo is still predicted (issue 24)."""
+    run = synthetic_run(tmp_path / "run")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "hopper.jpg").symlink_to(PHOTO)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "page.jpg").write_text("<!DOCTYPE html><html><body>Sign in to view this photo</body></html>")
+    rc = main([str(folder), "--run", str(run), "--out", str(tmp_path / "out"), "--threads", "1", "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    table = {line.split()[0]: line for line in captured.out.splitlines()[1:] if line.strip()}
+    assert "skipped: unreadable" in table["empty.png"] and "skipped: unreadable" in table["page.jpg"]
+    assert "skipped" not in table["hopper.jpg"] and "neutral" in captured.out
+    assert "skipped 2 unreadable file(s): empty.png (unreadable); page.jpg (unreadable)" in captured.err
+    rows = {r["photo"].rsplit("/", 1)[1]: r for r in csv.DictReader(open(tmp_path / "out" / "predictions.csv"))}
+    assert rows["empty.png"]["skipped"].startswith("unreadable") and rows["page.jpg"]["skipped"].startswith("unreadable")
+    assert rows["hopper.jpg"]["skipped"] == "" and abs(sum(float(rows["hopper.jpg"][c]) for c in RAFDB) - 1) < 1e-3
+    assert (tmp_path / "out" / "hopper_expressions.png").exists() and not (tmp_path / "out" / "page_expressions.png").exists()
+    # nothing readable at all: exit 2, after the table
+    assert main([str(folder / "empty.png"), "--run", str(run), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert "error: no photo could be read (1 skipped)" in capsys.readouterr().err
+
+
+def test_annotated_photo_never_puts_a_face_label_under_a_probability_panel():
+    """A face at the bottom edge (its panel has to go above the box) and one above it: every label's box is clear
+    of every panel (issue 24: the label used to sit under the panel)."""
+    from ferlib.inference import FacePrediction, PhotoPrediction, draw_predictions
+
+    img = read_photo(PHOTO)
+    h = img.shape[0]
+    probs = dict(zip(RAFDB, [0.05, 0.05, 0.05, 0.6, 0.1, 0.05, 0.1]))
+    face = lambda box: FacePrediction(box, np.full((5, 2), box[0] + 10.0), 0.99, probs)  # noqa: E731
+    res = PhotoPrediction(img, [face((150.0, h - 180.0, 330.0, h - 5.0)), face((160.0, 30.0, 330.0, 200.0))],
+                          list(RAFDB), "x.jpg")
+    fig = draw_predictions(res)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if (t.get_gid() or "").startswith("face-label")]
+    assert [t.get_text() for t in labels] == ["0: happy 60%", "1: happy 60%"]
+    panels = [a.get_window_extent(renderer) for a in ax.child_axes]
+    assert len(panels) == 2
+    for t in labels:
+        box = t.get_bbox_patch().get_window_extent(renderer)
+        assert not any(box.overlaps(p) for p in panels), t.get_text()
+    matplotlib.pyplot.close(fig)
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.jpg"), "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from ferlib.cli import int_at_least
-from ferlib.inference import (CROP_SIZES, PredictError, Predictor, draw_predictions, format_table,
-                              list_photos)
+from ferlib.inference import (CROP_SIZES, PredictError, Predictor, UnreadablePhotoError, draw_predictions,
+                              format_table, list_photos, skipped_row)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +56,14 @@ def main(argv=None) -> int:
             predictor = Predictor.from_weights(a.weights, a.model, **kw)
         out = Path(a.out) if a.out else results_dir() / "predictions"
         out.mkdir(parents=True, exist_ok=True)
-        rows, pngs = [], []
+        rows, pngs, skipped = [], [], []
         for photo in tqdm(photos, desc="photos", unit="photo", disable=a.no_progress):
-            res = predictor(photo)
+            try:
+                res = predictor(photo)
+            except UnreadablePhotoError as err:  # skipped and listed, as the dataset readers do
+                rows.append(skipped_row(err))
+                skipped.append(err)
+                continue
             rows += res.rows() or [{"photo": str(photo), "face": None}]
             fig = draw_predictions(res)
             png = out / f"{photo.stem}_expressions.png"
@@ -70,9 +75,16 @@ def main(argv=None) -> int:
             raise
         return 2
     print(format_table(rows, predictor.classes))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s): " + "; ".join(f"{e.path.name} ({e.reason})" for e in skipped),
+              file=sys.stderr)
+    if not pngs:
+        print(f"error: no photo could be read ({len(skipped)} skipped); see the table above", file=sys.stderr)
+        return 2
     print(f"annotated: {pngs[0]}" if len(pngs) == 1 else f"annotated: {len(pngs)} PNGs in {out}")
     if folder or len(photos) > 1:
-        fields = ["photo", "face", "x1", "y1", "x2", "y2", "score", "label", "confidence"] + predictor.classes
+        fields = ["photo", "face", "x1", "y1", "x2", "y2", "score", "label", "confidence"] + predictor.classes + [
+            "skipped"]
         with open(out / "predictions.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ferlib.data import dataset_info, list_datasets
 from ferlib.cli import int_at_least
-from ferlib.prepare import layout_report, prepare, summary
+from ferlib.prepare import format_summary, layout_report, prepare, summary
 
 
 def _parse_value(v: str):
@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="reader option, e.g. --opt layout=mfer --opt label_mode=crossentropy")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the caches' summary as JSON (for scripts) instead of "
+                                                      "the table")
     a = p.parse_args(argv)
     opts = dict(o.split("=", 1) for o in a.opt)
     opts = {k: _parse_value(v) for k, v in opts.items()}
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
         if not report(e):
             raise
         return 2
-    print(json.dumps(summary(caches), indent=1))
+    print(json.dumps(summary(caches), indent=1) if a.json else format_summary(caches))
     return 0
 
 

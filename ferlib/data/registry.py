@@ -148,6 +148,19 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
     return require_usable(ds, split)
 
 
+def missing_root_error(info: DatasetInfo, root) -> DatasetFormatError:
+    """The error for a dataset folder that does not exist: for your own folders (a dataset whose classes come from
+    the data, ``imagefolder``) "no such folder", for a published dataset where to get it."""
+    if info.label_set is None:
+        return DatasetFormatError(f"no such folder ({info.name}).", path=root,
+                                  fix="check the path; it should hold train/<class>/ and test/<class>/ folders of "
+                                      f"images (python -m ferlib prepare {info.name} --root <folder> --make-split 0.2 "
+                                      "makes them from <folder>/<class>/).")
+    return DatasetFormatError(f"dataset root does not exist ({info.name}).", path=root,
+                              fix=f"download {info.name} and point data_root at it; data/README.md says where each "
+                                  "dataset is expected.")
+
+
 def _load(info: DatasetInfo, root, split, cache, cache_size, align, progress, cache_workers, opts):
     name, reader = info.name, info.reader
     if split not in SPLITS:
@@ -158,9 +171,7 @@ def _load(info: DatasetInfo, root, split, cache, cache_size, align, progress, ca
     if root is not None:
         root = Path(root).expanduser()
         if not root.exists():
-            raise DatasetFormatError(
-                f"dataset root does not exist ({name}).", path=root,
-                fix=f"download {name} and point root at it; data/README.md says where each dataset is expected.")
+            raise missing_root_error(info, root)
     if align and not cache:
         raise ValueError("align=True works on the cache: pass cache=True (or a folder) as well")
     if not cache:

@@ -74,7 +74,7 @@ def _not_found(entry: WeightsEntry) -> WeightsNotFoundError:
     status = "" if entry.released else " It was NOT released by its authors."
     return WeightsNotFoundError(
         f"pretrained weights {entry.name!r} need the file {entry.filename} ({size}, {digest}); it is not in "
-        f"{where}.{status} Source: {entry.source}. See {README_SECTION} for how to obtain it; nothing is "
+        f"{where}.{status} Where to get it: {entry.source}. See {README_SECTION} for how to obtain it; nothing is "
         f"downloaded at run time."
     )
 

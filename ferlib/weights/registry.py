@@ -182,7 +182,8 @@ register_weights(WeightsEntry(
     papers=("FERMam", "GReFEL", "POSTER"),
     produced_by="face.evoLVe IR-50 (backbone_ir50_ms1m) trained for face recognition on MS-Celeb-1M; "
                 "the full 4-stage model with its output layer (349 entries, 43,574,976 parameters)",
-    source="jxcsglr/FERMam models/pretrain/ir50.pth (Git LFS; the same file as POSTER's and APViT's)",
+    source="the FERMam authors' repository https://github.com/jxcsglr/FERMam, FERMam-main/models/pretrain/ir50.pth "
+           "(Git LFS: `git lfs pull` in a clone); POSTER (https://github.com/zczcwh/POSTER) distributes the same file",
     size=174_472_765,
     sha256="f696a1d2216439c05dec042b42249a1c835f4a2106b91e14fbf09ed0fbd8acfa",
     input_size=112,
@@ -201,8 +202,8 @@ register_weights(WeightsEntry(
     papers=("FERMam", "MMFRM", "GReFEL", "POSTER"),
     produced_by="pytorch_face_landmark (cunjian) MobileFaceNet, 68-point landmark regression "
                 "(136 outputs) trained on 300W; a dict whose 'state_dict' holds 333 un-prefixed keys",
-    source="cunjian/pytorch_face_landmark (README: checkpoint/mobilefacenet_model_best.pth.tar); "
-           "listed in FERMam's models/pretrain/ but its blob is not in the snapshot",
+    source="https://github.com/cunjian/pytorch_face_landmark, checkpoint/mobilefacenet_model_best.pth.tar (linked "
+           "from its README); FERMam's repository lists the same name in FERMam-main/models/pretrain/",
     input_size=112,
     unused_keys=("output_layer.*", "*heatmap_weight*", "alpha.*", "fc.*"),
     notes="Only the trunk up to conv_6_sep is used by the papers. Loaded into a 512-d head (FERMam "
@@ -220,7 +221,7 @@ _EMONET_COMMON = dict(
     std=IMAGENET_STD,
     colour="RGB",
 )
-_EMONET_SRC = "xiayu-cell/EMO-Net checkpoint/{} (present in upstream git, absent from our snapshot)"
+_EMONET_SRC = "the EMO-Net authors' repository https://github.com/xiayu-cell/EMO-Net, checkpoint/{}"
 _EMONET_NOTE = ("Plain state_dict of MobileNetV2(num_classes={n}) (emonet_keys.txt layout). Trained "
                 "with shortcut weight λ = {lam} (the code hard-codes 0.8): build the model with "
                 "lam={lam}. Eval transform: Resize 256 → CenterCrop 224.")
@@ -263,7 +264,8 @@ register_weights(WeightsEntry(
     model="mobilefacenet_mmfrm",
     papers=("MMFRM",),
     produced_by="unknown (MMFRM's landmark net: 512-d GDC + alpha + fc, 337 entries)",
-    source="MMFRM's train_my.py expects models\\mobileface.pth, origin unknown; use `mobilefacenet_landmark`",
+    source="never published: MMFRM's train_my.py (https://github.com/hutianhan/MMFRM) expects models\\mobileface.pth "
+           "and the authors do not say where it comes from; use `mobilefacenet_landmark`",
     released=False,
     input_size=112,
     mean=IMAGENET_MEAN,
@@ -278,7 +280,8 @@ register_weights(WeightsEntry(
     model="mfer",
     papers=("MFER",),
     produced_by="MFER authors: ConvNeXt-B pre-trained on MS-Celeb-1M (self-supervised per the README)",
-    source="announced ('will release soon'); an older MFER README linked a Google-Drive checkpoint",
+    source="not published yet: the MFER authors' README (https://github.com/XuJ1E/MFER) announces it ('will release soon'); an older version of "
+           "that README linked a Google-Drive checkpoint",
     released=False,
     input_size=224,
     mean=IMAGENET_MEAN,

@@ -148,8 +148,10 @@ def plan_start(items: Iterable[StartItem], check_hash: bool = True) -> list[dict
     return [describe(i, check_hash) for i in items]
 
 
-def missing_message(items: Iterable[StartItem], what: str = "this run") -> str | None:
-    """The one message naming every missing file (name, size, sha256, source, README section), or None."""
+def missing_message(items: Iterable[StartItem], what: str = "this run", training: bool = True) -> str | None:
+    """The one message naming every missing file (name, size, sha256, where its authors publish it, README
+    section), or None. ``training``: a training run, which may start from random init instead (said so); a
+    model built to predict or evaluate (``training=False``) cannot, so the message only says where to get it."""
     lines = []
     for item in items:
         if item.file() is not None:
@@ -164,19 +166,22 @@ def missing_message(items: Iterable[StartItem], what: str = "this run") -> str |
         where = " or ".join(str(p) for p in entry.search_paths())
         status = " NOT released by its authors;" if not entry.released else ""
         lines.append(f"  - {entry.filename} (entry {entry.name}, for {target}; {size}, {digest}):{status} "
-                     f"put it at {where}. Source: {entry.source}")
+                     f"put it at {where}. Where to get it: {entry.source}")
     if not lines:
         return None
+    if not training:
+        return (f"{what} needs weights that are not on this machine:\n" + "\n".join(lines)
+                + f"\nSee {README_SECTION}; nothing is downloaded at run time.")
     return (f"{what} starts from pretrained weights that are not on this machine:\n" + "\n".join(lines)
             + f"\nSee {README_SECTION}; nothing is downloaded at run time. To train from random init instead "
               f"(the paper's number is then not expected): {OPT_OUT}.")
 
 
-def require_start_files(items: Iterable[StartItem], what: str = "this run") -> None:
-    """Raise one :class:`~ferlib.weights.WeightsNotFoundError` listing every missing file."""
+def require_start_files(items: Iterable[StartItem], what: str = "this run", training: bool = True) -> None:
+    """Raise one :class:`~ferlib.weights.WeightsNotFoundError` listing every missing file (see :func:`missing_message`)."""
     from .load import WeightsNotFoundError
 
-    msg = missing_message(list(items), what)
+    msg = missing_message(list(items), what, training)
     if msg:
         raise WeightsNotFoundError(msg)
 
@@ -186,7 +191,7 @@ def load_start(model, items: Iterable[StartItem], verify: bool = True) -> list:
     from .load import load_pretrained
 
     items = list(items)
-    require_start_files(items, f"{type(model).__name__}")
+    require_start_files(items, f"{type(model).__name__}", training=False)  # train() checked its own files first
     reports = []
     for item in items:
         target = item.entry if item.entry is not None and not item.is_path else item.weights
