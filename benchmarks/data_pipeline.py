@@ -1,33 +1,43 @@
 """Images/s of the data pipeline: the authors' way vs ferlib's cache + batched transforms (DESIGN §5).
 
-(a) per epoch, every JPEG is decoded with PIL and transformed per sample (Resize 112, RandomHorizontalFlip,
-    ToTensor, Normalize), as the five projects' loaders do; (b) the images were decoded and resized once into
-    the uint8 cache (``python -m ferlib prepare``), batches are gathered from the memmap and flipped /
-    normalised as whole tensors (inside the workers on CPU). Same images (the synthetic RAF-DB train split), same size, same batch size,
-    2 DataLoader workers each, same run. The timed epoch is the second one (workers already started).
+Per paper (``python benchmarks/data_pipeline.py``, the default): each paper's FULL train transform from its
+card's RAF-DB entry, on the same synthetic RAF-DB JPEG files (official layout, 100×100 aligned crops),
+in the same run, on ONE CPU core (OMP_NUM_THREADS=1, torch.set_num_threads(1), no DataLoader workers):
 
-    python benchmarks/data_pipeline.py [--root data/synthetic] [--size 112] [--workers 2]
+(a) the authors' per-sample pipeline (``authors_pipeline.AuthorsTrainSet``): decode at every access (cv2 or
+    PIL, as their code) and their torchvision transforms per item, collated into the card's batch;
+(b) ferlib: batches gathered from the uint8 cache at the card's ``stored_size`` and the card's train
+    transform (``build_batch_transform(recipe, train=True)``: every random op drawn per image, applied to
+    the whole batch) in the training process, as the engine runs it.
 
-Writes ``results/bench/data_pipeline.json``; the last line printed is
-``data_pipeline: <a> img/s vs <b> img/s = <ratio>x``.
+The timed pass is the second over the files (the first warms caches up); the table gives images/s per core
+and (b)/(a). Writes ``results/bench/data_pipeline.json`` and ``data_pipeline.md``.
+
+    python benchmarks/data_pipeline.py [--papers fermam,emonet] [--images 960] [--repeat 1]
+
+``measure()`` (the resize + flip comparison with DataLoader workers) is the data step of ``gpu_check.py``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
-import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # per-core numbers: set before torch is imported
 
-from ferlib.data import load_dataset
-from ferlib.data.transforms import build_batch_transform
-from ferlib.paths import results_dir
-from ferlib.recipes import Recipe
+import torch  # noqa: E402
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler  # noqa: E402
 
-from authors_pipeline import MEAN, STD, PILFolder  # noqa: E402  (sibling script module)
+from ferlib.data import load_dataset  # noqa: E402
+from ferlib.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from ferlib.data.transforms import build_batch_transform  # noqa: E402
+from ferlib.paths import results_dir  # noqa: E402
+from ferlib.recipes import Recipe, load_recipe  # noqa: E402
+
+from authors_pipeline import MEAN, PAPERS, STD, AuthorsTrainSet, PILFolder  # noqa: E402  (sibling script module)
 
 
 class CacheBatches(Dataset):
@@ -94,32 +104,89 @@ def measure(files, cached, size: int, batch_size: int, workers: int, epochs: int
             "transform_in": "workers" if in_workers else "main"}
 
 
+def synthetic_rafdb(root: Path, n: int) -> Path:
+    """``n`` synthetic training faces written as RAF-DB (``Image/aligned/*_aligned.jpg``, 100×100 JPEG)."""
+    return generate(root, "rafdb", SyntheticConfig(n_train=n, n_test=8), progress=False)
+
+
+def measure_paper(paper: str, files, cached, recipe, batch_size: int, epochs: int = 2) -> dict:
+    """Images/s on one core of (a) the authors' per-sample pipeline over ``files`` and (b) ferlib's cache
+    batches of ``cached`` with the card's batched train transform; the last of ``epochs`` passes is timed."""
+    authors = DataLoader(AuthorsTrainSet(files.samples, files.targets, paper), batch_size=batch_size, shuffle=True)
+    ta, na = run_epochs(authors, lambda x: x, epochs)
+    tf = build_batch_transform(recipe, train=True)
+    batches = BatchSampler(RandomSampler(range(len(cached))), batch_size, drop_last=False)
+    ours = DataLoader(CacheBatches(cached, None), sampler=batches, batch_size=None)
+    tb, nb = run_epochs(ours, tf, epochs)
+    assert na == nb == len(files) == len(cached), (na, nb, len(files), len(cached))
+    xa, xb = next(iter(authors))[0], tf(cached.batch(range(min(batch_size, len(cached)))))
+    assert xa.shape[1:] == xb.shape[1:], (paper, xa.shape, xb.shape)  # the same network input
+    ra, rb = na / ta, nb / tb
+    return {"paper": paper, "images": na, "batch_size": batch_size, "stored_size": cached.size,
+            "input_size": recipe.input_size, "train_transforms": list(recipe.train_transforms),
+            "a_authors_img_s": round(ra, 1), "b_ferlib_img_s": round(rb, 1), "ratio": round(rb / ra, 2)}
+
+
+def markdown(rows: list[dict], runs: int) -> str:
+    """One line per paper: steps, sizes, (a), (b) and the ratio (median over runs, range when several)."""
+    def cell(vals, fmt):
+        vals = sorted(vals)
+        med = vals[len(vals) // 2]
+        return fmt.format(med) + (f" ({fmt.format(vals[0])}–{fmt.format(vals[-1])})" if len(vals) > 1 else "")
+
+    out = ["| paper | train transform (card, RAF-DB) | stored → input | batch | (a) authors img/s | "
+           "(b) ferlib img/s | (b)/(a) |", "|---|---|---|---|---|---|---|"]
+    for paper in dict.fromkeys(r["paper"] for r in rows):
+        rs = [r for r in rows if r["paper"] == paper]
+        r = rs[0]
+        steps = ", ".join(r["train_transforms"]) or "none"
+        out.append(f"| {paper} | {steps} | {r['stored_size']} → {r['input_size']} | {r['batch_size']} | "
+                   f"{cell([x['a_authors_img_s'] for x in rs], '{:.0f}')} | "
+                   f"{cell([x['b_ferlib_img_s'] for x in rs], '{:.0f}')} | {cell([x['ratio'] for x in rs], '{:.1f}×')} |")
+    out.append(f"\n{runs} run(s), one CPU core each side (OMP_NUM_THREADS=1, torch threads 1, no workers); "
+               "median (min–max) over runs.")
+    return "\n".join(out)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=None, help="synthetic data folder (default data/synthetic)")
-    p.add_argument("--size", type=int, default=112)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=2, help="the last one is timed")
-    p.add_argument("--transform-in", choices=("main", "workers"), default="main",
-                   help="where (b) runs the batched transform: the main process (as on a GPU) or the workers")
-    p.add_argument("--out", default=None)
+    p.add_argument("--papers", default=",".join(PAPERS), help="comma-separated cards (default: all five)")
+    p.add_argument("--root", default=None, help="folder for the synthetic RAF-DB files and caches "
+                   "(default data/bench_rafdb)")
+    p.add_argument("--images", type=int, default=960, help="synthetic training images (one timed pass)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: each card's RAF-DB batch")
+    p.add_argument("--repeat", type=int, default=1, help="runs of the whole table (spread)")
+    p.add_argument("--out", default=None, help="JSON path (default results/bench/data_pipeline.json)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    try:
+        import cv2
 
-    files = load_dataset("synthetic", a.root, "train", progress=False)
-    t0 = time.perf_counter()
-    cached = load_dataset("synthetic", a.root, "train", cache=True, cache_size=a.size, progress=False)
-    cache_s = time.perf_counter() - t0
-    result = measure(files, cached, a.size, a.batch_size, a.workers, a.epochs, a.transform_in)
-    ra, rb = result["a_pil_per_sample_img_s"], result["b_cache_batched_img_s"]
-    result.update({"cache_build_or_check_s": round(cache_s, 2), "torch": torch.__version__,
-                   "machine": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()})
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    root = synthetic_rafdb(Path(a.root or "data/bench_rafdb"), a.images)
+    files = load_dataset("rafdb", root, "train", progress=False)
+    rows = []
+    for run in range(a.repeat):
+        for paper in a.papers.split(","):
+            recipe = load_recipe(paper, "rafdb")
+            stored = recipe.stored_size or recipe.input_size
+            cached = load_dataset("rafdb", root, "train", cache=root / "cache", cache_size=stored, progress=False)
+            row = measure_paper(paper, files, cached, recipe, min(a.batch_size or recipe.batch_size, len(files)))
+            rows.append({"run": run, **row})
+            print(f"run {run} {paper}: {row['a_authors_img_s']:.0f} vs {row['b_ferlib_img_s']:.0f} img/s = "
+                  f"{row['ratio']:.1f}x", flush=True)
+    table = markdown(rows, a.repeat)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    result = {"rows": rows, "table": table, "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+              "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "loadavg_after": [round(v, 2) for v in load] if load else None}
     out = Path(a.out) if a.out else results_dir() / "bench" / "data_pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-    print(f"data_pipeline: {ra:.0f} img/s vs {rb:.0f} img/s = {rb / ra:.1f}x")
+    out.with_suffix(".md").write_text(table + "\n")
+    print(table)
     return result
 
 

@@ -48,11 +48,14 @@ def uniform_int(high: torch.Tensor) -> torch.Tensor:
     return torch.minimum((u * high).long(), high - 1)
 
 
-def box_mask(top, left, h, w, H: int, W: int) -> torch.Tensor:
-    """bool [B,1,H,W]: True inside each image's box ``[top, top+h) × [left, left+w)``."""
+def box_mask(top, left, h, w, H: int, W: int, keep=None) -> torch.Tensor:
+    """bool [B,1,H,W]: True inside each image's box ``[top, top+h) × [left, left+w)`` (nowhere in the
+    images where ``keep`` [B] is False)."""
     rows = torch.arange(H, device=top.device)
     cols = torch.arange(W, device=top.device)
     r = (rows >= top[:, None]) & (rows < (top + h)[:, None])
+    if keep is not None:
+        r &= keep[:, None]
     c = (cols >= left[:, None]) & (cols < (left + w)[:, None])
     return (r[:, :, None] & c[:, None, :])[:, None]
 
@@ -64,7 +67,8 @@ class BatchedRandomErasing(torch.nn.Module):
     with probability ``p``; the box is the first of 10 candidates (area fraction ``U(scale)``, aspect
     ``exp(U(log ratio))``, h = round(√(area·aspect)), w = round(√(area/aspect))) with h < H and w < W,
     placed uniformly; no box fits in 10 tries → the image is left as it is, as torchvision does.
-    ``value`` is a number, one per channel, or ``"random"`` (standard normal noise).
+    ``value`` is a number, one per channel, or ``"random"`` (standard normal noise); ``inplace`` erases
+    in the given tensor (as torchvision's ``inplace``).
     """
 
     def __init__(self, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0.0, inplace: bool = False):
@@ -72,6 +76,7 @@ class BatchedRandomErasing(torch.nn.Module):
         ref = v2.RandomErasing(p=p, scale=tuple(scale), ratio=tuple(ratio), value=value)
         self.p, self.scale, self.ratio = float(ref.p), tuple(ref.scale), tuple(ref.ratio)
         self.value = None if ref.value is None else [float(v) for v in ref.value]  # None = "random"
+        self.inplace = inplace
         if self.value is not None:
             self.register_buffer("fill", torch.tensor(self.value, dtype=torch.float32).view(1, -1, 1, 1),
                                  persistent=False)
@@ -84,9 +89,12 @@ class BatchedRandomErasing(torch.nn.Module):
 
     def apply(self, x: torch.Tensor, prm: dict) -> torch.Tensor:
         B, C, H, W = x.shape
-        m = box_mask(prm["top"], prm["left"], prm["h"], prm["w"], H, W) & prm["erase"].view(-1, 1, 1, 1)
-        v = torch.randn(x.shape, device=x.device, dtype=x.dtype) if self.value is None else self.fill.to(x.dtype)
-        return torch.where(m, v, x)
+        m = box_mask(prm["top"], prm["left"], prm["h"], prm["w"], H, W, keep=prm["erase"])
+        if self.value is None:
+            return torch.where(m, torch.randn(x.shape, device=x.device, dtype=x.dtype), x)
+        if len(self.value) == 1:  # one fill value: an in-place masked fill (no new batch-sized tensor)
+            return (x if self.inplace else x.clone()).masked_fill_(m, self.value[0])
+        return torch.where(m, self.fill.to(x.dtype), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x, self.sample(x.shape[0], x.shape[-2], x.shape[-1], x.device))
@@ -158,19 +166,21 @@ def inverse_affine(angle, translate_x, translate_y, scale, shear_x, shear_y) -> 
     return torch.stack([m0, m1, m2, m3, m4, m5], dim=-1).view(-1, 2, 3)
 
 
-def pixel_grid(H: int, W: int, offset: float, device) -> torch.Tensor:
-    """[1, H·W, 3] homogeneous pixel coordinates (x + offset, y + offset, 1), x fastest."""
-    ys, xs = torch.meshgrid(torch.arange(H, device=device, dtype=torch.float32) + offset,
-                            torch.arange(W, device=device, dtype=torch.float32) + offset, indexing="ij")
-    return torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).view(1, H * W, 3)
+def plane(coef: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """[B,H,W]: ``c0·x + c1·y + c2`` per image for coefficients [B,3] over pixel coordinates xs [W], ys [H]
+    (broadcast sums: no batch-sized copy of the pixel grid)."""
+    c0, c1, c2 = (c.view(-1, 1, 1) for c in coef.unbind(1))
+    return c0 * xs.view(1, 1, -1) + (c1 * ys.view(1, -1, 1) + c2)
 
 
 def affine_grid(theta: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """[B,H,W,2] grid of torchvision's ``_affine_grid`` (same-size output) for inverse matrices [B,2,3]."""
-    base = pixel_grid(H, W, 0.0, theta.device) - torch.tensor([(W - 1) * 0.5, (H - 1) * 0.5, 0.0],
-                                                                device=theta.device)
-    rescaled = theta.float().transpose(1, 2) / torch.tensor([0.5 * W, 0.5 * H], device=theta.device)
-    return torch.matmul(base, rescaled).view(-1, H, W, 2)
+    """[B,H,W,2] grid of torchvision's ``_affine_grid`` (same-size output) for inverse matrices [B,2,3]:
+    centred pixel coordinates mapped by theta, divided by half the size."""
+    dev = theta.device
+    xs = torch.arange(W, device=dev, dtype=torch.float32) - (W - 1) * 0.5
+    ys = torch.arange(H, device=dev, dtype=torch.float32) - (H - 1) * 0.5
+    t = theta.float()
+    return torch.stack([plane(t[:, 0] / (0.5 * W), xs, ys), plane(t[:, 1] / (0.5 * H), xs, ys)], dim=-1)
 
 
 def grid_transform(x: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
@@ -290,10 +300,13 @@ class BatchedPerspective(torch.nn.Module):
     def apply(self, x: torch.Tensor, prm: dict) -> torch.Tensor:
         B, C, H, W = x.shape
         c = self.coefficients(prm["endpoints"], H, W)
-        base = pixel_grid(H, W, 0.5, x.device)
-        theta1 = c[:, :6].view(B, 2, 3).transpose(1, 2) / torch.tensor([0.5 * W, 0.5 * H], device=x.device)
-        theta2 = torch.cat([c[:, 6:], torch.ones(B, 1, device=x.device)], 1)[:, :, None]  # [B,3,1]
-        grid = (torch.matmul(base, theta1) / torch.matmul(base, theta2) - 1).view(B, H, W, 2)
+        # torchvision's _perspective_grid: pixel centres (x + 0.5, y + 0.5) through the homography
+        xs = torch.arange(W, device=x.device, dtype=torch.float32) + 0.5
+        ys = torch.arange(H, device=x.device, dtype=torch.float32) + 0.5
+        den = plane(torch.cat([c[:, 6:], torch.ones(B, 1, device=x.device)], 1), xs, ys)
+        gx = plane(c[:, 0:3] / (0.5 * W), xs, ys).div_(den).sub_(1)
+        gy = plane(c[:, 3:6] / (0.5 * H), xs, ys).div_(den).sub_(1)
+        grid = torch.stack([gx, gy], dim=-1)
         return torch.where(prm["apply"].view(-1, 1, 1, 1), grid_transform(x, grid, "bilinear"), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

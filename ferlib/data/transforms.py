@@ -25,6 +25,8 @@ Step names for ``recipe.train_transforms`` (options from ``recipe.transform_kwar
 
 ``recipe.test_transforms`` accepts ``resize_center_crop`` (shorter side → ``eval_resize``, default
 ⌊S·8/7⌋, then centre crop; EMO-Net's Resize 256 → CenterCrop 224); by default evaluation resizes to S×S.
+``transform_kwargs.augment_at_stored_size`` = true runs the train steps on the stored image and resizes to
+S×S after them (MMFRM: basic_aug on RAF-DB's 100×100 crop, as the authors' data.py does before its resize).
 ``recipe.color_order`` = ``"BGR"`` swaps channels after augmentation (FERMam's cv2-read RAF-DB, fermam.md §12).
 """
 from __future__ import annotations
@@ -69,7 +71,7 @@ class BasicAug(torch.nn.Module):
 class BatchedHFlip(torch.nn.Module):
     """Flip each image of a batch [B,C,H,W] along ``dim`` with probability ``p`` (one draw per image).
 
-    The whole batch is flipped and each image picks its version with ``torch.where``: no host sync."""
+    One ``gather`` with per-image indices (reversed for the flipped images): no host sync, no mask indexing."""
 
     def __init__(self, p: float = 0.5, dim: int = -1):
         super().__init__()
@@ -80,7 +82,12 @@ class BatchedHFlip(torch.nn.Module):
         return {"flip": torch.rand(B, device=device) < self.p}
 
     def apply(self, x: torch.Tensor, prm: dict) -> torch.Tensor:
-        return torch.where(prm["flip"].view(-1, *([1] * (x.dim() - 1))), x.flip(self.dim), x)
+        # one gather with per-image indices along ``dim`` (reversed where flipped): a single new tensor
+        n, dim = x.shape[self.dim], self.dim % x.dim()
+        ar = torch.arange(n, device=x.device)
+        idx = torch.where(prm["flip"][:, None], n - 1 - ar, ar)  # [B, n]
+        shape = [x.shape[0]] + [n if d == dim else 1 for d in range(1, x.dim())]
+        return x.gather(dim, idx.view(shape).expand(x.shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x, self.sample(x.shape[0], device=x.device))
@@ -104,10 +111,10 @@ class BatchedRandomCrop(torch.nn.Module):
         oy = torch.randint(0, H - s + 1, (B,), device=x.device)
         ox = torch.randint(0, W - s + 1, (B,), device=x.device)
         ar = torch.arange(s, device=x.device)
-        rows = (oy[:, None] + ar)[:, None, :, None]
-        cols = (ox[:, None] + ar)[:, None, None, :]
-        return x[torch.arange(B, device=x.device)[:, None, None, None], torch.arange(C, device=x.device)[None, :, None, None],
-                 rows, cols]
+        # two gathers with per-image offsets (rows, then columns); the index tensors are broadcast views
+        rows = (oy[:, None] + ar).view(B, 1, s, 1).expand(B, C, s, W)
+        cols = (ox[:, None] + ar).view(B, 1, 1, s).expand(B, C, s, s)
+        return x.gather(2, rows).gather(3, cols)
 
 
 class BatchedNoise(torch.nn.Module):
@@ -132,10 +139,19 @@ class BatchedBasicAug(torch.nn.Module):
         super().__init__()
         self.std = std
 
+    def sample(self, B: int, H: int = 0, W: int = 0, device=None) -> dict:
+        """``{"kind": int64 [B]}``: 0 unchanged (p 0.5), 1 flipped (0.25), 2 noisy (0.25)."""
+        u = torch.rand(B, device=device)
+        return {"kind": torch.where(u < 0.25, 1, torch.where(u < 0.5, 2, 0))}
+
+    def apply(self, x: torch.Tensor, prm: dict) -> torch.Tensor:
+        kind = prm["kind"]
+        noisy = torch.randn(x.shape, device=x.device).mul_(self.std).add_(x).clamp_(0, 255).to(x.dtype)
+        flipped = BatchedHFlip().apply(x, {"flip": kind == 1})
+        return torch.where((kind == 2).view(-1, 1, 1, 1), noisy, flipped)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = torch.rand(x.shape[0], device=x.device).view(-1, 1, 1, 1)
-        noisy = (x.float() + torch.randn(x.shape, device=x.device) * self.std).clamp_(0, 255).to(x.dtype)
-        return torch.where(u < 0.25, x.flip(-1), torch.where(u < 0.5, noisy, x))
+        return self.apply(x, self.sample(x.shape[0], device=x.device))
 
 
 def _erasing_kwargs(recipe) -> dict:
@@ -245,13 +261,16 @@ class BatchTransform(torch.nn.Module):
         self.augment = torch.nn.ModuleList([m for _, m in _pipeline(recipe)]) if train and steps else None
         self.batched = [b for b, _ in _pipeline(recipe)] if train and steps else []
         # resize to S×S first unless the first step sets the size itself
-        self.pre_resize = not (steps and steps[0] in _SELF_SIZED)
+        # or the card augments the image as stored (``augment_at_stored_size``: MMFRM's basic_aug adds its noise
+        # to the 100×100 crop before the authors' Resize((112,112)); resizing first would smooth the noise)
+        self.pre_resize = not (steps and (steps[0] in _SELF_SIZED or kw.get("augment_at_stored_size", False)))
         self.eval_crop = None
         if not train and "resize_center_crop" in (recipe.test_transforms or ()):
             self.pre_resize = False
             self.eval_crop = v2.Compose([v2.Resize(kw.get("eval_resize", self.size * 8 // 7), antialias=True),
                                          v2.CenterCrop(self.size)])
-        self.erasing = (BatchedRandomErasing(**_erasing_kwargs(recipe))
+        # in place: it erases the freshly normalised batch, which nothing else holds
+        self.erasing = (BatchedRandomErasing(**_erasing_kwargs(recipe), inplace=True)
                         if train and "random_erasing" in steps else None)
         self.register_buffer("mean", torch.tensor(recipe.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(recipe.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -266,10 +285,15 @@ class BatchTransform(torch.nn.Module):
                 x = step(x)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = v2.functional.resize(x, [self.size, self.size], antialias=True)
-        if self.bgr:
-            x = x.flip(1)
+        if self.bgr:  # the channel swap and the float conversion in one pass into the new batch
+            out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+            for c in range(3):
+                out[:, c].copy_(x[:, 2 - c])
+            x = out
+        else:
+            x = x.to(torch.float32, copy=True)
         # (x/255 - mean)/std as an in-place multiply and add (broadcast addcmul is far slower on CPU)
-        x = x.float().mul_((1.0 / (255.0 * self.std)).to(x.device)).add_((-self.mean / self.std).to(x.device))
+        x = x.mul_((1.0 / (255.0 * self.std)).to(x.device)).add_((-self.mean / self.std).to(x.device))
         if self.erasing is not None:
             x = self.erasing(x)
         return x
