@@ -177,7 +177,9 @@ def grey_levels(stage: str, name: str, ours, theirs, mean: Sequence[float] | Non
         return Check(stage, name, f"shape {tuple(a.shape)} vs {tuple(b.shape)}", False, f"≤ {tol:g} grey level", note)
     d = (a - b).abs()
     mx, mean_d = (float(d.max()), float(d.mean())) if d.numel() else (0.0, 0.0)
-    return Check(stage, name, f"max {mx:.2f}, mean {mean_d:.3f} grey levels", mx <= tol + 1e-6,
+    # normalised float inputs mapped back carry fp32 rounding (~1e-4 level): not a grey-level difference
+    slack = 1e-6 if _as_tensor(ours).dtype == _as_tensor(theirs).dtype == torch.uint8 else 1e-3
+    return Check(stage, name, f"max {mx:.2f}, mean {mean_d:.3f} grey levels", mx <= tol + slack,
                  f"≤ {tol:g} grey level", note)
 
 
