@@ -11,8 +11,9 @@ stops the grid with :class:`AblationError`.
 
 Runs live in ``<runs_dir>/ablations/<dataset>/<sweep>/<variant>__s<seed>``; a run whose
 ``summary.json`` shows the expected epochs (or ``max_steps`` steps) is skipped, an interrupted one
-resumes from ``last.pt``. :func:`run_grid` gathers every run into a tidy table (one row per run)
-and a mean ± std table over seeds, and draws one plot per sweep::
+resumes from ``last.pt``; an entry another process is training is skipped for now and taken up again when
+that process lets it go (:func:`run_entries`: two processes share a grid). :func:`run_grid` gathers every run
+into a tidy table (one row per run) and a mean ± std table over seeds, and draws one plot per sweep::
 
     res = run_grid("synthetic", "emonet_lambda", epochs=2, seeds=[0, 1])
     res.table          # variant, n_seeds, accuracy_last/selected mean, std, "mean ± std"
@@ -266,7 +267,10 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
               progress: bool = False, run_dir=None) -> tuple[Path, str]:
     """Train one grid entry unless already complete; returns (run dir, ``"skipped"``/``"ran"``/``"resumed"``).
 
-    ``run_dir``: where to train (default :func:`entry_run_dir` under ``runs_dir``)."""
+    ``run_dir``: where to train (default :func:`entry_run_dir` under ``runs_dir``). The run directory's lock is
+    held from the completeness check to the end of training, so that two processes running one grid never train
+    an entry twice: :class:`ferlib.runs.RunLockedError` when another process holds it (:func:`run_grid` then
+    comes back to the entry later)."""
     from ferlib.engine import train
     from ferlib.paths import results_dir
     from ferlib.recipes import load_recipe
@@ -279,15 +283,61 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
     spec = _spec(entry, dataset, {"dataset_kwargs": dataset_kwargs, "val_fraction": val_fraction})
     expected = load_recipe(entry.paper, dataset, epochs=epochs, **overrides).epochs
     rd = _runs.RunDir(run_dir)
-    same = rd.ablation_spec().get("digest") == spec_digest(spec)
-    if same and is_complete(run_dir, expected, max_steps):
-        return run_dir, "skipped"
-    status = "resumed" if same and (run_dir / "last.pt").exists() else "ran"
-    rd.write_ablation_spec({**spec, "digest": spec_digest(spec), "sweep": entry.sweep, "variant": entry.variant,
-                            "value": entry.value})
-    train(entry.paper, dataset, data_root=data_root, run_dir=run_dir, epochs=epochs, max_steps=max_steps,
-          seed=entry.seed, resume="auto" if same else False, overwrite=not same, val_fraction=val_fraction, progress=progress, **overrides)
+    with rd.lock():
+        same = rd.ablation_spec().get("digest") == spec_digest(spec)
+        if same and is_complete(run_dir, expected, max_steps):
+            return run_dir, "skipped"
+        status = "resumed" if same and (run_dir / "last.pt").exists() else "ran"
+        rd.write_ablation_spec({**spec, "digest": spec_digest(spec), "sweep": entry.sweep, "variant": entry.variant,
+                                "value": entry.value})
+        train(entry.paper, dataset, data_root=data_root, run_dir=run_dir, epochs=epochs, max_steps=max_steps,
+              seed=entry.seed, resume="auto" if same else False, overwrite=not same, val_fraction=val_fraction,
+              progress=progress, **overrides)
     return run_dir, status
+
+
+def run_entries(entries, dataset: str, poll_s: float = 2.0, **kw) -> list[tuple]:
+    """:func:`run_entry` of each entry; an entry another process is training (its run directory locked) is left
+    for later and taken up again once that process lets it go: skipped when it finished there, resumed when it
+    did not (a killed process's lock is taken over). Several processes running one grid, one per GPU, thus
+    share its entries and each entry ends with one complete run. Returns ``[(entry, run_dir, status)]`` in
+    ``entries`` order."""
+    import time
+
+    done: dict[int, tuple] = {}
+    pending = list(range(len(entries)))
+    waiting: set[int] = set()
+    while pending:
+        progressed = False
+        for i in list(pending):
+            e = entries[i]
+            if i not in waiting:
+                print(f"[{i + 1}/{len(entries)}] {e.sweep} / {e.variant} / seed {e.seed}", flush=True)
+            try:
+                run_dir, status = run_entry(e, dataset, **kw)
+            except _runs.RunLockedError as err:
+                if i not in waiting:
+                    print(f"  held by another process ({err.holder}): coming back to it later", flush=True)
+                    waiting.add(i)
+                continue
+            done[i] = (e, run_dir, status)
+            pending.remove(i)
+            progressed = True
+        if pending and not progressed:
+            time.sleep(poll_s)
+    return [done[i] for i in range(len(entries))]
+
+
+def baseline_rates(run_dir) -> dict:
+    """What a model that learnt nothing scores on the run's evaluation split (its ``predictions.npz``):
+    ``majority`` = share of the most frequent class (always predicting it), ``chance`` = 1 / classes.
+    NaN for both when the run saved no predictions."""
+    try:
+        p = _runs.RunDir(run_dir).predictions()
+    except FileNotFoundError:
+        return {"majority": np.nan, "chance": np.nan}
+    counts = np.bincount(np.asarray(p["targets"]).astype(int), minlength=len(p["classes"]))
+    return {"majority": float(counts.max() / counts.sum()), "chance": 1.0 / len(p["classes"])}
 
 
 def run_record(run_dir) -> dict:
@@ -357,7 +407,8 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
     """Run (or skip when complete) every entry of ``grid`` on ``dataset``, gather, tabulate and plot.
 
     Writes ``<tables_dir>/ablation_<sweep>_<dataset>.csv`` (mean ± std), ``..._runs.csv`` (one row
-    per run) and ``<figures_dir>/ablation_<sweep>_<dataset>.png/.svg``.
+    per run) and ``<figures_dir>/ablation_<sweep>_<dataset>.png/.svg``. Several processes may run the same grid
+    at once (one per GPU): they share its entries (:func:`run_entries`).
     """
     import matplotlib.pyplot as plt
 
@@ -374,10 +425,9 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
     for note in skipped:
         print(f"skipped {note}", flush=True)
     rows = []
-    for i, e in enumerate(entries):
-        print(f"[{i + 1}/{len(entries)}] {e.sweep} / {e.variant} / seed {e.seed}", flush=True)
-        run_dir, status = run_entry(e, dataset, runs_dir, data_root, epochs, max_steps, val_fraction,
-                                    dataset_kwargs, progress)
+    for e, run_dir, status in run_entries(entries, dataset, runs_dir=runs_dir, data_root=data_root, epochs=epochs,
+                                          max_steps=max_steps, val_fraction=val_fraction,
+                                          dataset_kwargs=dataset_kwargs, progress=progress):
         rows.append({"sweep": e.sweep, "paper": e.paper, "dataset": dataset, "variant": e.variant,
                      "value": e.value, "seed": e.seed, "status": status, **run_record(run_dir),
                      "overrides": json.dumps(e.overrides, sort_keys=True), "run_dir": str(run_dir)})

@@ -20,10 +20,11 @@ def known_error_types() -> tuple[type, ...]:
     from ferlib.engine.loop import ResumeError, RunExistsError
     from ferlib.engine.run import DeviceError
     from ferlib.recipes import RecipeError
+    from ferlib.runs import RunLockedError
     from ferlib.weights import PretrainedWeightsError
 
     return (DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError, RunExistsError, ResumeError,
-            RecipeError, DeviceError)
+            RecipeError, DeviceError, RunLockedError)
 
 
 def is_known(err: BaseException, extra: tuple = ()) -> bool:

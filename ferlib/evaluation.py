@@ -79,7 +79,26 @@ def run_data_root(run_dir, recipe, data_root=None) -> Path | None:
 def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoint: str = "best", data_root=None,
                  device: str = "auto", batch_size: int | None = None, precision: str = "auto",
                  progress: bool | None = None) -> dict:
-    """Metrics of a run's checkpoint on ``split``; writes the JSON and predictions files next to it."""
+    """Metrics of a run's checkpoint on ``split``; writes the JSON and predictions files next to it, holding the
+    run directory's lock (:meth:`ferlib.runs.RunDir.lock`). A run another process is still training is evaluated
+    from its last complete checkpoint, said so (``in_progress``: the holder) and left unwritten."""
+    from ferlib.runs import RunLockedError
+
+    if not Path(run_dir).is_dir():  # nothing to lock: load_run says what is missing
+        return _evaluate_run(run_dir, split, tta, checkpoint, data_root, device, batch_size, precision, progress)
+    try:
+        with RunDir(run_dir).lock():
+            return _evaluate_run(run_dir, split, tta, checkpoint, data_root, device, batch_size, precision, progress)
+    except RunLockedError as e:
+        print(f"{run_dir} is still in progress ({e.holder}): evaluating its last complete {checkpoint}.pt; nothing is "
+              f"written to the run directory", flush=True)
+        res = _evaluate_run(run_dir, split, tta, checkpoint, data_root, device, batch_size, precision, progress,
+                            write=False)
+        return {**res, "in_progress": str(e.holder)}
+
+
+def _evaluate_run(run_dir, split, tta, checkpoint, data_root, device, batch_size, precision, progress,
+                  write: bool = True) -> dict:
     from ferlib.engine.loop import evaluate
     from ferlib.engine.metrics import per_class_report
     from ferlib.engine.run import eval_split, load_run, load_split
@@ -99,6 +118,8 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
     res["report"] = per_class_report(pred["logits"], pred["targets"], list(ds.classes))
     res.update(split=split, tta=tta, checkpoint=checkpoint, classes=list(ds.classes))
     tag = f"{split}{'_tta' if tta else ''}"
+    if not write:
+        return res
     rd = RunDir(run_dir)
     rd.write_evaluation(tag, res)
     rd.save_predictions(pred["logits"], pred["targets"], pred["features"], ds.classes, f"predictions_{tag}.npz")

@@ -197,6 +197,11 @@ class Predictor:
         if not (run_dir / f"{checkpoint}.pt").is_file():
             raise PredictError(f"{run_dir / (checkpoint + '.pt')} not found: is {run_dir} a trained run directory?")
         model, recipe = load_run(run_dir, checkpoint)
+        from ferlib.runs import RunDir
+
+        if RunDir(run_dir).in_progress():  # best.pt is replaced atomically: the last complete one was read
+            print(f"{run_dir} is still in progress ({RunDir(run_dir).lock_holder()}): using its last complete "
+                  f"{checkpoint}.pt", flush=True)
         head = torch.load(run_dir / f"{checkpoint}.pt", map_location="cpu", weights_only=True, mmap=True)
         classes = run_classes(run_dir, head)
         if classes is None:

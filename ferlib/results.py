@@ -71,10 +71,18 @@ def _short(v) -> str:
 
 
 def read_run(run_dir, runs_dir=None) -> dict:
-    """One run as a flat record: identity, recipe variant, epochs/steps and the three accuracies."""
+    """One run as a flat record: identity, recipe variant, epochs/steps and the three accuracies. A run another
+    process is writing is ``status`` "in progress" (its last complete ``summary.json``, if any; never complete)."""
     run_dir = Path(run_dir)
     rd = RunDir(run_dir)
-    cfg, summary = rd.config(), rd.summary()
+    in_progress = rd.in_progress()
+    cfg = rd.config()
+    try:
+        summary = rd.summary()
+    except FileNotFoundError:
+        if not in_progress:
+            raise
+        summary = {}  # a fresh run's first epoch
     recipe = cfg.get("recipe", {})
     fit = cfg.get("fit", {})
     selected_on = summary.get("selected_on", "test_selected")
@@ -86,6 +94,7 @@ def read_run(run_dir, runs_dir=None) -> dict:
     if complete is None:  # runs written before summary.json recorded it
         complete = fit.get("max_steps") is None and summary.get("epochs_run") == recipe.get("epochs") \
             and not summary.get("stopped")
+    complete = bool(complete) and not in_progress
     precision = summary.get("precision") or (cfg.get("resolved") or {}).get("precision")
     name = str(run_dir.relative_to(runs_dir)) if runs_dir is not None and run_dir.is_relative_to(runs_dir) else run_dir.name
     return {
@@ -94,7 +103,7 @@ def read_run(run_dir, runs_dir=None) -> dict:
         "data": _short(recipe.get("dataset_kwargs") or {}) if recipe.get("dataset_kwargs") else "",
         "epochs": recipe.get("epochs"), "epochs_run": summary.get("epochs_run"), "steps": summary.get("steps"),
         "max_steps": fit.get("max_steps"), "precision": precision, "complete": bool(complete),
-        "status": "reproduction" if complete else "smoke", "selected_on": selected_on, "selected_epoch": summary.get("selected_epoch"),
+        "status": "in progress" if in_progress else "reproduction" if complete else "smoke", "selected_on": selected_on, "selected_epoch": summary.get("selected_epoch"),
         "accuracy_last": float(last) if by_test else np.nan,
         "accuracy_test_selected": float(sel.get("accuracy", np.nan)) if by_test else np.nan,
         "accuracy_val_selected": float(tav.get("accuracy", np.nan)) if not by_test else np.nan,
@@ -105,8 +114,13 @@ def read_run(run_dir, runs_dir=None) -> dict:
 
 
 def runs_table(runs_dir) -> pd.DataFrame:
-    """One row per run directory under ``runs_dir`` (see :func:`read_run`)."""
-    rows = [read_run(d, Path(runs_dir)) for d in find_runs(runs_dir)]
+    """One row per run directory under ``runs_dir`` (see :func:`read_run`), runs still training included
+    (``status`` "in progress", named in a printed line)."""
+    rows = [read_run(d, Path(runs_dir)) for d in find_runs(runs_dir, in_progress=True)]
+    busy = [r["run"] for r in rows if r["status"] == "in progress"]
+    if busy:
+        print(f"{len(busy)} run(s) still in progress, shown with their last complete summary: {', '.join(busy)}",
+              flush=True)
     return pd.DataFrame(rows)
 
 
@@ -117,7 +131,7 @@ def summary_table(runs: pd.DataFrame,
     fewer epochs than the recipe) are never averaged together.
 
     Columns ``<acc>_mean``, ``<acc>_std`` (ddof 1, NaN for one seed) and ``<acc>`` as text;
-    ``n_seeds``; ``partial`` is True for smoke rows.
+    ``n_seeds``; ``partial`` is True for smoke rows and runs still in progress.
     """
     if not runs.empty and "status" not in runs:  # a table made before runs recorded completeness
         done = runs["epochs_run"].astype(float) >= runs["epochs"].astype(float)
@@ -125,7 +139,7 @@ def summary_table(runs: pd.DataFrame,
     keys = [k for k in keys if runs.empty or k in runs]
     if runs.empty:
         return pd.DataFrame(columns=list(keys) + ["n_seeds", "partial"])
-    runs = runs.assign(partial=runs["status"] == "smoke")
+    runs = runs.assign(partial=runs["status"] != "reproduction")  # smoke, or a run still in progress
     return aggregate(runs, keys, ACCURACY_COLUMNS + ("mean_class_accuracy",), sort=True, any_of=("partial",))
 
 

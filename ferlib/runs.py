@@ -10,18 +10,29 @@
     plan.json         what a dry run would do
     eval_<tag>.json   a later evaluation (``python -m ferlib evaluate``), beside ``predictions_<tag>.npz``
     ablation.json     an ablation grid entry's identity (:mod:`ferlib.ablations`)
+    run.lock          present while a process writes the run (:meth:`RunDir.lock`: one writer at a time)
 
 The engine writes through :class:`RunDir`; results tables, figures, ablations and ``ferlib.evaluation`` read
 through it. Whole-file writes go to a temporary file in the same folder, then ``os.replace``: a reader never
 sees half a file. :func:`aggregate` is the one mean ± std over seeds of every table.
 
-This is a leaf below the engine, viz, results and ablations: it imports NumPy, YAML and ``ferlib.metrics``
-only (pandas inside :func:`aggregate`).
+One writer at a time: training holds ``run.lock`` (:meth:`RunDir.lock`), an exclusive-create lock file of
+``filelock.SoftFileLock`` recording the holder's PID and host (its modification time is when the lock was taken).
+It works on NFS and the other shared file systems of GPU clusters, where ``fcntl``/``flock`` locks can be
+missing or silently local to one machine; a lock left by a killed process on this host is taken over with a
+warning, one from another host is reported and broken only when asked (``break_lock``). Readers never see half
+a file (atomic replaces), and :meth:`RunDir.in_progress` says a live writer holds the run.
+
+This is a leaf below the engine, viz, results and ablations: it imports NumPy, YAML, ``ferlib.metrics`` and
+``filelock`` only (pandas inside :func:`aggregate`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -30,11 +41,13 @@ import yaml
 
 from ferlib.metrics import format_mean_std
 
-__all__ = ["CONFIG", "METRICS", "PLAN", "PREDICTIONS", "RUN_FILES", "SUMMARY", "RunDir", "aggregate", "find_runs",
-           "load_metrics", "load_predictions", "read_config", "save_predictions", "summarise"]
+__all__ = ["CONFIG", "LOCK", "METRICS", "PLAN", "PREDICTIONS", "RUN_FILES", "SUMMARY", "LockHolder", "RunDir", "RunLock",
+           "RunLockedError", "aggregate", "find_runs", "load_metrics", "load_predictions", "read_config",
+           "save_predictions", "summarise"]
 
 CONFIG, METRICS, SUMMARY, PREDICTIONS, PLAN = "config.yaml", "metrics.jsonl", "summary.json", "predictions.npz", "plan.json"
 ABLATION = "ablation.json"
+LOCK = "run.lock"
 
 #: The files of a run; a fresh run into a directory holding any of them needs ``overwrite``.
 RUN_FILES = ("last.pt", "last.pt.prev", "best.pt", PREDICTIONS, SUMMARY, METRICS)
@@ -43,6 +56,159 @@ RUN_FILES = ("last.pt", "last.pt.prev", "best.pt", PREDICTIONS, SUMMARY, METRICS
 def _plain(obj):
     """JSON-safe form (tuples → lists, paths and other objects → str)."""
     return json.loads(json.dumps(obj, default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per run directory
+# ---------------------------------------------------------------------------------------------
+
+class RunLockedError(RuntimeError):
+    """Another process writes the run directory (nothing was touched); ``holder`` is its :class:`LockHolder`."""
+
+    def __init__(self, message: str, holder: "LockHolder | None" = None):
+        super().__init__(message)
+        self.holder = holder
+
+
+def _host_id() -> str:
+    """This host as ``filelock`` records it in a lock file: the host name, with ``?pidns-<inode>`` when this
+    process runs in a PID namespace of its own (a container), whose PIDs mean nothing outside it."""
+    name = socket.gethostname()
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return name
+    return name if ns == 0xEFFFFFFC else f"{name}?pidns-{ns:x}"  # 0xEFFFFFFC: the initial namespace
+
+
+@dataclasses.dataclass(frozen=True)
+class LockHolder:
+    """Who holds a run directory's ``run.lock``: PID and host as ``filelock.SoftFileLock`` wrote them (None when
+    the file is being written or unreadable) and ``started``, when the lock was taken (the file's mtime)."""
+
+    pid: int | None
+    host: str | None
+    started: float
+
+    @property
+    def on_this_host(self) -> bool:
+        return self.host == _host_id()
+
+    @property
+    def alive(self) -> bool | None:
+        """Whether the holder still runs: known on this host only (None elsewhere, or without a PID)."""
+        if not self.on_this_host or self.pid is None:
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's live process
+            return True
+        return True
+
+    @property
+    def is_this_process(self) -> bool:
+        return self.on_this_host and self.pid == os.getpid()
+
+    def __str__(self) -> str:
+        host = (self.host or "an unknown host").split("?pidns-")[0]
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
+        return f"PID {self.pid if self.pid is not None else '?'} on {host}, started {when}"
+
+
+def _read_holder(lock_file: Path, wait_s: float = 0.0) -> LockHolder | None:
+    """The holder ``lock_file`` names; ``wait_s``: how long to wait for a lock file just created to be written."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            started = lock_file.stat().st_mtime
+            text = lock_file.read_text(errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError:
+            text, started = "", time.time()
+        lines = text.splitlines()
+        if text.endswith("\n") and len(lines) >= 2 and lines[0].strip().isdigit():  # "<pid>\n<host>\n[...]"
+            return LockHolder(int(lines[0]), lines[1].strip(), started)
+        if time.monotonic() >= deadline:
+            return LockHolder(None, None, started)
+        time.sleep(0.01)
+
+
+#: Locks this process holds: {lock file (resolved): [SoftFileLock, depth]} (``train`` inside ``run_entry``,
+#: ``fit`` inside ``train``: the same process enters its own lock again).
+_HELD: dict[str, list] = {}
+
+
+class RunLock:
+    """``with RunDir(path).lock(): ...``: this process is the run directory's one writer until the block ends.
+
+    ``run.lock`` is created with ``O_CREAT | O_EXCL`` (``filelock.SoftFileLock``, which writes PID and host into
+    it), the one primitive that is atomic on every shared file system including NFS, unlike ``fcntl``/``flock``
+    locks. A second process refuses at once with :class:`RunLockedError` naming the holder. A lock file left by
+    a process that is gone (``kill -9``) is taken over with a warning when that process ran on this host; one
+    from another host cannot be checked and is only broken with ``break_lock=True``. Re-entrant within a
+    process; released (the file removed) when the block ends, also on an exception."""
+
+    def __init__(self, run_dir: "RunDir", break_lock: bool = False):
+        self.run_dir, self.break_lock = run_dir, break_lock
+        self.file = run_dir.path / LOCK
+        self._key: str | None = None
+
+    def acquire(self) -> "RunLock":
+        from filelock import SoftFileLock, Timeout
+
+        key = os.path.realpath(self.file)
+        if key in _HELD:
+            _HELD[key][1] += 1
+            self._key = key
+            return self
+        self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        before = _read_holder(self.file)
+        if before is not None and self.break_lock and not before.on_this_host:
+            warnings.warn(f"{self.run_dir.path}: breaking the lock of {before} (break_lock / --break-lock)",
+                          stacklevel=3)
+            SoftFileLock(self.file).break_lock()
+        lock = SoftFileLock(self.file, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = _read_holder(self.file, wait_s=2.0)  # created an instant ago: its PID and host follow
+            raise RunLockedError(locked_message(self.run_dir.path, holder), holder) from None
+        if before is not None and before.alive is False:  # filelock took over the marker of a dead process
+            warnings.warn(f"{self.run_dir.path}: took over the lock left by {before}: that process is gone (killed?); "
+                          f"the run directory holds what it wrote", stacklevel=3)
+        _HELD[key] = [lock, 1]
+        self._key = key
+        return self
+
+    def release(self) -> None:
+        if self._key is None:
+            return
+        held = _HELD[self._key]
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[self._key]
+            held[0].release()
+        self._key = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def locked_message(path, holder: LockHolder | None) -> str:
+    """The one line a second writer gets: who holds ``path`` and what to do."""
+    who = str(holder) if holder is not None else "another process"
+    msg = (f"{path} is being written by another run ({who}); nothing was changed. One writer per run directory: "
+           f"wait for that run to finish, or choose another run directory (run_name / --run-dir).")
+    if holder is not None and not holder.on_this_host:
+        msg += (f" It runs on another host, which this one cannot check: if it is gone, pass --break-lock "
+                f"(break_lock=True) or remove {Path(path) / LOCK}.")
+    return msg
 
 
 class RunDir:
@@ -65,6 +231,22 @@ class RunDir:
     def remove(self, names) -> None:
         for name in names:
             (self.path / name).unlink(missing_ok=True)
+
+    # --- one writer at a time ----------------------------------------------------------------------
+
+    def lock(self, break_lock: bool = False) -> RunLock:
+        """The run directory's writer lock (a context manager, see :class:`RunLock`)."""
+        return RunLock(self, break_lock)
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who holds ``run.lock`` (None when nobody does); the holder may be gone (:attr:`LockHolder.alive`)."""
+        return _read_holder(self.path / LOCK)
+
+    def in_progress(self) -> bool:
+        """Another process writes the run now: its ``run.lock`` is held by a live process on this host, or by
+        one on another host (which cannot be checked). A lock left by a killed process does not count."""
+        holder = self.lock_holder()
+        return holder is not None and not holder.is_this_process and holder.alive is not False
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -180,7 +362,10 @@ class RunDir:
         return json.loads((self.path / SUMMARY).read_text())
 
     def is_complete(self, epochs: int, max_steps: int | None = None) -> bool:
-        """``summary.json`` exists and shows ``epochs`` epochs run, or at least ``max_steps`` steps."""
+        """``summary.json`` exists and shows ``epochs`` epochs run, or at least ``max_steps`` steps, and no other
+        process is writing the run (:meth:`in_progress`)."""
+        if self.in_progress():
+            return False
         try:
             s = self.summary()
         except (FileNotFoundError, json.JSONDecodeError):
@@ -210,12 +395,16 @@ class RunDir:
 # Function forms (the names the engine, viz and results have always used)
 # ---------------------------------------------------------------------------------------------
 
-def find_runs(root) -> list[Path]:
-    """Every run directory (holding ``summary.json`` and ``config.yaml``) under ``root``, sorted."""
+def find_runs(root, in_progress: bool = False) -> list[Path]:
+    """Every run directory (holding ``summary.json`` and ``config.yaml``) under ``root``, sorted;
+    ``in_progress``: also those a live process is writing that have no ``summary.json`` yet."""
     root = Path(root)
     if not root.exists():
         return []
-    return sorted(p.parent for p in root.rglob(SUMMARY) if (p.parent / CONFIG).exists())
+    found = {p.parent for p in root.rglob(SUMMARY) if (p.parent / CONFIG).exists()}
+    if in_progress:
+        found |= {p.parent for p in root.rglob(LOCK) if (p.parent / CONFIG).exists() and RunDir(p.parent).in_progress()}
+    return sorted(found)
 
 
 def read_config(run_dir) -> dict:

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing usable to resume. --resume auto: resume when possible, else start afresh")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous run in --run-dir (without it, a fresh run into a used directory refuses)")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take the run directory's lock (run.lock) from a run on another host that is gone; a lock "
+                        "from a live run, or from a killed one on this host (taken over with a warning), needs no flag")
     p.add_argument("--checkpoint-every-steps", type=int_at_least(1), default=None,
                    help="also write last.pt every N optimiser steps (long AffectNet epochs, preemptible jobs)")
     p.add_argument("--stop-after-steps", type=int_at_least(1), default=None,
@@ -155,7 +158,7 @@ def _main(args) -> int:
                     pretrained=args.pretrained, precision=args.precision, seed=args.seed, resume=args.resume,
                     val_fraction=args.val_fraction, fit_options=fit_options, progress=args.progress, cache=args.cache,
                     dry_run=args.dry_run, threads=args.threads, base_recipe=args.base_recipe,
-                    overwrite=args.overwrite, **overrides)
+                    overwrite=args.overwrite, break_lock=args.break_lock, **overrides)
         if args.dry_run:
             return 0
         if rank_and_world()[0] == 0:

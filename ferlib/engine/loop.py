@@ -46,6 +46,7 @@ from .loader import EpochSampler, ResumableSampler, batches_per_epoch, collate_u
 from .metrics import classification_metrics
 from .optim import apply_schedule, build_optimizer, build_scheduler
 from .step import Stepper, autocast, resolve_precision
+from .writer import holds_run_dir
 
 __all__ = ["RUN_FILES", "EpochSampler", "FitOptions", "ResumableSampler", "collate_uint8", "evaluate", "fit",
            "predict", "save_predictions", "summarise"]  # RUN_FILES, save_predictions, summarise: from ferlib.runs
@@ -185,6 +186,7 @@ def evaluate(model, dataset, recipe, device="auto", tta: bool = False, max_batch
     return {**metrics, "predictions": pred}
 
 
+@holds_run_dir(lambda a: a["run_dir"])  # one writer per run directory (ferlib.engine.writer)
 def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: FitOptions | None = None,
         callbacks=(), start=(), test=None, data_source: dict | None = None, card_epochs: int | None = None,
         **option_kw) -> dict:
