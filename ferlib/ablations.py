@@ -163,6 +163,28 @@ def resolve_sweeps(grid) -> list[Sweep]:
     return [s for g in grid for s in resolve_sweeps(g)]
 
 
+def select_variants(sweeps, variants: dict | None = None) -> list[Sweep]:
+    """``sweeps`` with only the variants ``variants[sweep name]`` lists (labels, in the card's order); a sweep
+    not named keeps all its variants. ``KeyError`` names an unknown sweep or label and the ones there are."""
+    sweeps = list(sweeps)
+    if not variants:
+        return sweeps
+    by_name = {s.name: s for s in sweeps}
+    if unknown := sorted(set(variants) - set(by_name)):
+        raise KeyError(f"variants names sweeps {unknown} that are not in the grid {list(by_name)}")
+    out = []
+    for sweep in sweeps:
+        keep = variants.get(sweep.name)
+        if keep is None:
+            out.append(sweep)
+            continue
+        labels = [v.label for v in sweep.variants]
+        if missing := [k for k in keep if k not in labels]:
+            raise KeyError(f"sweep {sweep.name!r} has no variant {missing}; its variants: {labels}")
+        out.append(dataclasses.replace(sweep, variants=tuple(v for v in sweep.variants if v.label in keep)))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Checking a grid before training: every override is one the recipe, the model and the loss take
 # ---------------------------------------------------------------------------------------------
@@ -341,13 +363,14 @@ def baseline_rates(run_dir) -> dict:
 
 
 def run_record(run_dir) -> dict:
-    """The metrics of one run directory as a flat dict (NaN where a section is absent)."""
+    """The metrics of one run directory as a flat dict (NaN where a section is absent), with the
+    majority-class and chance rates of its evaluation split (:func:`baseline_rates`)."""
     s = _runs.RunDir(run_dir).summary()
     row = {"epochs_run": s.get("epochs_run"), "steps": s.get("steps"), "selected_on": s.get("selected_on"),
            "selected_epoch": s.get("selected_epoch")}
     for col, (section, key) in RUN_METRICS.items():
         row[col] = float((s.get(section) or {}).get(key, np.nan))
-    return row
+    return {**row, **baseline_rates(run_dir)}
 
 
 def aggregate(runs: pd.DataFrame, keys=("sweep", "paper", "variant"), metrics=None) -> pd.DataFrame:
@@ -360,42 +383,80 @@ def aggregate(runs: pd.DataFrame, keys=("sweep", "paper", "variant"), metrics=No
     return _runs.aggregate(runs, keys, metrics or RUN_METRICS, sort=False, drop_empty=True)
 
 
+#: p-value under which a sweep's variants are said to differ (one-way ANOVA over seeds, :func:`seed_verdict`).
+ALPHA = 0.05
+
+
+def plotted_metric(sub: pd.DataFrame) -> tuple[str, str]:
+    """(column, axis label) a sweep's figure shows: the test accuracy at the epoch selected on the
+    held-out validation split when the runs held one out, else the last epoch's test accuracy (never an
+    epoch chosen on the test split itself)."""
+    if "accuracy_test_at_val_selected" in sub and sub["accuracy_test_at_val_selected"].notna().any():
+        return "accuracy_test_at_val_selected", "test accuracy (epoch selected on validation)"
+    return "accuracy_last", "test accuracy (last epoch)"
+
+
+def seed_verdict(sub: pd.DataFrame, metric: str) -> tuple[str, float]:
+    """Do the variants of one sweep differ beyond the spread over seeds?
+
+    One-way ANOVA (:func:`scipy.stats.f_oneway`) of ``metric`` with the variants as groups and the
+    seeds as samples. Returns ``(text, p)``: ``"variants differ (one-way ANOVA p = 0.003)"`` when
+    p < :data:`ALPHA`, ``"no difference beyond seed variance (…)"`` otherwise, and a note without a
+    test when a variant has fewer than 2 seeds (p NaN)."""
+    from scipy.stats import f_oneway
+
+    groups = [g[metric].dropna().to_numpy() for _, g in sub.groupby("variant", sort=False)]
+    if len(groups) < 2 or min(len(g) for g in groups) < 2:
+        return "fewer than 2 seeds per variant: no test of a difference", float("nan")
+    if all(np.ptp(g) == 0 for g in groups):  # no spread over seeds: the test is undefined
+        same = len({float(g[0]) for g in groups}) == 1
+        return ("no difference beyond seed variance (identical runs)" if same
+                else "variants differ (no spread over seeds)"), (1.0 if same else 0.0)
+    p = float(f_oneway(*groups).pvalue)
+    word = "variants differ" if p < ALPHA else "no difference beyond seed variance"
+    return f"{word} (one-way ANOVA p = {p:.2g})", p
+
+
 def plot_sweep(runs: pd.DataFrame, sweep: Sweep | str, dataset: str = "", ax=None):
-    """Bars of mean accuracy (± std over seeds) per variant, seeds as dots: last and selected epoch on
-    the test split, or, for runs that held out a validation split, validation and test accuracy at
-    the epoch selected on validation."""
+    """Mean ± std over seeds per variant (black bar), every seed as a dot, and dashed / dotted lines at
+    the majority-class and chance rates of the evaluation split. The title says whether the variants
+    differ beyond the spread over seeds (:func:`seed_verdict`), so a figure never implies an effect the
+    seeds do not support. The metric: :func:`plotted_metric`."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     name = sweep.name if isinstance(sweep, Sweep) else sweep
     sub = runs[runs["sweep"] == name]
-    sel_on = sub["selected_on"].dropna().unique()
-    sel_label = f"selected ({', '.join(map(str, sel_on))})" if len(sel_on) else "selected"
-    if sub["accuracy_test_at_val_selected"].notna().any():  # selected on a held-out split: show test numbers
-        long = pd.concat([
-            sub.assign(metric="validation, selected epoch", accuracy=sub["accuracy_selected"]),
-            sub.assign(metric="test, epoch selected on validation", accuracy=sub["accuracy_test_at_val_selected"]),
-        ])
-    else:
-        long = pd.concat([
-            sub.assign(metric="last epoch", accuracy=sub["accuracy_last"]),
-            sub.assign(metric=sel_label, accuracy=sub["accuracy_selected"]),
-        ])
+    metric, ylabel = plotted_metric(sub)
     order = list(dict.fromkeys(sub["variant"]))
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(order) + 2), 3.6))
+        fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(order) + 2.5), 3.8))
     else:
         fig = ax.figure
-    sns.barplot(data=long, x="variant", y="accuracy", hue="metric", order=order, errorbar="sd", ax=ax, alpha=0.85)
-    sns.stripplot(data=long, x="variant", y="accuracy", hue="metric", order=order, dodge=True, ax=ax,
-                  palette="dark:k", size=3, legend=False)
-    axis = sweep.axis if isinstance(sweep, Sweep) else "variant"
-    n = int(sub.groupby("variant")["seed"].nunique().max()) if len(sub) else 0
-    ax.set_xlabel(axis)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{name} on {dataset} (mean ± std over {n} seed{'s' if n != 1 else ''})")
-    ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=8, loc="lower right")
+    rng = np.random.default_rng(0)
+    for i, variant in enumerate(order):
+        vals = sub.loc[sub["variant"] == variant, metric].dropna().to_numpy()
+        if not len(vals):
+            continue
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=22, color="tab:blue", alpha=0.75, zorder=3,
+                   label="one seed" if i == 0 else None)
+        sd = vals.std(ddof=1) if len(vals) > 1 else 0.0
+        ax.errorbar(i + 0.25, vals.mean(), yerr=sd, fmt="s", color="k", capsize=4, ms=5, zorder=4,
+                    label="mean ± std over seeds" if i == 0 else None)
+    for col, style, text in (("majority", "--", "majority class"), ("chance", ":", "chance")):
+        rate = sub[col].dropna().median() if col in sub else np.nan
+        if np.isfinite(rate):
+            ax.axhline(rate, ls=style, color="grey", lw=1, label=f"{text} ({rate:.3f})")
+    verdict, _ = seed_verdict(sub, metric) if len(sub) else ("no runs", np.nan)
+    n = int(sub.groupby("variant")["seed"].nunique().min()) if len(sub) else 0
+    steps = sub["steps"].dropna()
+    budget = f", {int(steps.median())} steps per run" if len(steps) else ""
+    ax.set_xticks(range(len(order)), order, rotation=30 if len(order) > 4 else 0)
+    ax.set_xlim(-0.5, len(order) - 0.4)
+    ax.set_xlabel(sweep.axis if isinstance(sweep, Sweep) else "variant")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{name} on {dataset} ({n} seed{'s' if n != 1 else ''} per variant{budget})\n{verdict}",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 
@@ -403,11 +464,12 @@ def plot_sweep(runs: pd.DataFrame, sweep: Sweep | str, dataset: str = "", ax=Non
 def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | None = None, max_steps: int | None = None,
              seeds=(0,), data_root=None, runs_dir=None, tables_dir=None, figures_dir=None,
              val_fraction: float | None = None, dataset_kwargs: dict | None = None, progress: bool = False,
-             plot: bool = True) -> AblationResult:
+             plot: bool = True, variants: dict | None = None) -> AblationResult:
     """Run (or skip when complete) every entry of ``grid`` on ``dataset``, gather, tabulate and plot.
 
     Writes ``<tables_dir>/ablation_<sweep>_<dataset>.csv`` (mean ± std), ``..._runs.csv`` (one row
-    per run) and ``<figures_dir>/ablation_<sweep>_<dataset>.png/.svg``. Several processes may run the same grid
+    per run) and ``<figures_dir>/ablation_<sweep>_<dataset>.png/.svg`` (:func:`plot_sweep`). ``variants``
+    (``{sweep: [labels]}``) runs only those variants of a sweep (:func:`select_variants`). Several processes may run the same grid
     at once (one per GPU): they share its entries (:func:`run_entries`).
     """
     import matplotlib.pyplot as plt
@@ -420,7 +482,7 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
     runs_dir = Path(runs_dir) if runs_dir else results_dir() / "runs"
     tables_dir = Path(tables_dir) if tables_dir else results_dir() / "tables"
     figures_dir = Path(figures_dir) if figures_dir else results_dir() / "figures"
-    sweeps = resolve_sweeps(grid)
+    sweeps = select_variants(resolve_sweeps(grid), variants)
     entries, skipped = expand(sweeps, dataset, seeds)
     for note in skipped:
         print(f"skipped {note}", flush=True)
@@ -432,9 +494,12 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
                      "value": e.value, "seed": e.seed, "status": status, **run_record(run_dir),
                      "overrides": json.dumps(e.overrides, sort_keys=True), "run_dir": str(run_dir)})
     columns = ["sweep", "paper", "dataset", "variant", "value", "seed", "status", "epochs_run", "steps", "selected_on",
-               "selected_epoch", *RUN_METRICS, "overrides", "run_dir"]
+               "selected_epoch", *RUN_METRICS, "majority", "chance", "overrides", "run_dir"]
     runs = pd.DataFrame(rows, columns=columns)
     table = aggregate(runs) if len(runs) else pd.DataFrame(columns=["sweep", "paper", "variant", "n_seeds"])
+    if len(runs):  # the figure title's verdict, beside the numbers it is about
+        verdicts = {n: seed_verdict(sub, plotted_metric(sub)[0])[0] for n, sub in runs.groupby("sweep", sort=False)}
+        table["verdict"] = table["sweep"].map(verdicts)
     files = []
     for sweep in sweeps:
         if not len(runs) or not (runs["sweep"] == sweep.name).any():

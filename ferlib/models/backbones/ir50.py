@@ -52,10 +52,11 @@ class BottleneckIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-def _stage_units(num_stages: int) -> list[tuple[int, int, int]]:
-    """(in, depth, stride) of every unit of the first ``num_stages`` stages, in ``body`` order."""
+def _stage_units(num_stages: int, units_per_stage=None) -> list[tuple[int, int, int]]:
+    """(in, depth, stride) of every unit of the first ``num_stages`` stages, in ``body`` order
+    (``units_per_stage``: the unit count of each stage, default IR-50's)."""
     units = []
-    for in_c, depth, n in IR50_STAGES[:num_stages]:
+    for (in_c, depth, _), n in zip(IR50_STAGES[:num_stages], _unit_counts(num_stages, units_per_stage)):
         units.append((in_c, depth, 2))
         units.extend((depth, depth, 1) for _ in range(n - 1))
     return units
@@ -76,10 +77,11 @@ class IR50(nn.Module):
       ``output_layer`` (BN2d → Dropout → Flatten → Linear 25088→512 → BN1d).
     """
 
-    def __init__(self, num_stages: int = 3, drop_ratio: float = 0.0, input_size: int = 112):
+    def __init__(self, num_stages: int = 3, drop_ratio: float = 0.0, input_size: int = 112, units=None):
         super().__init__()
         if num_stages not in (3, 4):
             raise ValueError(f"IR-50 has 3 (POSTER/FERMam) or 4 (MS-Celeb-1M) stages, got {num_stages}")
+        counts = _unit_counts(num_stages, units)
         if input_size != 112:
             raise ValueError("IR-50 is defined at 112×112 (forward resizes every input to it)")
         self.num_stages = num_stages
@@ -94,8 +96,8 @@ class IR50(nn.Module):
             nn.Linear(512 * 7 * 7, 512),
             nn.BatchNorm1d(512),
         )
-        self.body = nn.Sequential(*(BottleneckIR(i, d, s) for i, d, s in _stage_units(num_stages)))
-        self._stage_ends = _stage_ends(num_stages)
+        self.body = nn.Sequential(*(BottleneckIR(i, d, s) for i, d, s in _stage_units(num_stages, counts)))
+        self._stage_ends = _stage_ends(num_stages, counts)
         self._init_weights()
         if num_stages == 3:
             # Never reaches an output: frozen, so DDP (which requires a gradient for every trainable
@@ -156,9 +158,20 @@ class IR50(nn.Module):
         return dropped
 
 
-def _stage_ends(num_stages: int) -> set[int]:
+def _unit_counts(num_stages: int, units=None) -> tuple[int, ...]:
+    """Units per stage: IR-50's (3, 4, 14[, 3]) or ``units`` (a shallower network of the same widths and
+    map sizes, e.g. (1, 1, 2) for a CPU demo; checkpoints of IR-50 then no longer load)."""
+    if units is None:
+        return tuple(n for _, _, n in IR50_STAGES[:num_stages])
+    units = tuple(int(n) for n in units)
+    if len(units) != num_stages or min(units) < 1:
+        raise ValueError(f"units must give one count >= 1 per stage ({num_stages}), got {units}")
+    return units
+
+
+def _stage_ends(num_stages: int, units=None) -> set[int]:
     ends, total = set(), 0
-    for _, _, n in IR50_STAGES[:num_stages]:
+    for n in _unit_counts(num_stages, units):
         total += n
         ends.add(total - 1)
     return ends
