@@ -360,7 +360,7 @@ class BatchedColorJitter(torch.nn.Module):
                     other = self._grey(y)
                     if op == 1:
                         other = other.mean(dim=(1, 2, 3), keepdim=True)
-                    y = y.mul_(f).add_(other * (1 - f))
+                    y = y.mul_(f).addcmul_(other, 1 - f)
                 y = y.clamp_(0, 255).floor_()
         return y.to(dtype)
 
