@@ -17,14 +17,15 @@ def known_error_types() -> tuple[type, ...]:
     """The exception classes whose message is the whole answer for a user."""
     from ferlib.data import DataNotFoundError, DatasetFormatError
     from ferlib.data.cache import CacheSpaceError
+    from ferlib.engine.distributed import BatchSplitError
     from ferlib.engine.loop import ResumeError, RunExistsError
     from ferlib.engine.run import DeviceError
     from ferlib.recipes import RecipeError
     from ferlib.runs import RunLockedError
     from ferlib.weights import PretrainedWeightsError
 
-    return (DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError, RunExistsError, ResumeError,
-            RecipeError, DeviceError, RunLockedError)
+    return (BatchSplitError, DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError,
+            RunExistsError, ResumeError, RecipeError, DeviceError, RunLockedError)
 
 
 def is_known(err: BaseException, extra: tuple = ()) -> bool:

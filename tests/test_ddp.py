@@ -2,7 +2,8 @@
 
 - exact: the DDP update path (gradient averaging, accumulation with ``no_sync``, a loss's own
   parameters averaged by hand) on a BatchNorm-free model equals one process on the whole batch;
-- end to end: ``torchrun --nproc-per-node 2 -m ferlib train`` against ``train()`` in one process, equal
+- end to end: ``torchrun --nproc-per-node 2 -m ferlib train`` (the same global batch, 8 per process) against
+  ``train()`` in one process, equal
   within tolerance (BatchNorm sees per-rank batches of 8 instead of 16), and its sharded + gathered
   evaluation equal to a one-process evaluation of the same weights.
 """
@@ -99,7 +100,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
           device="cpu", progress=False, fit_options={"deterministic": True}, **sets)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "ferlib", "train", "--model", "baseline", "--dataset", "synthetic", "--data-root", str(data),
-           "--run-dir", str(tmp_path / "two"), "--epochs", "2", "--batch-size", "8", "--device", "cpu",
+           "--run-dir", str(tmp_path / "two"), "--epochs", "2", "--batch-size", "16", "--device", "cpu",
            "--deterministic", "--no-progress", "--set", "input_size=64", "--set", "model_kwargs.width=8",
            "--set", "train_transforms=[]", "--set", "dataset_kwargs={n_train: 48, n_test: 24, progress: false}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -108,14 +109,14 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert out.stdout.count("done:") == 1  # only rank 0 reports and writes
     rows1 = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     rows2 = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    # 2 ranks × 8 = 16 images per update: same steps, same images; BatchNorm makes the only difference
+    # the global batch of 16 = 2 ranks × 8: same steps, same images; BatchNorm makes the only difference
     assert [r["step"] for r in rows2] == [r["step"] for r in rows1] == [3, 6]
     assert rows2[0]["train_loss"] == pytest.approx(rows1[0]["train_loss"], rel=0.03)
     assert rows2[1]["train_loss"] == pytest.approx(rows1[1]["train_loss"], rel=0.12)
     assert abs(rows2[1]["eval_accuracy"] - rows1[1]["eval_accuracy"]) <= 0.1
     assert rows2[1]["eval_n"] == rows1[1]["eval_n"] == 24  # the shards are not padded
     cfg = (tmp_path / "two" / "config.yaml").read_text()
-    assert "world_size: 2" in cfg and "effective_batch_size: 16" in cfg
+    assert "world_size: 2" in cfg and "global_batch_size: 16" in cfg and "per_process_batch_size: 8" in cfg
     # the sharded, gathered evaluation equals a one-process evaluation of the same weights, in order
     model, recipe = load_run(tmp_path / "two")
     from ferlib.engine.run import load_split

@@ -26,7 +26,12 @@ def test_run_dir_holds_every_file_of_the_contract(syn_root, tmp_path):
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     assert cfg["recipe"]["paper"] == "baseline" and cfg["environment"]["torch"] == torch.__version__
     assert cfg["environment"]["device"] == "cpu" and "git_commit" in cfg["environment"]
-    assert cfg["resolved"] == {"precision": "fp32", "channels_last": False, "world_size": 1, "effective_batch_size": 16}
+    assert cfg["resolved"] == {"precision": "fp32", "channels_last": False, "world_size": 1, "global_batch_size": 16,
+                               "per_process_batch_size": 16, "effective_batch_size": 16, "deterministic": False,
+                               "nondeterministic_ops": [], "scan_backend": []}
+    backend = cfg["environment"]["backend"]
+    assert backend["tf32_matmul"] is False and backend["tf32_cudnn"] is False  # fp32 means IEEE fp32
+    assert sorted(cfg["environment"]["mamba_ssm"]) == ["import_error", "version"]
     assert cfg["data"]["eval"]["selected_on"] == "test_selected"
     rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 6

@@ -51,9 +51,9 @@ def test_tiny_cpu_run_measures_every_step(tmp_path):
     assert set(papers) == set(PAPERS)
     for paper, row in papers.items():
         v = row["variants"]
-        for k in ("authors_fp32", "engine_fp32", "engine_bf16"):
+        for k in ("authors_fp32", "engine_fp32", "engine_tf32", "engine_bf16"):
             assert v[k]["img_s"] > 0 and v[k]["peak_memory_mb"] > 0, (paper, k, v[k])
-        assert row["ratios"]["engine_fp32_vs_authors_fp32"] > 0
+        assert row["ratios"]["engine_fp32_vs_authors_fp32"] > 0 and row["ratios"]["tf32_vs_fp32"] > 0
         if paper == "emonet":  # the one model --tiny compiles (aot_eager)
             assert v["engine_bf16_compile"]["img_s"] > 0 and v["engine_bf16_compile"]["compile_s"] >= 0
         else:
@@ -74,6 +74,7 @@ def test_tiny_cpu_run_measures_every_step(tmp_path):
         for run in ("train_fp32", "train_bf16"):
             assert row[run]["finite_losses"] and row[run]["checkpoint_written"], (paper, run, row[run])
         assert row["resume"]["equal"] and row["resume"]["max_abs_weight_diff"] == 0.0
+        assert row["resume"]["nondeterministic_ops"] == [] and row["resume"]["tolerance"] == 0.0  # exact on CPU
         assert row["evaluate_device_vs_cpu"]["equal_within_fp32_tolerance"]
     assert set(steps["correctness"]["papers"]) == set(PAPERS)
 
@@ -91,6 +92,29 @@ def test_small_budget_skips_steps_and_says_so(tmp_path):
         assert steps[s]["status"].startswith("skipped: budget"), (s, steps[s])
         assert f"{s}: skipped: budget" in proc.stdout
     assert "skipped: budget" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_resume_tolerance_only_where_the_run_says_it_is_not_deterministic(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+    import yaml
+
+    cases = {"exact": {"deterministic": True, "nondeterministic_ops": []},
+             "atomic": {"deterministic": True, "nondeterministic_ops": ["AdaptiveAvgPool2d backward (CUDA atomic adds)"]},
+             "loose": {"deterministic": False, "nondeterministic_ops": []}}
+    for name, resolved in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump({"resolved": resolved}))
+    assert gpu_check.run_nondeterminism(tmp_path / "exact") == []
+    assert gpu_check.run_nondeterminism(tmp_path / "atomic") == ["AdaptiveAvgPool2d backward (CUDA atomic adds)"]
+    assert gpu_check.run_nondeterminism(tmp_path / "loose") == ["the run was not deterministic (--deterministic off)"]
+
+
+def test_the_throughput_step_measures_the_cards_batch():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+
+    assert gpu_check.Plan().max_batch is None  # GPU default: FERMam at 300, no cap
 
 
 def test_budget_shares_and_estimates():

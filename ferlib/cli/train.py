@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="the dataset's folder as distributed (default data/<dataset>)")
     p.add_argument("--recipe", default=None, help="paper card in ferlib/recipes (default: the one named like --model)")
     p.add_argument("--epochs", type=int_at_least(1), default=None, help="epochs (default: the recipe's)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="batch size per process (default: the recipe's)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help="the global batch: under torchrun each of N processes takes batch-size / N (default: the "
+                        "card's, the authors' batch)")
     p.add_argument("--max-steps", type=int_at_least(1), default=None,
                    help="stop after this many optimiser steps and evaluate that many batches (a smoke run, recorded "
                         "as incomplete; default: none on real data, the card's CPU budget on synthetic)")
@@ -98,16 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out this stratified fraction of train and select the epoch on it "
                         "(default: select on the test split as the authors do, labelled test_selected)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
-                   help="training precision (default: the card's, the authors' fp32); bf16 autocast is the fast "
-                        "switch on a GPU (fp16 uses a GradScaler, CUDA only)")
+    p.add_argument("--precision", default=None, choices=("fp32", "tf32", "bf16", "fp16"),
+                   help="training precision (default: the card's, the authors' fp32 with TF32 off); tf32 = fp32 with "
+                        "TF32 matmuls and convolutions (Ampere+); bf16 autocast is the fast switch on a GPU (fp16 uses "
+                        "a GradScaler, CUDA only)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads (default: OMP_NUM_THREADS if set, else one per core; use 1 when other "
                         "jobs share a small machine)")
     p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
                    help="channels_last memory format (default: on for CUDA)")
     p.add_argument("--accumulate", type=int_at_least(1), default=1,
-                   help="gradient accumulation micro-batches per update (effective batch = batch × K × processes)")
+                   help="gradient accumulation micro-batches per update (effective batch = global batch × K)")
     p.add_argument("--num-workers", type=int_at_least(0), default=0, help="DataLoader worker processes")
     p.add_argument("--cache", nargs="?", const=True, default="auto",
                    help="read the uint8 tensor cache, built on first use (optional folder; default for real "

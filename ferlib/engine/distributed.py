@@ -5,6 +5,8 @@ One process is the same code with ``world_size() == 1``: every helper here is th
 from __future__ import annotations
 
 import os
+import threading
+import time
 from datetime import timedelta
 
 import torch
@@ -84,3 +86,102 @@ def broadcast_state(module: torch.nn.Module, src: int = 0) -> None:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+class BatchSplitError(ValueError):
+    """The global batch does not split evenly over the processes (nothing was touched)."""
+
+
+def per_process_batch(global_batch: int, world: int) -> int:
+    """Each process's share of the global batch (the card's ``batch_size``, the authors' batch over all GPUs).
+
+    Raises :class:`BatchSplitError` when ``global_batch`` is not a multiple of ``world``: another split would
+    train with another batch than the one asked for.
+    """
+    if world <= 1:
+        return int(global_batch)
+    if global_batch % world:
+        lower = global_batch // world * world
+        choices = " or ".join(str(b) for b in (lower, lower + world) if b > 0)
+        raise BatchSplitError(
+            f"the global batch of {global_batch} images does not split over {world} processes ({global_batch} / "
+            f"{world} is not a whole number); nothing was touched. Pass --batch-size {choices} (batch_size=…, the "
+            f"global batch: each process takes batch_size / {world}), or start a number of processes that divides "
+            f"{global_batch}")
+    return global_batch // world
+
+
+def launched_world_size() -> int:
+    """The number of processes ``torchrun`` started (``WORLD_SIZE``; 1 without torchrun), known before the
+    process group is joined."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
+def rank0_first(fn, what: str, heartbeat_s: float = 30.0, stall_timeout_s: float = 600.0, report_every_s: float = 300.0):
+    """``fn()`` on rank 0 first, then on the other ranks (which read what rank 0 wrote: the generated synthetic
+    set, a new cache); returns ``fn()``'s value on every rank. One process: just ``fn()``.
+
+    No fixed time limit on rank 0's work (a first AffectNet cache build can take hours; ``python -m ferlib prepare``
+    builds it ahead of time): while rank 0 works, a thread of it sends a heartbeat every ``heartbeat_s`` on a
+    separate gloo group, and the waiting ranks only give up when no heartbeat came for ``stall_timeout_s``
+    (rank 0 gone). Rank 1 prints a line every ``report_every_s`` saying what it waits for. When ``fn`` fails on
+    rank 0 the others raise at once instead of repeating it.
+    """
+    if not is_distributed():
+        return fn()
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=stall_timeout_s))
+    rank = dist.get_rank()
+    try:
+        if rank == 0:
+            return _work_with_heartbeat(fn, group, heartbeat_s)
+        _wait_for_rank0(group, what, rank, report_every_s)
+        return fn()
+    finally:
+        dist.destroy_process_group(group)
+
+
+_WORKING, _DONE, _FAILED = 0.0, 1.0, 2.0
+
+
+def _work_with_heartbeat(fn, group, heartbeat_s: float):
+    outcome = {"state": _WORKING}
+    finished = threading.Event()
+
+    def beat():
+        while True:
+            finished.wait(heartbeat_s)
+            state = torch.tensor([outcome["state"]], dtype=torch.float64)
+            dist.broadcast(state, src=0, group=group)
+            if state.item() != _WORKING:
+                return
+
+    thread = threading.Thread(target=beat, name="ferlib-rank0-heartbeat", daemon=True)
+    thread.start()
+    try:
+        value = fn()
+        outcome["state"] = _DONE
+        return value
+    except BaseException:
+        outcome["state"] = _FAILED
+        raise
+    finally:
+        finished.set()
+        thread.join()
+
+
+def _wait_for_rank0(group, what: str, rank: int, report_every_s: float) -> None:
+    start = last_report = time.monotonic()
+    while True:
+        state = torch.zeros(1, dtype=torch.float64)
+        dist.broadcast(state, src=0, group=group)
+        if state.item() == _DONE:
+            return
+        if state.item() == _FAILED:
+            raise RuntimeError(f"rank 0 failed to {what}; its error is above (rank {rank} stops too)")
+        now = time.monotonic()
+        if rank == 1 and now - last_report >= report_every_s:
+            print(f"rank 1: waiting {(now - start) / 60:.0f} min for rank 0 to {what} (rank 0 shows its progress)",
+                  flush=True)
+            last_report = now

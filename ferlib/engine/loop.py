@@ -40,8 +40,10 @@ from ferlib.data.transforms import build_batch_transform
 from ferlib.runs import RUN_FILES, RunDir, save_predictions, summarise
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import all_gather_objects, all_reduce_sum, barrier, broadcast_state, is_distributed, rank_and_world
-from .env import environment, resolve_device, rng_state, seed_everything, set_rng_state
+from .distributed import (all_gather_objects, all_reduce_sum, barrier, broadcast_state, is_distributed, per_process_batch,
+                          rank_and_world)
+from .env import (backend_flags, environment, nondeterministic_ops, resolve_device, rng_state, seed_everything,
+                  set_rng_state)
 from .loader import EpochSampler, ResumableSampler, batches_per_epoch, collate_uint8, make_loader, train_sampler
 from .metrics import classification_metrics
 from .optim import apply_schedule, build_optimizer, build_scheduler
@@ -57,11 +59,11 @@ class FitOptions:
     """How to train (never what): device, precision, speed switches, checkpointing, limits."""
 
     device: str = "auto"
-    precision: str = "auto"          # auto = the recipe's (the authors' precision, fp32); or "fp32", "bf16", "fp16"
+    precision: str = "auto"          # auto = the recipe's (the authors' precision, fp32); or "fp32", "tf32", "bf16", "fp16"
     channels_last: bool | None = None  # None = on for CUDA
     compile: bool = False
     num_workers: int = 0
-    accumulate: int = 1              # gradient accumulation (effective batch = batch_size × accumulate)
+    accumulate: int = 1              # gradient accumulation (effective batch = batch_size × accumulate; batch_size is global)
     max_steps: int | None = None     # stop after this many optimiser steps (smoke runs); also limits evaluation
     checkpoint_every_steps: int | None = None  # also write last.pt every N optimiser steps (mid-epoch)
     stop_after_steps: int | None = None  # checkpoint and return after N optimiser steps, even mid-epoch
@@ -207,25 +209,28 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     ``data_source``: where the data came from (``{"data_root", "cache"}``), recorded as config.yaml
     ``data.source``. config.yaml (by a fresh run) and summary.json are each written once, complete.
     """
-    from tqdm.auto import tqdm
-
     opts = dataclasses.replace(options or FitOptions(), **option_kw)
-    run_dir = Path(run_dir)
-    rd = RunDir(run_dir)
-    rank, world = rank_and_world()
-    is_main = rank == 0
     device = resolve_device(opts.device)
-    seed_everything(opts.seed + rank, opts.deterministic)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = not opts.deterministic
-        torch.backends.cudnn.allow_tf32 = not opts.deterministic
-        torch.backends.cudnn.benchmark = not opts.deterministic
     precision = resolve_precision(device, getattr(recipe, "precision", "fp32") if opts.precision == "auto"
                                   else opts.precision)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision fp16 (with GradScaler) needs a CUDA device, not {device}; use fp32 (or bf16)")
+    bs = per_process_batch(recipe.batch_size, rank_and_world()[1])  # the recipe's batch is the global batch
+    with backend_flags(device, precision, opts.deterministic):  # TF32, cuDNN, determinism: restored on return
+        return _fit(model, loss, recipe, train, val, Path(run_dir), resume, opts, callbacks, start, test, data_source,
+                    card_epochs, device, precision, bs)
+
+
+def _fit(model, loss, recipe, train, val, run_dir: Path, resume, opts: FitOptions, callbacks, start, test, data_source,
+         card_epochs, device: torch.device, precision: str, bs: int) -> dict:
+    """:func:`fit` under its backend flags; ``bs`` is this process's share of the global batch."""
+    from tqdm.auto import tqdm
+
+    rd = RunDir(run_dir)
+    rank, world = rank_and_world()
+    is_main = rank == 0
+    seed_everything(opts.seed + rank)
     channels_last = device.type == "cuda" if opts.channels_last is None else opts.channels_last
-    bs = recipe.batch_size
 
     model = model.to(device)
     loss = loss.to(device)
@@ -302,7 +307,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
                 print(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
                       f"(batch {state['batch_in_epoch']} of the epoch)", flush=True)
     elif is_main:
-        rd.write_config(_config(recipe, opts, device, model, train, val, precision, channels_last, world,
+        rd.write_config(_config(recipe, opts, device, model, train, val, precision, channels_last, world, bs,
                                 {"start": [dict(i) for i in start], "steps_planned": steps_planned,
                                  "max_steps": opts.max_steps, "complete_planned": opts.max_steps is None},
                                 data_source))
@@ -386,7 +391,7 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
         eval_model = ema.module if ema is not None else model
         broadcast_state(eval_model)
         result = evaluate(eval_model, val, recipe, device, tta=opts.eval_tta, max_batches=opts.max_steps,
-                          progress=show, precision=precision, channels_last=channels_last)
+                          progress=show, precision=precision, channels_last=channels_last, batch_size=bs)
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
         state["epoch_stats"] = {"loss": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
@@ -515,13 +520,24 @@ def _completeness(state: dict, recipe, opts: FitOptions, stopped: bool, steps_pl
             "epochs_planned": recipe.epochs, "max_steps": opts.max_steps, "precision": precision}
 
 
-def _config(recipe, opts, device, model, train, val, precision, channels_last, world, plan: dict | None = None,
-            data_source: dict | None = None) -> dict:
-    """What config.yaml holds: the resolved recipe, fit options, environment, model, data and its source."""
+def _config(recipe, opts, device, model, train, val, precision, channels_last, world, per_process: int,
+            plan: dict | None = None, data_source: dict | None = None) -> dict:
+    """What config.yaml holds: the resolved recipe, fit options, environment, model, data and its source.
+
+    ``resolved``: the precision (``tf32`` only when asked), the global batch (the recipe's ``batch_size``) and each
+    process's share, the world size, the batch of one update (global × accumulate), the scan backends the model
+    runs, and under ``--deterministic`` the operations that still are not (:func:`~ferlib.engine.env.nondeterministic_ops`).
+    """
+    from ferlib.ops.selective_scan import scan_backends
+
     n_params = sum(p.numel() for p in _unwrap(model).parameters())
     cfg = {"recipe": recipe.to_dict(), "fit": dataclasses.asdict(opts), "plan": plan or {},
            "resolved": {"precision": precision, "channels_last": channels_last, "world_size": world,
-                        "effective_batch_size": recipe.batch_size * world * max(1, opts.accumulate)},
+                        "global_batch_size": recipe.batch_size, "per_process_batch_size": per_process,
+                        "effective_batch_size": recipe.batch_size * max(1, opts.accumulate),
+                        "deterministic": bool(opts.deterministic),
+                        "nondeterministic_ops": nondeterministic_ops(_unwrap(model), device, opts.deterministic),
+                        "scan_backend": scan_backends(_unwrap(model), device)},
            "environment": environment(device),
            "model": {"name": recipe.model, "parameters": n_params},
            "data": {"train": {"n": len(train), "classes": list(train.classes), "root": str(getattr(train, "root", ""))},

@@ -252,7 +252,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     """
     from ferlib.weights.start import require_start_files, resolve_start
 
-    from .distributed import barrier, init_distributed, rank_and_world
+    from .distributed import init_distributed, launched_world_size, per_process_batch, rank0_first, rank_and_world
     from .env import configure_threads
 
     configure_threads(threads)
@@ -263,6 +263,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     recipe = recipe.replace(epochs=epochs, batch_size=batch_size)
     if precision not in (None, "auto"):
         recipe = recipe.replace(precision=precision)
+    per_process_batch(recipe.batch_size, launched_world_size())  # a batch that does not split stops here
     items = resolve_start(pretrained, recipe.pretrained, recipe.model)
     if max_steps is None:
         max_steps = recipe.max_steps
@@ -287,11 +288,11 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
 
     init_distributed(device)  # torchrun: join the process group (no-op for one process)
     rank, _ = rank_and_world()
-    if rank != 0:  # rank 0 generates / caches first; the others then read what it wrote
-        barrier()
-    train_ds, eval_ds = load_recipe_splits(recipe, data_root, progress=progress is not False and rank == 0, cache=cache)
-    if rank == 0:
-        barrier()
+    # rank 0 generates the synthetic set / builds the cache first, however long it takes (a heartbeat, no fixed
+    # timeout); the others then read what it wrote
+    train_ds, eval_ds = rank0_first(
+        lambda: load_recipe_splits(recipe, data_root, progress=progress is not False and rank == 0, cache=cache),
+        "read the data (generate the synthetic set or build the cache)")
     data_classes = len(train_ds.classes)
     if data_classes != recipe.num_classes:
         raise DatasetFormatError(f"{dataset}: the data has {data_classes} classes {list(train_ds.classes)} but the "
@@ -358,12 +359,15 @@ def plan_run(recipe: Recipe, items, data_root, run_dir: Path, max_steps: int | N
 
     from ferlib.weights.start import missing_message, plan_start
 
+    from .distributed import launched_world_size, per_process_batch
     from .env import resolve_device
     from .loader import batches_per_epoch, train_sampler
 
     plan = {"paper": recipe.paper, "model": recipe.model, "dataset": recipe.dataset, "base_recipe": recipe.base_recipe,
             "data_root": str(data_root or (None if dataset_info(recipe.dataset).generated else default_data_root(recipe.dataset))),
             "epochs": recipe.epochs, "batch_size": recipe.batch_size, "max_steps": max_steps,
+            "world_size": launched_world_size(), "per_process_batch_size": per_process_batch(recipe.batch_size,
+                                                                                             launched_world_size()),
             "precision": recipe.precision, "device": str(resolve_device(device)), "eval_split": eval_split(recipe),
             "selected_on": "val (held-out fraction of train)" if val_fraction else eval_split(recipe),
             "num_classes": recipe.num_classes, "model_kwargs": dict(recipe.model_kwargs), "input_size": recipe.input_size, "color_order": recipe.color_order,

@@ -26,14 +26,14 @@ from .distributed import average_gradients
 def resolve_precision(device: torch.device, precision: str) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision not in ("fp32", "tf32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, tf32, bf16 or fp16, got {precision!r}")
     return precision
 
 
 def autocast(device: torch.device, precision: str):
     precision = resolve_precision(device, precision)
-    if precision == "fp32":
+    if precision in ("fp32", "tf32"):  # tf32: float32 tensors, TF32 products (ferlib.engine.env.backend_flags)
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device.type, dtype=dtype)

@@ -48,11 +48,12 @@ def selective_scan(
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        backend = "cuda" if cuda_backend_available(u) else "torch"
+        backend = resolve_backend("auto", u.device)
     if backend == "cuda":
         fn = _mamba_selective_scan_fn()
         if fn is None:
-            raise RuntimeError("backend='cuda' needs the mamba_ssm package (pip install mamba-ssm); it did not import")
+            raise RuntimeError(f"backend='cuda' needs the mamba_ssm package (pip install mamba-ssm); it did not import "
+                               f"({_MAMBA['error']})")
         if not u.is_cuda:
             raise RuntimeError("backend='cuda' needs CUDA tensors; use backend='torch' on CPU")
         return fn(u, delta, A, B, C, D, z=None, delta_bias=delta_bias, delta_softplus=delta_softplus)
@@ -71,18 +72,72 @@ def cuda_backend_available(u: torch.Tensor | None = None) -> bool:
     return _mamba_selective_scan_fn() is not None
 
 
-_MAMBA_FN: list = []
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The backend ``backend`` runs on ``device``: ``"auto"`` is ``cuda`` (mamba_ssm's kernel) for CUDA tensors
+    when it imports, unless deterministic algorithms are on (its backward adds atomically), else ``torch``."""
+    if backend != "auto":
+        return backend
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available() and not torch.are_deterministic_algorithms_enabled() \
+            and _mamba_selective_scan_fn() is not None:
+        return "cuda"
+    return "torch"
+
+
+def scan_backends(model: torch.nn.Module, device: torch.device | str) -> list[str]:
+    """The backends ``model``'s scans run on ``device`` (modules with a ``scan_backend``); [] for a model without."""
+    return sorted({resolve_backend(m.scan_backend, device) for m in model.modules() if hasattr(m, "scan_backend")})
+
+
+class MambaSSMImportWarning(UserWarning):
+    """mamba_ssm is installed but does not import (a broken build): the PyTorch scan runs instead."""
+
+
+_MAMBA: dict = {}
 
 
 def _mamba_selective_scan_fn():
-    """mamba_ssm's ``selective_scan_fn`` or None; the import is tried once."""
-    if not _MAMBA_FN:
+    """mamba_ssm's ``selective_scan_fn`` or None; the import is tried once. Not installed: None, silently.
+    Installed but broken (its compiled extension or a dependency fails to load): None, with one warning
+    carrying the error (:class:`MambaSSMImportWarning`); :func:`mamba_ssm_status` records it."""
+    if not _MAMBA:
         try:
             from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        except Exception:  # ImportError, or the compiled extension failing to load
-            selective_scan_fn = None
-        _MAMBA_FN.append(selective_scan_fn)
-    return _MAMBA_FN[0]
+        except ModuleNotFoundError as e:
+            if e.name != "mamba_ssm":  # the package is there, a part or a dependency of it is not
+                _mamba_broken(e)
+            else:
+                _MAMBA.update(fn=None, error="not installed")
+        except Exception as e:  # noqa: BLE001 - any failure of an installed package: an undefined symbol, CUDA mismatch …
+            _mamba_broken(e)
+        else:
+            _MAMBA.update(fn=selective_scan_fn, error=None)
+    return _MAMBA["fn"]
+
+
+def _mamba_broken(e: Exception) -> None:
+    import warnings
+
+    error = f"{type(e).__name__}: {e}"
+    _MAMBA.update(fn=None, error=error)
+    warnings.warn(f"mamba_ssm is installed but does not import ({error}); FERMam uses ferlib's PyTorch selective "
+                  f"scan instead (same numbers, slower). Rebuild it against this torch: MAMBA_FORCE_BUILD=TRUE pip "
+                  f"install --no-build-isolation --force-reinstall mamba-ssm", MambaSSMImportWarning, stacklevel=3)
+
+
+def mamba_ssm_status() -> dict:
+    """``{"version", "import_error"}`` of mamba_ssm (config.yaml ``environment.mamba_ssm``): the installed version
+    (None when absent) and why it does not import (None when it does, "not installed" when absent)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("mamba_ssm")
+    except metadata.PackageNotFoundError:
+        version = None
+    if version is None and not _MAMBA:
+        return {"version": None, "import_error": "not installed"}
+    _mamba_selective_scan_fn()
+    return {"version": version, "import_error": _MAMBA["error"]}
 
 
 def _check_shapes(u, delta, A, B, C, D, delta_bias) -> None:

@@ -63,7 +63,7 @@ class Recipe:
     eval_split: str | None = None         # None = the dataset's usual one (its record's, ferlib.data.dataset_info)
     pretrained: tuple = ()                # starting weights: items {weights: entry, into: submodule, converter, unused}
     pretrained_note: str = ""             # what the paper started from and why the card's items are these
-    precision: str = "fp32"               # the authors' training precision (the engine's default; bf16 is a switch)
+    precision: str = "fp32"               # the authors' (IEEE fp32: TF32 off); tf32 / bf16 / fp16 are switches
     max_steps: int | None = None          # a CPU smoke budget (synthetic entries only; never on a real dataset)
     # optimisation
     loss: str = "cross_entropy"
@@ -207,8 +207,8 @@ def _build(base: dict, overrides: dict) -> Recipe:
             merged[k] = tuple(merged[k])
     if "pretrained" in merged:
         merged["pretrained"] = _start_items(merged["pretrained"])
-    if merged.get("precision", "fp32") not in ("fp32", "bf16", "fp16"):
-        raise RecipeError(f"recipe precision must be fp32, bf16 or fp16, got {merged.get('precision')!r}")
+    if merged.get("precision", "fp32") not in ("fp32", "tf32", "bf16", "fp16"):
+        raise RecipeError(f"recipe precision must be fp32, tf32, bf16 or fp16, got {merged.get('precision')!r}")
     _check_values(merged)
     return Recipe(**merged)
 

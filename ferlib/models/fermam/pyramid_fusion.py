@@ -18,7 +18,12 @@ class PyramidMambaFusionBlock(nn.Module):
     (3×3 for S = 7, floor), ``down2`` = AvgPool 4 (1×1) → ``ssm1`` / ``ssm2`` / ``ssm3``
     (:class:`ASFRSS2D`) → bilinear upsampling of the two coarse scales to S×S (align_corners
     False) → sum → drop the padding tokens → LayerNorm ``norm``.
+
+    Under ``torch.use_deterministic_algorithms`` the upsampling runs as two interpolation-matrix products
+    (:func:`upsample_bilinear_matmul`: same values, a backward without CUDA's atomic adds).
     """
+
+    upsamples_bilinear = True  # CUDA's bilinear backward adds atomically (ferlib.engine.env.nondeterministic_ops)
 
     def __init__(self, d_model: int = 512, dropout: float = 0.1, **asfr_kwargs):
         super().__init__()
@@ -40,10 +45,28 @@ class PyramidMambaFusionBlock(nn.Module):
         out = self._scale(self.ssm1, grid)
         for pool, ssm in ((self.down1, self.ssm2), (self.down2, self.ssm3)):
             coarse = self._scale(ssm, pool(grid))
-            out = out + F.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
+            if torch.are_deterministic_algorithms_enabled():
+                out = out + upsample_bilinear_matmul(coarse, side)
+            else:
+                out = out + F.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
         return self.norm(out.flatten(2).transpose(1, 2)[:, :n])
 
     @staticmethod
     def _scale(ssm: nn.Module, grid: torch.Tensor) -> torch.Tensor:
         """NCHW → the ASFR block in NHWC → NCHW."""
         return ssm(grid.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _bilinear_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """[n_out, n_in]: 1-D linear interpolation (align_corners False) as a matrix, read off F.interpolate."""
+    eye = torch.eye(n_in, dtype=torch.float64, device=like.device).unsqueeze(0)  # [1, n_in (channels), n_in]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].t().to(like.dtype)
+
+
+def upsample_bilinear_matmul(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)`` for x [B, C, h, w], written
+    as ``R_h · x · R_wᵀ`` (bilinear upsampling is separable): equal up to float rounding, and its backward is two
+    matrix products instead of CUDA's atomic scatter (deterministic)."""
+    rows = _bilinear_matrix(x.shape[-2], size, x)
+    cols = _bilinear_matrix(x.shape[-1], size, x)
+    return torch.matmul(torch.matmul(rows, x), cols.t())
