@@ -113,10 +113,10 @@ def compare_tensors(stage: str, name: str, ours, theirs, rel_tol: float = FP32_R
 
 def compare_state_dicts(stage: str, ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor],
                         rel_tol: float = FP32_REL_TOL, name: str = "parameters and buffers",
-                        note: str = "") -> list[Check]:
+                        note: str = "", max_rows: int = 8) -> list[Check]:
     """Every tensor of two state dicts (parameters and buffers: BatchNorm running statistics and
     ``num_batches_tracked`` included): one summary row (the worst tensor) plus a row per failing tensor and
-    per key that only one side has."""
+    per key that only one side has (the first ``max_rows`` of them, then one row counting the rest)."""
     rows: list[Check] = []
     only_ours, only_theirs = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     for key in only_ours:
@@ -135,6 +135,10 @@ def compare_state_dicts(stage: str, ours: Mapping[str, torch.Tensor], theirs: Ma
             if dev >= worst:
                 worst_key, worst = key, dev
     rows.extend(failing)
+    if len(rows) > max_rows:
+        rest = len(rows) - max_rows
+        rows = rows[:max_rows] + [Check(stage, f"… {rest} more tensors", "beyond tolerance or missing", False,
+                                        f"≤ {rel_tol:.0e} rel. each", note)]
     summary = (f"{len(shared) - len(failing)}/{len(shared)} tensors within; worst {worst:.1e} ({worst_key})"
                if shared else "no tensors")
     ok = bool(shared) and not failing and not only_ours and not only_theirs

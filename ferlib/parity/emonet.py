@@ -50,7 +50,7 @@ START_FILE = "mobileNet-ECA-RAFDB-0.91199.pth"
 #: the fp32 tolerance of the training stage (relative to each tensor's scale)
 TRAIN_REL_TOL = 1e-5
 #: tensors up to this size are recorded whole; larger ones as seeded projections
-RECORD_WHOLE_NUMEL = 10_000
+RECORD_WHOLE_NUMEL = 64
 
 
 class _Stop(Exception):
@@ -775,19 +775,26 @@ def replay(path: str | Path, device: str = "cpu") -> Report:
         report.add(Check("eval", "accuracy from their logits (recorded)",
                          f"{m['accuracy']:.5f} vs printed {rec['their_accuracy']:.5f}",
                          abs(m["accuracy"] - rec["their_accuracy"]) <= 5e-6, "equal"))
-    # the data path: ferlib's reader + cache + eval transform on the fixture vs their recorded eval input
-    if True:
-        with tempfile.TemporaryDirectory(prefix="ferlib-replay-emonet-") as tmp:
-            _, sets = _ferlib_data(FIXTURE_ROOT, rec.get("n_images"), Path(tmp))
-            ds, keep = sets["test"]
-            names = [Path(ds.samples[i]).name for i in keep]
-            if names == [n for n, _ in rec["names"]["test"]]:
-                cached = torch.stack([ds.load(i) for i in keep])
-                x = build_batch_transform(recipe, train=False)(cached)
-                theirs = build_batch_transform(recipe.replace(train_transforms=[], test_transforms=[]),
-                                               train=False)(eval_u8)
-                report.add(grey_levels("data", "eval input vs their recorded input", x, theirs, recipe.mean,
-                                       recipe.std))
+    # the data path: ferlib's reader + cache + transforms on the fixture vs their recorded inputs
+    with tempfile.TemporaryDirectory(prefix="ferlib-replay-emonet-") as tmp:
+        _, sets = _ferlib_data(FIXTURE_ROOT, rec.get("n_images"), Path(tmp))
+        ds, keep = sets["test"]
+        names = [Path(ds.samples[i]).name for i in keep]
+        plain = build_batch_transform(recipe.replace(train_transforms=[], test_transforms=[]), train=False)
+        if names == [n for n, _ in rec["names"]["test"]]:
+            cached = torch.stack([ds.load(i) for i in keep])
+            x = build_batch_transform(recipe, train=False)(cached)
+            report.add(grey_levels("data", "eval input vs their recorded input", x, plain(eval_u8), recipe.mean,
+                                   recipe.std))
+        else:
+            report.add(Check("data", "eval input vs their recorded input", "the fixture's test files differ from "
+                             "the recording's", False, "same files"))
+        ds, keep = sets["train"]
+        cached = torch.stack([ds.load(i) for i in keep])
+        whole = [(0, 0, int(cached.shape[-2]), int(cached.shape[-1]))] * len(keep)
+        x = _ferlib_train_tf(recipe, whole, 0.0)(cached)
+        report.add(grey_levels("data", "train input (whole-image crop, no flip) vs their recorded input", x,
+                               plain(train_u8), recipe.mean, recipe.std))
     return report
 
 
