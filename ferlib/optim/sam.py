@@ -7,8 +7,8 @@ per batch:
 1. loss at w, backward; :meth:`SAM.first_step`: g = global L2 norm of all gradients,
    e = ρ · grad / (g + 1e-12) (ASAM when ``adaptive``: e = ρ · w² ⊙ grad / (‖|w| ⊙ grad‖ + 1e-12)),
    w ← w + e;
-2. loss at w + e, backward; :meth:`SAM.second_step`: w ← w (restored), then the base step with the
-   gradient taken at w + e.
+2. loss at w + e, backward; :meth:`SAM.second_step`: w ← w (restored exactly from a copy, as upstream),
+   then the base step with the gradient taken at w + e.
 
 ``param_groups`` is the base optimizer's list, so LR schedulers built on the SAM object change
 the base optimizer's learning rate. ``state_dict`` holds the base optimizer's state (Adam moments
@@ -44,7 +44,8 @@ class SAM(torch.optim.Optimizer):
                 e = p.grad * scale.to(p)
                 if group["adaptive"]:
                     e = e * p.pow(2)
-                self.state[p]["e_w"] = e
+                # w is kept, not e: w + e − e differs from w by float rounding (ferlib.parity.fermam)
+                self.state[p]["old_p"] = p.detach().clone()
                 p.add_(e)
         if zero_grad:
             self.zero_grad()
@@ -54,9 +55,9 @@ class SAM(torch.optim.Optimizer):
         """Return to w and take the base optimizer's step with the gradient computed at w + e."""
         for group in self.param_groups:
             for p in group["params"]:
-                e = self.state[p].pop("e_w", None)
-                if e is not None:
-                    p.sub_(e)
+                old = self.state[p].pop("old_p", None)
+                if old is not None:
+                    p.copy_(old)
         self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()

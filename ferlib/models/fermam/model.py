@@ -120,8 +120,12 @@ class FERMam(nn.Module):
         """x [B,3,H,W] → bilinear resize to 112 (no antialias) → ``conv_6_sep`` → [B, 49, 512], row-major."""
         x = F.interpolate(x, size=112, mode="bilinear", align_corners=False)
         # Upstream runs the whole MobileFaceNet and discards its GDC output; only the map is used.
-        # Skipping the GDC head leaves the outputs unchanged (its BN1d would also fail on a batch of 1).
         feat = self.face_landback.forward_features(x)
+        if self.face_landback.training and feat.shape[0] > 1:
+            # The discarded GDC head still updates its BatchNorm running statistics in train mode, as
+            # upstream's does (ferlib.parity.fermam compares them); a batch of 1 skips it (BN1d fails).
+            with torch.no_grad():
+                self.face_landback.output_layer(feat)
         return feat.flatten(2).transpose(1, 2)
 
     def image_tokens(self, x: torch.Tensor) -> torch.Tensor:
