@@ -29,6 +29,7 @@ import random
 import sys
 import tempfile
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,9 +89,12 @@ def _levels(x: torch.Tensor, recipe) -> torch.Tensor:
 
 
 def _ferlib_split(root: Path, split: str, cache_dir: Path, recipe):
+    from ferlib.data.base import SkipWarning
     from ferlib.data.registry import load_dataset
 
-    return load_dataset("rafdb", root, split, cache=cache_dir, cache_size=recipe.stored_size, progress=False)
+    with warnings.catch_warnings():  # the unreadable fixture image: the table reports it
+        warnings.simplefilter("ignore", SkipWarning)
+        return load_dataset("rafdb", root, split, cache=cache_dir, cache_size=recipe.stored_size, progress=False)
 
 
 def _paired(theirs, ours, n: int | None) -> list[tuple[int, int]]:
@@ -217,14 +221,14 @@ def _data_stage(report: Report, record: dict, data_mod, root: Path, recipe, cach
         names, t_y = replay["test_names"], replay["test_labels"]
         where = {Path(str(s)).name: i for i, s in enumerate(ours_test.samples)}
         pairs = [(None, where[nm]) for nm in names]
-        t_x = _normalise(recipe, replay["test_inputs"])
+        t_x = replay["test_inputs"]  # whole grey levels already
         train_where = {Path(str(s)).name: i for i, s in enumerate(ours_train.samples)}
         train_pairs = [(None, train_where[nm]) for nm in replay["train_names"]]
         skipped = replay["train_skipped"]
     o_x = _normalise(recipe, ours_test.batch([j for _, j in pairs]))
     o_y = torch.tensor([int(ours_test.targets[j]) for _, j in pairs])
-    report.add(grey_levels("data", f"eval transform, {len(pairs)} test images", _levels(o_x, recipe),
-                           _levels(t_x, recipe),
+    t_levels = t_x if t_x.dtype == torch.uint8 else _levels(t_x, recipe)
+    report.add(grey_levels("data", f"eval transform, {len(pairs)} test images", _levels(o_x, recipe), t_levels,
                            note="PIL decode + torch bilinear resize (ferlib) vs cv2 decode + PIL Resize((112,112))"))
     report.add(compare_tensors("data", f"labels, {len(pairs)} test images", o_y, t_y))
     report.add(info("data", "unreadable train images", f"{skipped} excluded from both sides",
@@ -269,10 +273,11 @@ def _data_stage(report: Report, record: dict, data_mod, root: Path, recipe, cach
             if stored is None:
                 report.add(Check("data", name, "not in the recording", False, "recorded"))
                 continue
-            t_case = _normalise(recipe, stored[0])
+            t_case = stored[0]
         with _forced_ours(train_tf, **case_ours):
             o_case = train_tf(ours_u8)
-        report.add(grey_levels("data", name, _levels(o_case, recipe), _levels(t_case, recipe)))
+        t_levels = t_case if t_case.dtype == torch.uint8 else _levels(t_case, recipe)
+        report.add(grey_levels("data", name, _levels(o_case, recipe), t_levels))
     return ours_test, ours_train, pairs
 
 
@@ -399,10 +404,16 @@ def _initial_weights(seed: int, recipe) -> dict:
 
 
 def _zero_dropout(module: torch.nn.Module) -> int:
+    """Dropout and stochastic depth off (p = 0) in every submodule; returns how many were switched off."""
     n = 0
     for m in module.modules():
-        if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d)):
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.p = 0.0
+            n += 1
+        elif type(m).__name__ == "DropPath":  # timm's (drop_prob) and ferlib's (p)
+            for attr in ("drop_prob", "p"):
+                if hasattr(m, attr):
+                    setattr(m, attr, 0.0)
             n += 1
     return n
 
@@ -497,6 +508,8 @@ def run_authors_script(upstream: Path, root: Path, plan: _Plan) -> dict:
         stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         handle = register_optimizer_step_pre_hook(pre_step)
         stack.callback(handle.remove)
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")  # the script's own warnings (a tensor turned into a float in its RR loop)
         exec(compile(source, str(script), "exec"), g)  # noqa: S102 - the authors' script, by design
     opt = g["optimizer"]
     hyper = {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "lr", "initial_lr")}
@@ -696,11 +709,16 @@ def _train_and_eval(report, record, opts, up, theirs_train, ours_train, ours_tes
         va_y = torch.tensor([int(their_test[i][1]) for i, _ in val_pairs])
     else:
         tr_u8, tr_y, va_u8, va_y = (replay[k] for k in ("train_u8", "train_y", "val_u8", "val_y"))
-    items = _epoch_batches(len(tr_y), steps, seed, BATCH)
-    used = sorted({i for batches in items.values() for b in batches for i in b})
-    remap = {i: k for k, i in enumerate(used)}
-    items = {t: [[remap[i] for i in b] for b in batches] for t, batches in items.items()}
-    tr_u8, tr_y = tr_u8[used], tr_y[used]
+    if replay is None:  # the images of the planned batches only (what the recording keeps)
+        items = _epoch_batches(len(tr_y), steps, seed, BATCH)
+        used = sorted({i for batches in items.values() for b in batches for i in b})
+        remap = {i: k for k, i in enumerate(used)}
+        items = {t: [[remap[i] for i in b] for b in batches] for t, batches in items.items()}
+        tr_u8, tr_y = tr_u8[used], tr_y[used]
+        record["items"] = items
+    else:
+        items = replay["items"]
+        steps = sum(len(b) for b in items.values())
     val = [(va_u8[i:i + BATCH], va_y[i:i + BATCH]) for i in range(0, len(va_y), BATCH)]
     plan = _Plan(EPOCHS, _batches_from(tr_u8, tr_y, items), val, _initial_weights(seed, recipe_b), recipe_b, device)
     report.add(info("train", "what runs", f"{steps} steps of batch {BATCH} in epochs {', '.join(map(str, EPOCHS))}; "
