@@ -2,6 +2,8 @@
 
 - :class:`ClassBalancedSampler` — GReFEL's class-balanced selection (grefel.md §9.6): every epoch draws
   ``n_per_class`` images of every class (without replacement while a class has enough, then with), shuffled.
+- :class:`RandomSubsetSampler` (``"subset"``) — ``num_samples`` items per epoch without replacement, the
+  data's own class shares (the CPU demos' budget on the synthetic set).
 - :class:`ImbalancedDatasetSampler` — the sampler FERMam's code ships (``torchsampler/``, unused there,
   fermam.md §12): ``num_samples`` indices drawn with replacement, weight of an index = 1 / its class count.
 
@@ -94,7 +96,25 @@ class ImbalancedDatasetSampler(_EpochSampler):
         return torch.multinomial(self.weights, self.total_size, replacement=True, generator=self._generator())
 
 
-SAMPLERS = {"class_balanced": ClassBalancedSampler, "imbalanced": ImbalancedDatasetSampler}
+class RandomSubsetSampler(_EpochSampler):
+    """``num_samples`` items per epoch drawn without replacement, a new draw every epoch: the data's own
+    class shares on a budget (the CPU demos of the large models see part of the synthetic set per epoch)."""
+
+    def __init__(self, targets: Sequence, num_samples: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(seed, num_replicas, rank)
+        self.n_items = len(targets)
+        if not 1 <= int(num_samples) <= self.n_items:
+            raise ValueError(f"subset sampler: num_samples must be 1..{self.n_items} (the split's size), "
+                             f"got {num_samples}")
+        self.num_samples = int(num_samples)
+        self.total_size = math.ceil(self.num_samples / num_replicas) * num_replicas
+
+    def _global_order(self) -> torch.Tensor:
+        return torch.randperm(self.n_items, generator=self._generator())[: self.num_samples]
+
+
+SAMPLERS = {"class_balanced": ClassBalancedSampler, "imbalanced": ImbalancedDatasetSampler,
+            "subset": RandomSubsetSampler}
 
 
 def build_sampler(name: str | None, dataset, seed: int = 0, num_replicas: int = 1, rank: int = 0, **kwargs):

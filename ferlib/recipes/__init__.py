@@ -55,7 +55,7 @@ class Recipe:
     train_transforms: tuple = ("random_resized_crop", "hflip")
     transform_kwargs: dict = field(default_factory=dict)
     test_transforms: tuple = ()
-    sampler: str | None = None            # None, "class_balanced", "imbalanced"
+    sampler: str | None = None            # None, "class_balanced", "imbalanced", "subset"
     sampler_kwargs: dict = field(default_factory=dict)
     label_mode: str | None = None         # FERPlus: majority / probability / crossentropy / multi_target
     dataset_kwargs: dict = field(default_factory=dict)
@@ -187,12 +187,16 @@ def load_recipe(paper: str, dataset: str, base_recipe: str | None = None, **over
 
 
 def _merge(base: dict, extra: dict) -> dict:
+    """``extra`` over ``base``; the ``_MERGED`` dicts are merged key by key, except that an ``extra`` naming
+    another optimizer starts its ``optimizer_kwargs`` afresh (SGD's momentum means nothing to Adam)."""
     out = dict(base)
     for k, v in extra.items():
         if k in _MERGED and isinstance(v, dict):
             out[k] = {**(out.get(k) or {}), **v}
         else:
             out[k] = v
+    if extra.get("optimizer") is not None and extra["optimizer"] != base.get("optimizer"):
+        out["optimizer_kwargs"] = dict(extra.get("optimizer_kwargs") or {})
     return out
 
 

@@ -109,8 +109,8 @@ class ArbexIR50(_ArbexKeys, IR50):
 
     _to_arbex = staticmethod(ir50_key_to_arbex)
 
-    def __init__(self):
-        super().__init__(num_stages=3)
+    def __init__(self, units=None):
+        super().__init__(num_stages=3, units=units)  # units: IR50's (a shallower CPU demo, not ARBEx's net)
         del self.output_layer  # ARBEx's IR-50 has no output layer
         self._install_key_hooks()
 

@@ -150,15 +150,18 @@ class PosterV2(nn.Module):
         freeze_backbones: ``requires_grad=False`` on ``landmark`` and ``ir`` (ARBEx train.py; their
             BatchNorms still follow the module's train/eval mode, as upstream).
         drop_path: DropPath rates of the three ``ffns``.
+        ir_units: IR-50 units per stage (default (3, 4, 14)); fewer make the shallower image branch of
+            the CPU demo (the synthetic card entry; not the paper's network).
     """
 
     def __init__(self, windows: Sequence[int] = (28, 14, 7), heads: Sequence[int] = (2, 4, 8),
                  dims: Sequence[int] = (64, 128, 256), dim_emb: int = 768, depth: int = 2, num_heads: int = 8,
-                 drop_path: Sequence[float] = (0.0, 0.125, 0.25), freeze_backbones: bool = True):
+                 drop_path: Sequence[float] = (0.0, 0.125, 0.25), freeze_backbones: bool = True,
+                 ir_units: Sequence[int] | None = None):
         super().__init__()
         self.heads = tuple(heads)
         self.landmark = ArbexMobileFaceNet()
-        self.ir = ArbexIR50()
+        self.ir = ArbexIR50(units=ir_units)
         self.conv = nn.Conv2d(512, dims[2], kernel_size=3, padding=1)
         self.convs = nn.ModuleList(nn.Conv2d(d, d, kernel_size=3, stride=2, padding=1) for d in dims)
         self.window_module = nn.ModuleList(Window(d, w) for d, w in zip(dims, windows))
