@@ -136,7 +136,7 @@ def _read_holder(lock_file: Path, wait_s: float = 0.0) -> LockHolder | None:
         time.sleep(0.01)
 
 
-#: Locks this process holds: {lock file (resolved): [SoftFileLock, depth]} (``train`` inside ``run_entry``,
+#: Locks this process holds: {lock file (resolved): [SoftFileLock, depth, whether acquiring created the folder]} (``train`` inside ``run_entry``,
 #: ``fit`` inside ``train``: the same process enters its own lock again).
 _HELD: dict[str, list] = {}
 
@@ -164,6 +164,7 @@ class RunLock:
             _HELD[key][1] += 1
             self._key = key
             return self
+        created = not self.run_dir.path.exists()
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
         before = _read_holder(self.file)
         if before is not None and self.break_lock and not before.on_this_host:
@@ -172,14 +173,18 @@ class RunLock:
             SoftFileLock(self.file).break_lock()
         lock = SoftFileLock(self.file, timeout=0)
         try:
-            lock.acquire()
+            try:
+                lock.acquire()
+            except FileNotFoundError:  # the folder, empty, was just removed by a writer that failed: once more
+                self.run_dir.path.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
         except Timeout:
             holder = _read_holder(self.file, wait_s=2.0)  # created an instant ago: its PID and host follow
             raise RunLockedError(locked_message(self.run_dir.path, holder), holder) from None
         if before is not None and before.alive is False:  # filelock took over the marker of a dead process
             warnings.warn(f"{self.run_dir.path}: took over the lock left by {before}: that process is gone (killed?); "
                           f"the run directory holds what it wrote", stacklevel=3)
-        _HELD[key] = [lock, 1]
+        _HELD[key] = [lock, 1, created]
         self._key = key
         return self
 
@@ -191,6 +196,11 @@ class RunLock:
         if held[1] == 0:
             del _HELD[self._key]
             held[0].release()
+            if held[2]:  # a run that stopped before writing anything leaves no empty folder behind
+                try:
+                    self.run_dir.path.rmdir()
+                except OSError:
+                    pass
         self._key = None
 
     def __enter__(self) -> "RunLock":

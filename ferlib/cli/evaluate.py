@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                                               "mean_class_accuracy", "macro_f1", "n")}))
     else:
         print(json.dumps({k: res[k] for k in ("split", "tta", "checkpoint", "accuracy", "mean_class_accuracy",
-                                              "macro_f1", "n")}))
+                                              "macro_f1", "n", "in_progress") if k in res}))
     return 0
 
 
