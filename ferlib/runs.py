@@ -41,8 +41,8 @@ import yaml
 
 from ferlib.metrics import format_mean_std
 
-__all__ = ["CONFIG", "LOCK", "METRICS", "PLAN", "PREDICTIONS", "RUN_FILES", "SUMMARY", "LockHolder", "RunDir", "RunLock",
-           "RunLockedError", "aggregate", "find_runs", "load_metrics", "load_predictions", "read_config",
+__all__ = ["CONFIG", "LOCK", "METRICS", "PLAN", "PREDICTIONS", "RUN_FILES", "SUMMARY", "LockHolder", "RunDir",
+           "RunLock", "RunLockedError", "aggregate", "find_runs", "load_metrics", "load_predictions", "read_config",
            "save_predictions", "summarise"]
 
 CONFIG, METRICS, SUMMARY, PREDICTIONS, PLAN = "config.yaml", "metrics.jsonl", "summary.json", "predictions.npz", "plan.json"
@@ -136,8 +136,8 @@ def _read_holder(lock_file: Path, wait_s: float = 0.0) -> LockHolder | None:
         time.sleep(0.01)
 
 
-#: Locks this process holds: {lock file (resolved): [SoftFileLock, depth, whether acquiring created the folder]} (``train`` inside ``run_entry``,
-#: ``fit`` inside ``train``: the same process enters its own lock again).
+#: Locks this process holds: {lock file (resolved): [SoftFileLock, depth, whether acquiring created the folder]}
+#: (``train`` inside ``run_entry``, ``fit`` inside ``train``: the same process enters its own lock again).
 _HELD: dict[str, list] = {}
 
 

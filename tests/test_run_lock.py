@@ -243,8 +243,8 @@ def test_read_while_training_then_sigkill_and_next_run_takes_over(tmp_path, caps
     assert proc.returncode == -signal.SIGKILL
     assert (run / LOCK).exists() and not rd.in_progress()
     epochs = load_checkpoint(run / "last.pt")["state"]["epoch"] + 1  # finish the epoch it was killed in
-    done = subprocess.run([sys.executable, "-m", "ferlib", *_train_argv(run, data, "--epochs", str(epochs), "--resume")],
-                          env=ENV, cwd=tmp_path, capture_output=True, text=True)
+    resume = _train_argv(run, data, "--epochs", str(epochs), "--resume")
+    done = subprocess.run([sys.executable, "-m", "ferlib", *resume], env=ENV, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"took over the lock left by PID {proc.pid} on {socket.gethostname()}" in done.stderr
     assert RunDir(run).summary()["epochs_run"] == epochs and not (run / LOCK).exists()
@@ -257,7 +257,8 @@ def test_read_while_training_then_sigkill_and_next_run_takes_over(tmp_path, caps
 def test_grid_from_two_processes_runs_each_variant_once(tmp_path):
     data = _synthetic(tmp_path / "data")
     tiny = {"input_size": 32, "model_kwargs": {"width": 8}, "batch_size": 8}
-    grid = {"paper": "baseline", "name": "lr", "variants": {f"lr={lr}": {"lr": lr, **tiny} for lr in (0.01, 0.02, 0.03)}}
+    grid = {"paper": "baseline", "name": "lr",
+            "variants": {f"lr={lr}": {"lr": lr, **tiny} for lr in (0.01, 0.02, 0.03)}}
     kw = dict(dataset="synthetic", grid=grid, epochs=1, seeds=[0], data_root=str(data), runs_dir=str(tmp_path / "runs"),
               dataset_kwargs=TINY_DATA, plot=False)
     procs = _start_together(tmp_path, LAUNCH_GRID, *([json.dumps({**kw, "tables_dir": str(tmp_path / f"t{i}")})]
