@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
+from .captions import run_caption, wrap
 from .io import load_metrics, save_figure
 
 
@@ -19,6 +21,9 @@ def plot_curves(run_dir, save_to=None):
     b.set_xlabel("epoch")
     b.set_ylabel("accuracy")
     b.legend()
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(wrap(run_caption(run_dir), 110), fontsize=8)
     fig.tight_layout()
     save_figure(fig, save_to if save_to is not None else f"{run_dir}/curves")
     return fig

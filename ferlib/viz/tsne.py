@@ -26,15 +26,41 @@ def tsne_embedding(features: np.ndarray, seed: int = 0, max_points: int = 5000, 
     return emb, idx
 
 
+#: Below this many points a t-SNE picture says little (issue 24 asks for at least 300 test points).
+MIN_POINTS = 300
+
+
+def silhouette(features: np.ndarray, y: np.ndarray, seed: int = 0, max_points: int = 3000) -> float:
+    """Silhouette score of the features [N, D] grouped by true class (scikit-learn, Euclidean; −1…1, higher = the
+    classes are better separated); NaN with fewer than two classes. At most ``max_points`` points (seeded sample)."""
+    from sklearn.metrics import silhouette_score
+
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2 or len(y) < 3:
+        return float("nan")
+    x = np.asarray(features, dtype=np.float32).reshape(len(y), -1)
+    return float(silhouette_score(x, y, sample_size=min(max_points, len(y)), random_state=seed))
+
+
 def plot_tsne(run_dir=None, *, features=None, targets=None, classes=None, title: str | None = None,
-              save_to=None, ax=None, seed: int = 0, max_points: int = 5000):
-    """t-SNE scatter of the features in a run's ``predictions.npz`` (or given arrays)."""
+              save_to=None, ax=None, seed: int = 0, max_points: int = 5000, caption: str | None = None,
+              normalise: bool = False):
+    """t-SNE scatter of the features in a run's ``predictions.npz`` (or given arrays). The title gives the number
+    of points and the silhouette score of the features by class (:func:`silhouette`), and warns under
+    :data:`MIN_POINTS`; ``caption`` (default for a run: :func:`ferlib.viz.captions.run_caption`) goes under it.
+    ``normalise``: centre the embedding and scale it to a unit standard deviation (panels drawn on shared axes)."""
+    from .captions import run_caption, wrap
+
     if run_dir is not None:
         p = load_predictions(run_dir)
         features, targets, classes = p["features"], p["targets"], [str(c) for c in p["classes"]]
+        caption = run_caption(run_dir) if caption is None else caption
     targets = np.asarray(targets)
     y = hard_targets(targets)
     emb, idx = tsne_embedding(features, seed, max_points)
+    if normalise:
+        emb = (emb - emb.mean(0)) / max(float(emb.std()), 1e-12)
+    score = silhouette(np.asarray(features)[idx], y[idx], seed)
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 5))
     else:
@@ -44,7 +70,9 @@ def plot_tsne(run_dir=None, *, features=None, targets=None, classes=None, title:
                     palette="tab10", ax=ax)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or "t-SNE of test features")
+    few = f" — only {len(idx)} points, too few to read much into (≥ {MIN_POINTS} wanted)" if len(idx) < MIN_POINTS else ""
+    head = f"{title or 't-SNE of test features'}\nsilhouette {score:.3f} (features by true class), {len(idx)} points{few}"
+    ax.set_title(head + (f"\n{wrap(caption, 60)}" if caption else ""), fontsize=9)
     ax.legend(markerscale=2, fontsize=8, loc="best")
     fig.tight_layout()
     if save_to is not None or run_dir is not None:
