@@ -431,3 +431,52 @@ def test_predict_upload_shows_probability_bars(page, lab, tmp_path):
     shot(page, "11_predict_after_upload_photo", out.locator(".ferlib-photo img").first)
     shot(page, "11_predict_after_upload_bars", out.locator(".ferlib-bars img").first)
     print(f"\n11_predict through the UI: {time.monotonic() - t0:.0f}s; {status.inner_text()!r}")
+
+
+def test_figure_gallery_opens_from_the_file_system(page, tmp_path, monkeypatch):
+    """``make figures``' gallery (results/figures/index.html, issue 24) in the browser, from a file:// URL (no
+    server): every figure drawn with its caption, the run's summary behind a click, the SVG link opening the SVG."""
+    import numpy as np
+    from test_figures_read_right import write_run
+
+    from ferlib.viz import tsne
+    from ferlib.viz.figures import make_figures
+
+    monkeypatch.setattr(tsne, "tsne_embedding", lambda f, seed=0, max_points=5000: (np.asarray(f)[:, :2],
+                                                                                   np.arange(len(f))))  # fast
+    runs = tmp_path / "results" / "runs"
+    write_run(runs / "emonet_synthetic", paper="emonet", seed=0, absent=("fear",), n_per_class=12)
+    write_run(runs / "mfer_synthetic", paper="mfer", seed=3, complete=True, n_per_class=12)
+    out = tmp_path / "results" / "figures"
+    table = make_figures(runs, out, max_points=200)
+    page.goto((out / "index.html").as_uri())
+    assert page.title() == "ferlib figures"
+    figures = page.locator("figure")
+    assert figures.count() == len(table) == 8  # 2 runs: confusion, curves, t-SNE each; MFER comparison; per-class
+    widths = page.locator("figure img").evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) == 8 and min(widths) > 300, widths  # every PNG loaded from the folder, none broken
+
+    confusion = page.locator("figure", has_text="emonet on synthetic (card): confusion matrix")
+    seen = " ".join(confusion.inner_text().split())
+    assert "synthetic data (synthetic), seed 0, smoke run (max_steps: 20 of 375 steps)" in seen
+    assert "selected on the test split" in seen and "SVG · PNG" in seen
+    mfer = page.locator("figure", has_text="mfer on synthetic (card): confusion matrix")
+    assert "seed 3, complete run" in " ".join(mfer.inner_text().split())
+
+    run = confusion.locator("details.run")
+    assert not run.locator("table").is_visible()  # the summary opens on a click
+    run.locator("summary").click()
+    summary = json.loads((runs / "emonet_synthetic" / "summary.json").read_text())
+    table_text = run.locator("table").inner_text()
+    assert f"test accuracy\t{summary['selected']['accuracy']:.4f}" in table_text
+    assert "smoke run (limited by max_steps)" in table_text and "epoch 2 on test_selected" in table_text
+    confusion.scroll_into_view_if_needed()
+    time.sleep(0.5)
+    shot(page, "gallery_confusion")
+    page.screenshot(path=str(SHOTS / "gallery_full.png"), full_page=True)
+
+    with page.expect_navigation():
+        confusion.locator("a", has_text="SVG").click()
+    assert page.url.endswith("/confusion_emonet_synthetic__emonet_synthetic.svg")
+    assert page.locator("svg").first.bounding_box()["width"] > 300  # the browser drew the SVG
+    assert "no samples" in page.content()  # matplotlib keeps each text as a comment beside its glyphs

@@ -87,7 +87,7 @@ nav a { margin-right: 1em; }
 section { margin-top: 2em; border-top: 1px solid #ddd; }
 figure { margin: 1.5em 0; padding: 1em; border: 1px solid #e3e3e3; border-radius: 6px; background: #fafafa; }
 figure h3 { margin: 0 0 0.5em 0; font-size: 1.05em; }
-figure img { max-width: 100%; height: auto; background: white; border: 1px solid #eee; }
+figure img { max-width: 100%; max-height: 75vh; height: auto; background: white; border: 1px solid #eee; }
 .caption { margin: 0.6em 0 0.3em 0; } .links a { font-weight: 600; }
 .run { margin: 0.3em 0; font-size: 0.9em; } .path { color: #777; font-family: monospace; margin: 0.2em 0; }
 table { border-collapse: collapse; } th { text-align: left; font-weight: normal; color: #555; padding-right: 1em; }

@@ -36,6 +36,8 @@ max_points: int = 2000  # t-SNE points per panel
 # Existing runs, or the figures grid trained now.
 
 # %%
+from pathlib import Path
+
 from IPython.display import Image, display
 
 from ferlib.ablations import figure_sweeps, run_grid
@@ -56,6 +58,8 @@ runs[["run", "paper", "dataset", "variant", "seed", "epochs_run", "selected_on",
 
 # %%
 figures = make_figures(runs_dir, figures_dir, tsne=tsne, max_points=max_points)
+print("the gallery of every figure, with captions and run summaries (opens in a browser, no server):",
+      (Path(figures_dir) if figures_dir else results_dir() / "figures") / "index.html")
 figures
 
 # %% [markdown]
