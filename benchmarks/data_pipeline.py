@@ -134,7 +134,8 @@ def markdown(rows: list[dict], runs: int) -> str:
     """One line per paper: steps, sizes, (a), (b) and the ratio (median over runs, range when several)."""
     def cell(vals, fmt):
         vals = sorted(vals)
-        med = vals[len(vals) // 2]
+        n = len(vals)
+        med = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
         return fmt.format(med) + (f" ({fmt.format(vals[0])}–{fmt.format(vals[-1])})" if len(vals) > 1 else "")
 
     out = ["| paper | train transform (card, RAF-DB) | stored → input | batch | (a) authors img/s | "
