@@ -3,6 +3,7 @@ settings reuses the finished run (nothing retrained) and redraws its figures; wi
 one line naming the setting and the choices, in the notebook and on the command line."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def test_a_training_notebook_run_twice_retrains_nothing_the_second_time(tmp_path
     run = tmp_path / "results" / "runs" / "nb05_twice"
     first = notebook_text(nbformat.read(execute("05_train_emonet", LIGHT, output_dir=tmp_path / "first"), 4))
     assert "already complete" not in first and "done: 1 epochs, 2 steps" in first
+    assert not re.search(r"\w+Warning\b", first), re.findall(r".*Warning.*", first)  # nothing a user cannot act on
     before = _stamps(run)
     (run / "confusion.png").unlink()  # the second run draws the figures again
 
@@ -40,6 +42,7 @@ def test_a_training_notebook_run_twice_retrains_nothing_the_second_time(tmp_path
     assert (run / "confusion.png").stat().st_size > 0
     summary = json.loads((run / "summary.json").read_text())
     assert f"accuracy {summary['selected']['accuracy']:.4f}" in second
+    assert not re.search(r"\w+Warning\b", second), re.findall(r".*Warning.*", second)
 
     # other settings: one line naming the setting and the choices, in the notebook ...
     import papermill

@@ -1,6 +1,7 @@
 """``python -m ferlib predict PHOTO_OR_FOLDER… --run DIR | --weights ENTRY [--out DIR]``: a table of the
 expressions of the faces in each photo, an annotated PNG per photo and, for several photos, one CSV
-(:class:`ferlib.inference.Predictor` does the work)."""
+(:class:`ferlib.inference.Predictor` does the work). A file that cannot be decoded (a zero-byte file, a web page
+saved as .jpg) is skipped, as the dataset readers skip it, and listed with the reason in the table and the CSV."""
 from __future__ import annotations
 
 import argparse
