@@ -39,7 +39,7 @@ def test_08_ablations(env):
     grid = {"paper": "baseline", "name": "ls", "axis": "label smoothing",
             "variants": {"ls=0": {"loss_kwargs": {"label_smoothing": 0.0}},
                          "ls=0.1": {"loss_kwargs": {"label_smoothing": 0.1}}}}
-    execute("08_ablations", env, dataset="synthetic", grid=grid, epochs=1, max_steps=1, seeds=[0, 1],
+    execute("08_ablations", env, dataset="synthetic", grid=grid, variants=None, epochs=1, max_steps=1, seeds=[0, 1],
             dataset_kwargs=TINY)
     table = pd.read_csv(env / "results" / "tables" / "ablation_ls_synthetic.csv")
     assert list(table["variant"]) == ["ls=0", "ls=0.1"] and list(table["n_seeds"]) == [2, 2]

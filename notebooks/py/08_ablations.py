@@ -17,16 +17,21 @@
 #
 # Each ablation is a *sweep*: one paper's recipe card for `dataset` with a few overrides (`model_kwargs`, `loss_kwargs` or any recipe field), trained once per seed through `ferlib.engine.train`. Each paper's sweeps live in its card's `ablations:` section (`ferlib/recipes/<paper>.yaml`: name, group, axis, description and the variants' label, value, note and overrides); a new card's sweeps join the grid without any other edit. The presets reproduce the papers' ablations — EMO-Net's fusion weight λ (README: λ 0.5 / 0.6 checkpoints, 0.8 as coded), FERMam's label-smoothing term (CE + w·LSCE(ε), train.py), MMFRM's RFLoss (paper ablation: with / without; ours: off / as coded / intended, specs/mmfrm.md §5), GReFEL's loss terms (L_cls, +L_anchor, +L_center, all; anchors per class, paper §3), MFER's feature loss (none / LGM / DSF, README t-SNE figures) — and the switches between each upstream code's behaviour and the paper's apparent intent (`grid="code_vs_paper"`).
 #
-# A finished run (its `summary.json` shows the expected epochs or `max_steps` steps) is skipped; an interrupted one resumes. The defaults (EMO-Net λ on the synthetic set, 30 steps per run, one seed) take about five minutes on two busy CPU cores (a whole epoch per run: `-p max_steps None`, about two minutes per run); such short runs only show that the machinery works. `-p grid all -p dataset rafdb -p epochs None -p max_steps None -p seeds '[0, 1, 2]'` is the full study (GPU).
+# A finished run (its `summary.json` shows the expected epochs or `max_steps` steps) is skipped; an interrupted one resumes.
+#
+# **The default run** (synthetic set, no download): two of the papers' own ablations, three seeds each — EMO-Net's λ at the released 0.5 / 0.6 and the coded 0.8, and MFER's feature loss (none / LGM / DSF, our reconstruction of DSF) — every run the card's `synthetic` recipe cut to 3 epochs (18 runs, about 20 minutes on one CPU core). Each figure shows every seed as a point, the mean ± std per variant, the majority-class and chance rates of the test split, and says in its title whether the variants differ beyond the spread over seeds (one-way ANOVA over the seeds, p < 0.05): when they do not, the title says "no difference beyond seed variance".
+#
+# **What the synthetic set can and cannot test.** The synthetic faces are rendered from action units by a known rule (2,400 training and 600 test images, 7 classes, RAF-DB's imbalance: the majority class is 37.5 % of the test split), and every run here starts from random init on small inputs (EMO-Net at 64×64, a narrow MFER; the cards' `synthetic` entries, marked `[ours, synthetic]`). It *can* test whether a switch changes what a small model learns on a clean, learnable task in a short budget, and whether that change is larger than the seed-to-seed spread. It *cannot* test the papers' claims themselves: EMO-Net's RAF-DB 91.30 (λ 0.5) vs 91.52 (λ 0.6) is a 0.2-point difference of models fine-tuned from a trained RAF-DB start, far below the spread of short runs from random init; MFER's claim that the feature loss makes the classes more compact and the accuracy higher is about a full ConvNeXt-B pre-trained on MS-Celeb-1M on real faces, and the paper's DSF loss is unreleased (`dsf` is our approximation). On real data: `-p dataset rafdb -p grid papers -p variants None -p epochs None -p seeds '[0, 1, 2]'` (a GPU study).
 
 # %% tags=["parameters"]
 from typing import Optional, Union
 
 dataset: str = "synthetic"  # synthetic, rafdb, affectnet, affectnet8, ferplus or fer2013
-grid: Union[str, dict, list] = "emonet_lambda"  # a preset, "papers", "code_vs_paper", "all", or {"paper": ..., "variants": {label: overrides}}
-epochs: Optional[int] = 1  # None: the card's value
-max_steps: Optional[int] = 30  # steps per run; None: whole epochs
-seeds: list = [0]  # one run per seed and variant
+grid: Union[str, dict, list] = ["emonet_lambda", "mfer_feature_loss"]  # a preset, a list of them, "papers", "code_vs_paper", "all", or {"paper": ..., "variants": {label: overrides}}
+variants: Optional[dict] = {"emonet_lambda": ["lam=0.5", "lam=0.6", "lam=0.8"]}  # only these variants of a sweep (by label); None: every variant
+epochs: Optional[int] = 3  # None: the card's (on synthetic: its `synthetic` entry's)
+max_steps: Optional[int] = None  # steps per run; None: whole epochs
+seeds: list = [0, 1, 2]  # one run per seed and variant
 data_root: Optional[str] = None  # None: data/<dataset>
 val_fraction: Optional[float] = None  # hold out a validation split and select on it instead of the test split
 dataset_kwargs: Optional[dict] = None  # e.g. {"n_train": 96, "n_test": 48} for a tiny synthetic set
@@ -44,21 +49,21 @@ import dataclasses
 import pandas as pd
 from IPython.display import Image, display
 
-from ferlib.ablations import GROUPS, PRESETS, expand, run_grid
+from ferlib.ablations import GROUPS, PRESETS, expand, resolve_sweeps, run_grid, select_variants
 
 print("presets:", ", ".join(PRESETS), "| groups:", ", ".join(GROUPS))
-entries, skipped = expand(grid, dataset, seeds)
+entries, skipped = expand(select_variants(resolve_sweeps(grid), variants), dataset, seeds)
 print("\n".join(f"left out: {s}" for s in skipped) or "every variant can run")
 pd.DataFrame([dataclasses.asdict(e) for e in entries])
 
 # %% [markdown]
 # ## Run the grid
-# One engine call per entry (skipped when already complete). The table has one row per (sweep, variant): mean ± standard deviation over seeds of the last-epoch accuracy and of the best epoch's accuracy — selected on the test split as the authors' code does (`selected_on = test_selected`), or on the held-out validation split when `val_fraction` is set (then `accuracy_test_at_val_selected` is the honest number).
+# One engine call per entry (skipped when already complete). The table has one row per (sweep, variant): mean ± standard deviation over seeds of the last-epoch accuracy and of the best epoch's accuracy — selected on the test split as the authors' code does (`selected_on = test_selected`), or on the held-out validation split when `val_fraction` is set (then `accuracy_test_at_val_selected` is the honest number). The `verdict` column repeats each figure's verdict.
 
 # %%
 res = run_grid(dataset, grid, epochs=epochs, max_steps=max_steps, seeds=seeds, data_root=data_root,
                runs_dir=runs_dir, tables_dir=tables_dir, figures_dir=figures_dir, val_fraction=val_fraction,
-               dataset_kwargs=dataset_kwargs)
+               dataset_kwargs=dataset_kwargs, variants=variants)
 res.table[[c for c in res.table.columns if not c.endswith(("_mean", "_std"))]]
 
 # %% [markdown]
@@ -71,7 +76,7 @@ res.runs[["sweep", "variant", "seed", "status", "epochs_run", "steps", "selected
 
 # %% [markdown]
 # ## One plot per sweep
-# Bars: mean accuracy over seeds (error bars: standard deviation), dots: single seeds. Saved as PNG and SVG next to the CSV tables.
+# Dots: one seed each; black square and bar: mean ± standard deviation over the seeds; dashed line: the majority class of the test split (what always predicting it scores), dotted line: chance (1 / classes). The metric is the last epoch's test accuracy — never an epoch picked on the test split — or, with `val_fraction`, the test accuracy at the epoch selected on validation. The title names the seeds, the steps per run and the verdict. Saved as PNG and SVG next to the CSV tables.
 
 # %%
 for path in res.files:

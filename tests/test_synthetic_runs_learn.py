@@ -1,0 +1,50 @@
+"""Every paper notebook at its defaults learns the synthetic set (issue 24.1): the card's ``synthetic`` recipe,
+run by notebooks 03–07 exactly as ``make notebooks`` runs them, reaches a last-epoch test accuracy of at least
+the majority class + 20 points, on an evaluation split of ≥ 300 images with every class present.
+
+Slow (the five default runs, ~15 minutes on one CPU core); the assertions read the run directories the
+notebooks write (``summary.json``, ``predictions.npz``), so nothing is trained twice."""
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS = {"fermam": "03_train_fermam", "mmfrm": "04_train_mmfrm", "emonet": "05_train_emonet",
+             "grefel": "06_train_grefel", "mfer": "07_train_mfer"}
+#: Papers whose CPU demo is measured not to learn within the budget (see the card's synthetic notes);
+#: strict, so the day it learns this test says to move it back.
+NOT_YET = {}
+MARGIN = 0.20
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Notebooks 03–07 at their defaults, in a fresh results/ and data/ folder."""
+    pytest.importorskip("papermill")
+    from ferlib.notebooks import execute
+
+    tmp = tmp_path_factory.mktemp("learn")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FERLIB_DATA", str(tmp / "data"))
+        mp.setenv("FERLIB_RESULTS", str(tmp / "results"))
+        for name in NOTEBOOKS.values():
+            execute(name, {}, output_dir=tmp / "notebooks")
+    return tmp / "results" / "runs"
+
+
+@pytest.mark.parametrize("paper", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[p]))
+                                   if p in NOT_YET else p for p in NOTEBOOKS])
+def test_the_default_synthetic_run_learns(paper, results):
+    found = sorted(results.glob(f"{paper}_synthetic*/summary.json"))  # MFER's name carries its feature loss
+    assert len(found) == 1, found
+    run = found[0].parent
+    summary = json.loads((run / "summary.json").read_text())
+    with np.load(run / "predictions.npz") as z:
+        targets, classes = z["targets"], z["classes"]
+    counts = np.bincount(targets, minlength=len(classes))
+    assert len(targets) == summary["last"]["n"] >= 300, (paper, len(targets))
+    assert (counts > 0).all(), (paper, dict(zip(classes, counts)))
+    majority = counts.max() / counts.sum()
+    assert summary["last"]["accuracy"] >= majority + MARGIN, (paper, summary["last"], majority)
