@@ -165,6 +165,22 @@ def test_annotated_photo_never_puts_a_face_label_under_a_probability_panel():
     matplotlib.pyplot.close(fig)
 
 
+def test_missing_weights_say_where_the_authors_publish_them_not_to_train(tmp_path, monkeypatch, capsys):
+    """predict / evaluate cannot train: their missing-weights message names the authors' repository and file, and
+    gives no random-init advice (issue 24)."""
+    monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FERLIB_HOME", str(tmp_path / "home"))
+    assert main([PHOTO, "--weights", "emonet_rafdb_lam0.6", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: EmoNet needs weights that are not on this machine")
+    assert "https://github.com/xiayu-cell/EMO-Net, checkpoint/rafdb_a_0.6_0.915.pth" in err
+    assert "random init" not in err and "pretrained False" not in err and "snapshot" not in err
+    from ferlib.weights.start import StartItem, missing_message
+
+    training = missing_message([StartItem("emonet_rafdb_lam0.6")], "emonet on rafdb")
+    assert "To train from random init instead" in training  # a training run may still opt out
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.jpg"), "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
