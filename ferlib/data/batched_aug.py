@@ -107,7 +107,8 @@ class BatchedRandomResizedCrop(torch.nn.Module):
     of the clipped aspect). When every crop is enlarged (input side ≤ ``size``, e.g. RAF-DB's 100×100 crops
     → 224) the resize is one bilinear ``grid_sample`` over the batch, sampling positions clamped to the box
     as ``resize`` clamps them to the cropped image (antialiasing does nothing when enlarging). A larger input
-    (where torchvision's antialiased shrink matters) is cropped and resized per image with torchvision.
+    (where torchvision's antialiased shrink matters) is cropped and resized per image with torchvision, which
+    reads the boxes on the host (not the case of any paper card: their crops enlarge).
     """
 
     def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
@@ -292,8 +293,8 @@ class BatchedPerspective(torch.nn.Module):
         adj = torch.stack([e_ * i - f * h, c * h - b * i, b * f - c * e_,
                            f * g - d * i, a * i - c * g, c * d - a * f,
                            d * h - e_ * g, b * g - a * h, a * e_ - b * d], -1).view(-1, 3, 3)
-        corners = torch.tensor([W - 1.0, H - 1.0, 1.0], dtype=torch.float64, device=e.device).view(1, 3, 1)
-        m = corners * adj  # end quad → unit square → image corners
+        # end quad → unit square → image corners: rows of the adjugate scaled by (W − 1, H − 1, 1)
+        m = torch.stack([adj[:, 0] * (W - 1.0), adj[:, 1] * (H - 1.0), adj[:, 2]], 1)
         m = m / m[:, 2:, 2:]
         return m.flatten(1)[:, :8].float()
 
@@ -345,7 +346,7 @@ class BatchedColorJitter(torch.nn.Module):
 
     def apply(self, x: torch.Tensor, prm: dict) -> torch.Tensor:
         dtype = x.dtype
-        y = x.float()
+        y = x.to(torch.float32, copy=True)  # adjusted in place below
         ops = [(i, prm[k]) for i, k in enumerate(("brightness", "contrast", "saturation", "hue")) if prm[k] is not None]
         for pos in range(4):
             for op, factor in ops:
