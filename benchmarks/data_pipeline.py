@@ -27,9 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # per-core numbers: set before torch is imported
-if "--thp" in sys.argv:  # PyTorch's CPU allocator: 2 MB-aligned blocks with transparent huge pages (read once)
-    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
+if __name__ == "__main__":  # run as the benchmark (not imported by gpu_check): set before torch is imported
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # per-core numbers
+    if "--thp" in sys.argv:  # PyTorch's CPU allocator: 2 MB-aligned blocks with transparent huge pages (read once)
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
 
 import torch  # noqa: E402
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler  # noqa: E402
