@@ -532,6 +532,22 @@ def _u8_exact(x: torch.Tensor, mean, std) -> tuple[torch.Tensor, bool]:
     return u8, bool(torch.equal(renormalise(u8, mean, std), x))
 
 
+def dedupe(batches: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Batches [B,3,H,W] → (the distinct images [N,3,H,W], each batch's indices into them)."""
+    images: list[torch.Tensor] = []
+    index = []
+    for b in batches:
+        idx = []
+        for img in b:
+            hit = next((k for k, u in enumerate(images) if torch.equal(u, img)), None)
+            if hit is None:
+                images.append(img.clone())
+                hit = len(images) - 1
+            idx.append(hit)
+        index.append(torch.tensor(idx))
+    return torch.stack(images), index
+
+
 def renormalise(u8: torch.Tensor, mean, std) -> torch.Tensor:
     """torchvision's ``ToTensor`` (÷255) then ``Normalize`` on uint8 [B,3,H,W], as the authors' transform does."""
     from torchvision.transforms import functional as F
@@ -605,8 +621,9 @@ def parity_fermam(opts: ParityOptions, stages=STAGES, floor: bool = True) -> Rep
         val_u8, val_exact = _u8_exact(val_x, mean, std)
         if not all(ok for _, ok in u8s) or not val_exact:
             raise RuntimeError("the authors' inputs are not ToTensor+Normalize of uint8 images: cannot record them")
+        images, index = dedupe([u for u, _ in u8s])   # every epoch shows the same images
         rec["train"] = {
-            "batches_u8": [u for u, _ in u8s], "labels": [y for _, y in authors.batches],
+            "images_u8": images, "batch_index": index, "labels": [y for _, y in authors.batches],
             "step_epochs": authors.step_epochs, "val_u8": val_u8, "val_labels": val_y,
             "losses": authors.losses, "lrs": authors.lrs, "logits": authors.eval_logits,
             "samples": state_samples(authors.final_state), "digest": state_digest(authors.final_state),
@@ -664,7 +681,7 @@ def replay(record: dict, data_root: Path | None = None, device: str = "cpu") -> 
         ours_aug = our_draws(ours_train.batch([pos[d["train_names"][0]]])[0], recipe, N_DRAWS, record["seed"] + 1)
     augment_stage(report, {k: v.numpy() for k, v in record["augment"].items()}, ours_aug)
     t = record["train"]
-    batches = [(renormalise(u, mean, std), y) for u, y in zip(t["batches_u8"], t["labels"])]
+    batches = [(renormalise(t["images_u8"][i], mean, std), y) for i, y in zip(t["batch_index"], t["labels"])]
     val_x = renormalise(t["val_u8"], mean, std)
     start = start_state(record["seed"], recipe)
     report.add(Check("model", "starting weights (seeded ferlib FERMam)", state_digest(start)[:16],

@@ -16,7 +16,8 @@ of the call:
 * ``.cuda()`` → no-op on CPU; ``torch.save`` → recorded instead of written; ``print`` and ``f1_score``
   → recorded; ``Tensor.backward`` → records each loss it is called on; ``SAM`` → their class with the
   learning rate of each ``second_step`` recorded;
-* ``thop`` (imported and unused by ``train.py``) → an empty stand-in when it is not installed.
+* ``thop`` (imported and unused by ``train.py``) → an empty stand-in when it is not installed;
+* standard output → kept in :attr:`AuthorsRun.stdout` (their model prints that its pretrained files are absent).
 
 Nothing of the authors' code is copied here: every object comes from their modules.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import io
 import math
 import os
 import re
@@ -140,6 +142,7 @@ class AuthorsRun:
     saved: list = field(default_factory=list)            # torch.save payload keys
     final_state: dict = field(default_factory=dict)
     model: object = None
+    stdout: io.StringIO = field(default_factory=io.StringIO)   # what their modules printed
     init_shapes: dict = field(default_factory=dict)      # their constructor's state: key -> shape
     start_logits: torch.Tensor | None = None            # their eval forward of the val batch at the start
 
@@ -258,17 +261,19 @@ def run_authors_training(root: Path, data_root: Path, start_state: dict, *, n_tr
             run.losses.append(float(self.detach()))
         return orig_backward(self, *a, **k)
 
+    their_f1 = train_mod.f1_score
+
     def f1(*a, **k):
-        v = train_mod.f1_score.__wrapped_f1__(*a, **k)
+        v = their_f1(*a, **k)
         run.f1.append(float(v))
         return v
 
-    f1.__wrapped_f1__ = train_mod.f1_score
     argv = ["train.py", "--epochs", str(epochs), "--batch_size", str(batch_size), "--val_batch_size",
             str(max(1, n_val)), "--workers", "0"]
     env_before = os.environ.get("CUDA_VISIBLE_DEVICES")
     with contextlib.ExitStack() as st:
         st.enter_context(_patched(sys, "argv", argv))
+        st.enter_context(contextlib.redirect_stdout(run.stdout))  # their modules' prints ("Error loading …")
         st.enter_context(_patched(train_mod, "RafDataSet", dataset))
         st.enter_context(_patched(train_mod, "data", types.SimpleNamespace(DataLoader=loader)))
         st.enter_context(_patched(train_mod, "pyramid_trans_expr", model_fn))
