@@ -37,9 +37,22 @@ def execute(name, parameters: dict | None = None, output_dir=None, kernel: str =
     out = out_dir / src.name
     t0 = time.time()
     papermill.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name=kernel,
-                               cwd=str(src.parent), progress_bar=False)
+                               cwd=str(src.parent), progress_bar=False, config=kernel_config())
     print(f"{src.name}: {time.time() - t0:.0f}s -> {out}", flush=True)
     return out
+
+
+def kernel_config():
+    """The kernel manager's configuration for :func:`execute`: CurveZMQ transport encryption when pyzmq has it
+    and the kernelspec declares it (``ipykernel`` ≥ 7 does), so the kernel does not print its warning about plain
+    TCP into ``make notebooks``' output (``KernelManager.transport_encryption``)."""
+    import zmq
+    from traitlets.config import Config
+
+    config = Config()
+    if zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"
+    return config
 
 
 class ParameterError(ValueError):

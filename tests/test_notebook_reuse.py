@@ -117,3 +117,19 @@ def test_reuse_compares_the_settings_and_names_each_difference(tmp_path):
     (run / "summary.json").write_text(json.dumps({**summary, "stopped": True}))
     with pytest.raises(UnfinishedRunError):
         reusable_run(run, run_settings(recipe, (), 0, 4))
+
+
+def test_executing_a_notebook_prints_no_kernel_warning(tmp_path):
+    """make notebooks' terminal output: the kernel runs with CurveZMQ transport encryption (ferlib.notebooks
+    .kernel_config), so ipykernel prints no "running over TCP without encryption" warning per notebook."""
+    pytest.importorskip("papermill")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('hello from the kernel')")]
+    nbformat.write(nb, tmp_path / "hello.ipynb")
+    code = (f"from ferlib.notebooks import execute; execute({str(tmp_path / 'hello.ipynb')!r}, "
+            f"output_dir={str(tmp_path / 'out')!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WARNING" not in proc.stderr and "without encryption" not in proc.stderr, proc.stderr
+    out = nbformat.read(tmp_path / "out" / "hello.ipynb", 4)
+    assert out.cells[0].outputs[0]["text"] == "hello from the kernel\n"
