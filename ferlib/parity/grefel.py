@@ -410,7 +410,9 @@ def run(opts: ParityOptions, stages=STAGES) -> Report:
                     "no GReFEL code exists; ferlib's GReFEL has variant='arbex' and the loss arbex_loss for ARBEx"))
     report.add(info("info", "not compared", "the card's GReFEL recipe (README augmentation, lr 3e-4, the paper's "
                     "loss, class-balanced sampler, exponential decay)", "no authors' code has them"))
-    with tempfile.TemporaryDirectory() as cache, upstream_code(opts.upstream, "arbex", report=report) as up:
+    with tempfile.TemporaryDirectory() as cache, upstream_code(opts.upstream, "arbex", report=report) as up, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # timm's notice about ARBEx's timm.models.layers import
         cache = Path(cache)
         dev, train_loader, ours_train, frames = _data_and_augment(report, up, root, recipe, cache, opts.n_images,
                                                                   opts.seed, stages)
