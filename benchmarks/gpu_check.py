@@ -546,8 +546,15 @@ def train_run(ctx, paper: str, run_dir: Path, precision: str, max_steps: int, st
     fit_options = {"precision": precision, "deterministic": deterministic}
     if stop_after_steps is not None:
         fit_options["stop_after_steps"] = stop_after_steps
+    from ferlib.recipes import load_recipe
+
     # the synthetic cards are already narrow for MFER; the others shrink their input
-    overrides = TINY_RECIPE.get(paper, TINY_DEFAULT) if ctx.tiny and paper != "mfer" else {}
+    overrides = dict(TINY_RECIPE.get(paper, TINY_DEFAULT)) if ctx.tiny and paper != "mfer" else {}
+    card = load_recipe(paper, "synthetic")
+    if card.sampler == "subset":  # the demo entries draw a part of their 2,400 faces; this set may be smaller
+        overrides["sampler_kwargs"] = {**(card.sampler_kwargs or {}),
+                                       "num_samples": min(ctx.plan.n_train, (card.sampler_kwargs or {}).get(
+                                           "num_samples", ctx.plan.n_train))}
     with open(ctx.report.out / "gpu_check_train.log", "a") as f, contextlib.redirect_stdout(f), \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -370,7 +370,8 @@ def plan_run(recipe: Recipe, items, data_root, run_dir: Path, max_steps: int | N
                                                                                              launched_world_size()),
             "precision": recipe.precision, "device": str(resolve_device(device)), "eval_split": eval_split(recipe),
             "selected_on": "val (held-out fraction of train)" if val_fraction else eval_split(recipe),
-            "num_classes": recipe.num_classes, "model_kwargs": dict(recipe.model_kwargs), "input_size": recipe.input_size, "color_order": recipe.color_order,
+            "num_classes": recipe.num_classes, "model_kwargs": dict(recipe.model_kwargs), "input_size": recipe.input_size,
+            "stored_size": recipe.stored_size, "color_order": recipe.color_order,
             "optimizer": recipe.optimizer, "lr": recipe.lr, "schedule": recipe.schedule, "sam": recipe.sam,
             "sampler": recipe.sampler, "loss": recipe.loss, "train_images": None, "eval_images": None,
             "classes": None, "steps_per_epoch": None, "optimizer_steps_planned": None, "data_error": None,
@@ -410,7 +411,10 @@ def format_plan(plan: dict) -> str:
     lines.append(f"  optimiser   {plan['optimizer']} lr {plan['lr']}, schedule {plan['schedule']}, SAM {plan['sam']}, "
                  f"sampler {plan['sampler']}, loss {plan['loss']}")
     lines.append(f"  evaluation  the whole {plan['eval_split']} split, selected on {plan['selected_on']}")
-    lines.append(f"  precision   {plan['precision']} on {plan['device']}; input {plan['input_size']} px {plan['color_order']}")
+    lines.append(f"  precision   {plan['precision']} on {plan['device']}; input {plan['input_size']} px {plan['color_order']}"
+                 + (f", cached at {plan['stored_size']} px (prepare --size)" if plan.get("stored_size") else ""))
+    lines.append(f"  batch       {plan['batch_size']} global, {plan['per_process_batch_size']} per process "
+                 f"× {plan['world_size']} process(es)")
     if not plan["pretrained"]:
         lines.append("  weights     random init" + (f" — {plan['pretrained_note']}" if plan["pretrained_note"] else ""))
     for row in plan["pretrained"]:
