@@ -356,6 +356,20 @@ def augment_stage(report: Report, theirs: dict, ours: dict) -> None:
         report.add(two_sample("augment", name, a, b, kind))
 
 
+#: the ops of the authors' train transform this adapter knows (deterministic, or compared above)
+KNOWN_OPS = ("ToPILImage", "RandomHorizontalFlip", "Resize", "ToTensor", "Normalize", "RandomErasing")
+
+
+def transform_ops_check(train_tf) -> Check:
+    """A row listing the ops of the authors' train transform; it fails on an op not compared here (e.g. a crop
+    or rotation added to train.py)."""
+    ops = [type(op).__name__ for op in getattr(train_tf, "transforms", [train_tf])]
+    unknown = [o for o in ops if o not in KNOWN_OPS]
+    return Check("augment", "ops of the authors' train transform (+ basic_aug in RafDataSet)", " → ".join(ops),
+                 not unknown, "each compared", f"not compared: {', '.join(unknown)}" if unknown else
+                 "no crop, rotation or colour op: nothing else to draw")
+
+
 # --- (c) training -----------------------------------------------------------------------------------------
 
 
@@ -593,6 +607,7 @@ def parity_fermam(opts: ParityOptions, stages=STAGES, floor: bool = True) -> Rep
                                       [Path(authors.datasets["train"].file_paths[0]).name])
             ours_aug = our_draws(ours_train.batch([0])[0], recipe, N_DRAWS, opts.seed + 1)
             augment_stage(report, theirs_aug, ours_aug)
+            report.add(transform_ops_check(authors.train_transform))
             rec["augment"] = {k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in theirs_aug.items()}
     if not ({"train", "eval"} & set(stages)):
         return report
