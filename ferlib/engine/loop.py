@@ -40,8 +40,8 @@ from ferlib.data.transforms import build_batch_transform
 from ferlib.runs import RUN_FILES, RunDir, save_predictions, summarise
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import (all_gather_objects, all_reduce_sum, barrier, broadcast_state, is_distributed, per_process_batch,
-                          rank_and_world)
+from .distributed import (BatchSplitError, all_gather_objects, all_reduce_sum, barrier, broadcast_state, is_distributed,
+                          per_process_batch, rank_and_world)
 from .env import (backend_flags, environment, nondeterministic_ops, resolve_device, rng_state, seed_everything,
                   set_rng_state)
 from .loader import EpochSampler, ResumableSampler, batches_per_epoch, collate_uint8, make_loader, train_sampler
@@ -357,7 +357,15 @@ def _fit(model, loss, recipe, train, val, run_dir: Path, resume, opts: FitOption
             boundary = (b + 1) % stepper.k == 0 or b + 1 == n_batches
             if hasattr(loss, "set_progress"):
                 loss.set_progress(state["step"] / max(1, total_updates))
-            value, out, updated = stepper.micro(x, y, boundary)
+            try:
+                value, out, updated = stepper.micro(x, y, boundary)
+            except ValueError as e:  # torch's BatchNorm refuses one value per channel: say which batch to pass
+                if "Expected more than 1 value per channel" not in str(e) or x.shape[0] > 1:
+                    raise
+                raise BatchSplitError(
+                    f"{recipe.model}'s BatchNorm cannot train on 1 image per process (global batch "
+                    f"{recipe.batch_size} over {world} process(es), batch {b} of epoch {epoch + 1} has {x.shape[0]}); "
+                    f"pass --batch-size {2 * world} or more (batch_size=…, the global batch)") from e
             # checks the previous batch's loss: the device keeps one step queued instead of syncing every step
             meter.add(value, out.logits, y, (epoch + 1, state["step"], b))
             state["batch_in_epoch"] += 1
