@@ -230,3 +230,13 @@ def test_rank0_prepares_first_with_heartbeats_and_failures_stop_every_rank(tmp_p
     assert r0[0] == r1[0] == "True"  # rank 1 read after rank 0 had written, 3 s > the 2 s stall timeout
     assert r0[1] == "ValueError: no data"
     assert r1[1] == "RuntimeError: rank 0 failed to read the data; its error is above (rank 1 stops too)"
+
+
+def test_one_image_per_process_through_a_batchnorm_head_says_which_batch_to_pass(tmp_path):
+    tiny = {"dim_emb": 32, "depth": 1, "num_heads": 2, "head_hidden": (16, 8), "num_anchors": 2}
+    with pytest.raises(BatchSplitError, match=r"grefel's BatchNorm cannot train on 1 image per process \(global batch "
+                                              r"1 over 1 process\(es\), .*pass --batch-size 2 or more"):
+        train("grefel", "synthetic", data_root=tmp_path / "d", run_dir=tmp_path / "r", epochs=1, batch_size=1,
+              max_steps=1, device="cpu", progress=False, model_kwargs=tiny, input_size=32, stored_size=32,
+              train_transforms=[], sampler_kwargs={"num_samples": 8},
+              dataset_kwargs={"n_train": 8, "n_test": 4, "progress": False})
