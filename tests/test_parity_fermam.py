@@ -42,6 +42,32 @@ def test_recording_is_small_and_replays_equal():
     assert {"data", "augment", "train", "eval"} <= names
 
 
+def _card_changes():
+    card = parity.card_recipe()
+    erasing = {**card.transform_kwargs["erasing"], "scale": [0.02, 0.33]}
+    return {
+        "data": {"color_order": "RGB"},   # the intended colours instead of the authors' BGR RAF-DB input
+        "augment": {"transform_kwargs": {**card.transform_kwargs, "erasing": erasing}},
+        "train": {"loss_kwargs": {**card.loss_kwargs, "smoothing": 0.3}, "schedule_kwargs": {"gamma": 0.9}},
+    }
+
+
+@pytest.mark.parametrize("stage", ["data", "augment", "train"])
+def test_replay_fails_when_ferlib_changes(stage):
+    """A card that no longer follows the authors fails the replay in the stage that differs."""
+    report = parity.replay(load_record(RECORD), stages=(stage,), **_card_changes()[stage])
+    print(report.table())
+    assert report.failed_stages() == [stage]
+    failed = " ".join(c.name for c in report.failed)
+    expected = {"data": ["eval input", "train input, flip off"], "augment": ["erasing area"],
+                "train": ["loss of both SAM passes", "learning rate per step"]}[stage]
+    for name in expected:
+        assert name in failed, report.table()
+    if stage == "train":
+        loss = next(c for c in report.failed if c.name.startswith("loss"))
+        assert "step 1 Δ 0.0e+00" not in loss.value        # LSCE 0.3 changes the very first loss
+
+
 def _extract(dest: Path) -> Path:
     """The Python files of the mirror's FERMam-main (its large LFS weight files are not needed)."""
     if not MIRROR.is_dir():

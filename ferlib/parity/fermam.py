@@ -656,54 +656,71 @@ def recipe_classes(recipe) -> list[str]:
     return list(LABEL_SETS["rafdb"].names)
 
 
-def replay(record: dict, data_root: Path | None = None, device: str = "cpu") -> Report:
+def replay(record: dict, data_root: Path | None = None, device: str = "cpu", stages=STAGES, **overrides) -> Report:
     """Recompute ferlib's side of a recording (no checkout) and compare it with the authors' recorded numbers:
     the data path on the recorded files, ferlib's augmentation draws against the authors' recorded draws,
     the training steps against their losses, lrs, logits and sampled final tensors (with the recorded fp32
-    floor), and the metrics from their logits."""
-    from ferlib.data.transforms import build_batch_transform
-
+    floor), and the metrics from their logits. ``stages``: a subset of :data:`STAGES`; ``overrides``: recipe
+    fields changed on ferlib's side (tests: a changed card must fail)."""
     report = Report(PAPER)
     data_root = Path(data_root) if data_root else fixture_root()
-    recipe = card_recipe(batch_size=record["batch"], epochs=record["epochs"])
+    recipe = card_recipe(batch_size=record["batch"], epochs=record["epochs"], **overrides)
     mean, std = recipe.mean, recipe.std
-    d = record["data"]
-    with tempfile.TemporaryDirectory() as tmp:
-        ours_eval = ferlib_split(data_root, "test", Path(tmp), recipe, d["eval_names"])
-        pos = by_name(ours_eval)
-        j = [pos[n] for n in d["eval_names"]]
-        x = build_batch_transform(recipe, train=False)(ours_eval.batch(j))
-        t = record["train"]
-        report.add(grey_levels("data", f"eval input, {len(j)} recorded test images", levels(x, mean, std),
-                               t["val_u8"], tol=1.5, note="the authors' side recorded as rounded uint8 (±0.5)"))
-        report.add(compare_tensors("data", "eval labels", torch.tensor([int(ours_eval.targets[i]) for i in j]),
-                                   t["val_labels"]))
-        ours_train = ferlib_split(data_root, "train", Path(tmp), recipe, d["train_names"])
-        pos = by_name(ours_train)
-        u8 = ours_train.batch([pos[n] for n in d["train_names"][:1]])
-        tf = build_batch_transform(recipe, train=True)
-        side = recipe.stored_size or recipe.input_size
-        noise = np.random.default_rng(d["noise_seed"]).normal(0.0, math.sqrt(30.0), (side, side, 3))
-        noise_ours = torch.from_numpy(noise[..., ::-1].copy()).permute(2, 0, 1).float()
-        cases = {"flip off": dict(flip=False), "flip on": dict(flip=True),
-                 "basic_aug noise tensor": dict(flip=False, noise=True), "erasing box": dict(flip=False, box=d["box"])}
-        for label, c in cases.items():
-            with fixed_ours(tf, c.get("flip"), 2 if c.get("noise") else 0, noise_ours if c.get("noise") else None,
-                            c.get("box")) as t:
-                xo = t(u8.clone())
-            report.add(grey_levels("data", f"train input, {label}", levels(xo, mean, std), d["fixed"][label],
-                                   tol=1.5, note="the authors' side recorded as rounded uint8 (±0.5)"))
-        ours_aug = our_draws(ours_train.batch([pos[d["train_names"][0]]])[0], recipe, N_DRAWS, record["seed"] + 1)
-    augment_stage(report, {k: v.numpy() for k, v in record["augment"].items()}, ours_aug)
     t = record["train"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if "data" in stages:
+            _replay_data(report, record, data_root, Path(tmp), recipe)
+        if "augment" in stages:
+            d = record["data"]
+            ours_train = ferlib_split(data_root, "train", Path(tmp), recipe, d["train_names"][:1])
+            ours_aug = our_draws(ours_train.batch([0])[0], recipe, N_DRAWS, record["seed"] + 1)
+            augment_stage(report, {k: v.numpy() for k, v in record["augment"].items()}, ours_aug)
+    if "train" in stages:
+        _replay_training(report, record, recipe, device)
+    if "eval" in stages:
+        eval_stage(report, t["logits"], t["val_labels"], t["printed"], t["f1"], recipe_classes(recipe))
+    return report
+
+
+def _replay_data(report: Report, record: dict, data_root: Path, tmp: Path, recipe) -> None:
+    from ferlib.data.transforms import build_batch_transform
+
+    mean, std, d, t = recipe.mean, recipe.std, record["data"], record["train"]
+    note = "the authors' side recorded as rounded uint8 (±0.5)"
+    ours_eval = ferlib_split(data_root, "test", tmp, recipe, d["eval_names"])
+    pos = by_name(ours_eval)
+    j = [pos[n] for n in d["eval_names"]]
+    x = build_batch_transform(recipe, train=False)(ours_eval.batch(j))
+    report.add(grey_levels("data", f"eval input, {len(j)} recorded test images", levels(x, mean, std),
+                           t["val_u8"], tol=1.5, note=note))
+    report.add(compare_tensors("data", "eval labels", torch.tensor([int(ours_eval.targets[i]) for i in j]),
+                               t["val_labels"]))
+    ours_train = ferlib_split(data_root, "train", tmp, recipe, d["train_names"][:1])
+    u8 = ours_train.batch([0])
+    tf = build_batch_transform(recipe, train=True)
+    side = recipe.stored_size or recipe.input_size
+    noise = np.random.default_rng(d["noise_seed"]).normal(0.0, math.sqrt(30.0), (side, side, 3))
+    noise_ours = torch.from_numpy(noise[..., ::-1].copy()).permute(2, 0, 1).float()
+    cases = {"flip off": dict(flip=False), "flip on": dict(flip=True),
+             "basic_aug noise tensor": dict(flip=False, noise=True), "erasing box": dict(flip=False, box=d["box"])}
+    for label, c in cases.items():
+        with fixed_ours(tf, c.get("flip"), 2 if c.get("noise") else 0, noise_ours if c.get("noise") else None,
+                        c.get("box")) as fixed:
+            xo = fixed(u8.clone())
+        report.add(grey_levels("data", f"train input, {label}", levels(xo, mean, std), d["fixed"][label],
+                               tol=1.5, note=note))
+
+
+def _replay_training(report: Report, record: dict, recipe, device: str) -> None:
+    from ferlib.models import create_model
+    from ferlib.weights import convert_upstream
+
+    mean, std, t = recipe.mean, recipe.std, record["train"]
     batches = [(renormalise(t["images_u8"][i], mean, std), y) for i, y in zip(t["batch_index"], t["labels"])]
     val_x = renormalise(t["val_u8"], mean, std)
     start = start_state(record["seed"], recipe)
     report.add(Check("model", "starting weights (seeded ferlib FERMam)", state_digest(start)[:16],
                      state_digest(start) == t["start_digest"], "the recorded digest"))
-    from ferlib.models import create_model
-    from ferlib.weights import convert_upstream
-
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
     model.load_state_dict(convert_upstream(PAPER, start))
     with torch.no_grad():
@@ -713,7 +730,4 @@ def replay(record: dict, data_root: Path | None = None, device: str = "cpu") -> 
     ours = ferlib_training(recipe, start, batches, t["step_epochs"], val_x, record["epochs"], device)
     ours["state"] = state_samples(ours["state"])
     theirs = {"losses": t["losses"], "lrs": t["lrs"], "logits": t["logits"], "state": t["samples"]}
-    compare_trajectories(report, ours, theirs, t["floor"], note="")
-    eval_stage(report, t["logits"], t["val_labels"], t["printed"], t["f1"], recipe_classes(recipe))
-    return report
-
+    compare_trajectories(report, ours, theirs, t["floor"])
