@@ -38,7 +38,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from . import register_parity
 from .core import (Check, ParityInputError, ParityOptions, Report, compare_state_dicts, compare_tensors,
                    grey_levels, info, two_sample, upstream_code)
-from .mmfrm import FIXTURE, _chdir, _levels, _patched, _patched_module, _zero_dropout
+from .mmfrm import FIXTURE, _chdir, _levels, _n_images, _patched, _patched_module, _zero_dropout
 
 PAPER = "grefel"
 REPO = "takihasan/ARBEx"
@@ -401,7 +401,7 @@ def _named_state(ours: dict, theirs: dict) -> Check:
 def run(opts: ParityOptions, stages=STAGES) -> Report:
     report = Report(PAPER)
     recipe = _recipe()
-    root = Path(opts.data_root).expanduser() if opts.data_root else FIXTURE
+    root = Path(opts.data_root).expanduser().resolve() if opts.data_root else FIXTURE
     if not (root / "EmoLabel").is_dir():
         raise ParityInputError(f"{root} is not a RAF-DB basic folder (EmoLabel/, Image/aligned/)")
     steps = opts.steps or 2
@@ -414,7 +414,7 @@ def run(opts: ParityOptions, stages=STAGES) -> Report:
             warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # timm's notice about ARBEx's timm.models.layers import
         cache = Path(cache)
-        dev, train_loader, ours_train, frames = _data_and_augment(report, up, root, recipe, cache, opts.n_images,
+        dev, train_loader, ours_train, frames = _data_and_augment(report, up, root, recipe, cache, _n_images(opts),
                                                                   opts.seed, stages)
         if "model" in stages:
             _model_stage(report, up, opts.seed)

@@ -642,6 +642,11 @@ def _train_rows(report: Report, ours: dict, theirs: dict) -> None:
 # --- the adapter -----------------------------------------------------------------------------------------
 
 
+def _n_images(opts: ParityOptions) -> int | None:
+    """Images per split compared: ``--n-images``; every fixture image; the first 64 of a real dataset."""
+    return opts.n_images or (64 if opts.data_root else None)
+
+
 def _batches_from(u8: torch.Tensor, y: torch.Tensor, items: dict) -> dict:
     return {t: [(u8[idx], y[idx]) for idx in batches] for t, batches in items.items()}
 
@@ -652,7 +657,7 @@ def run(opts: ParityOptions, stages=STAGES, replay: dict | None = None, compare_
     report = Report(PAPER)
     record: dict = {"paper": PAPER, "seed": opts.seed, "epochs": EPOCHS, "batch": BATCH}
     recipe = _recipe()
-    root = Path(opts.data_root).expanduser() if opts.data_root else FIXTURE
+    root = Path(opts.data_root).expanduser().resolve() if opts.data_root else FIXTURE
     if not (root / "EmoLabel").is_dir():
         raise ParityInputError(f"{root} is not a RAF-DB basic folder (EmoLabel/, Image/aligned/); pass --data-root "
                                "with the official layout")
@@ -677,7 +682,7 @@ def run(opts: ParityOptions, stages=STAGES, replay: dict | None = None, compare_
         ours_test, ours_train, _ = (None, None, None)
         if "data" in stages or replay is not None:
             ours_test, ours_train, _ = _data_stage(report, record, data_mod, root, recipe, cache,
-                                                   opts.n_images, seed, replay)
+                                                   _n_images(opts), seed, replay)
         if ours_train is None:
             ours_test = _ferlib_split(root, "test", cache, recipe)
             ours_train = _ferlib_split(root, "train", cache, recipe)
@@ -701,7 +706,7 @@ def _train_and_eval(report, record, opts, up, theirs_train, ours_train, ours_tes
         their_test = up.import_module("data").RafDataSet(str(root), phase="test")
         val_pairs = _paired(their_test, ours_test, BATCH * 2)
         with _forced_theirs(uniform=0.0, erase=0.99):  # augmentation off: basic_aug and erasing never fire
-            tr_pairs = _paired(theirs_train, ours_train, None)
+            tr_pairs = _paired(theirs_train, ours_train, _n_images(opts))
             tr = [theirs_train[i] for i, _ in tr_pairs]
         tr_u8, _ = _to_uint8(torch.stack([x for x, _, _ in tr]), recipe)
         tr_y = torch.tensor([int(y) for _, y, _ in tr])
