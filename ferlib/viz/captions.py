@@ -44,8 +44,11 @@ def run_facts(run_dir) -> dict:
     selection = (f"{at} selected on the test split (as the authors' code)" if selected_on == "test_selected"
                  else f"{at} selected on a held-out validation split")
     sel = (summary.get("test_at_val_selected") if selected_on != "test_selected" else summary.get("selected")) or {}
+    split_n = (data.get("eval") or {}).get("n")
+    n = sel.get("n", split_n)  # a smoke run's max_steps also limits the evaluation batches
+    images = f"{n} of {split_n}" if n is not None and split_n is not None and n < split_n else n
     return {"dataset": recipe.get("dataset"), "data": data_kind(recipe.get("dataset")), "seed": fit.get("seed"),
-            "status": status, "selection": selection, "eval_images": (data.get("eval") or {}).get("n"),
+            "status": status, "selection": selection, "eval_images": images,
             "eval_split": (data.get("eval") or {}).get("split"), "accuracy": sel.get("accuracy"),
             "paper": recipe.get("paper"), "run": Path(run_dir).name}
 

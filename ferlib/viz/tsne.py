@@ -70,9 +70,10 @@ def plot_tsne(run_dir=None, *, features=None, targets=None, classes=None, title:
                     palette="tab10", ax=ax)
     ax.set_xticks([])
     ax.set_yticks([])
-    few = f" — only {len(idx)} points, too few to read much into (≥ {MIN_POINTS} wanted)" if len(idx) < MIN_POINTS else ""
-    head = f"{title or 't-SNE of test features'}\nsilhouette {score:.3f} (features by true class), {len(idx)} points{few}"
-    ax.set_title(head + (f"\n{wrap(caption, 60)}" if caption else ""), fontsize=9)
+    lines = [title or "t-SNE of test features", f"silhouette {score:.3f} (features by true class), {len(idx)} points"]
+    if len(idx) < MIN_POINTS:
+        lines.append(f"only {len(idx)} points, too few to read much into (≥ {MIN_POINTS} wanted)")
+    ax.set_title("\n".join(wrap(line, 62) for line in lines + ([caption] if caption else [])), fontsize=9)
     ax.legend(markerscale=2, fontsize=8, loc="best")
     fig.tight_layout()
     if save_to is not None or run_dir is not None:
