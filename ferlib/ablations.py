@@ -164,8 +164,9 @@ def resolve_sweeps(grid) -> list[Sweep]:
 
 
 def select_variants(sweeps, variants: dict | None = None) -> list[Sweep]:
-    """``sweeps`` with only the variants ``variants[sweep name]`` lists (labels, in the card's order); a sweep
-    not named keeps all its variants. ``KeyError`` names an unknown sweep or label and the ones there are."""
+    """``sweeps`` with only the variants ``variants[sweep name]`` lists, each by its label or its value
+    (``"lam=0.5"`` or ``0.5``), in the card's order; a sweep not named keeps all its variants. ``KeyError``
+    names an unknown sweep or variant and the ones there are."""
     sweeps = list(sweeps)
     if not variants:
         return sweeps
@@ -179,9 +180,11 @@ def select_variants(sweeps, variants: dict | None = None) -> list[Sweep]:
             out.append(sweep)
             continue
         labels = [v.label for v in sweep.variants]
-        if missing := [k for k in keep if k not in labels]:
+        values = [v.value for v in sweep.variants]
+        if missing := [k for k in keep if k not in labels and k not in values]:
             raise KeyError(f"sweep {sweep.name!r} has no variant {missing}; its variants: {labels}")
-        out.append(dataclasses.replace(sweep, variants=tuple(v for v in sweep.variants if v.label in keep)))
+        out.append(dataclasses.replace(sweep, variants=tuple(v for v in sweep.variants
+                                                             if v.label in keep or v.value in keep)))
     return out
 
 

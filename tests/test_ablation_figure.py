@@ -71,6 +71,8 @@ def test_select_variants_keeps_card_order_and_names_unknowns():
     sweeps = A.resolve_sweeps(["emonet_lambda", "mfer_feature_loss"])
     out = A.select_variants(sweeps, {"emonet_lambda": ["lam=0.8", "lam=0.5"]})
     assert [v.label for v in out[0].variants] == ["lam=0.5", "lam=0.8"]
+    by_value = A.select_variants(sweeps, {"emonet_lambda": [0.8, 0.5, 0.6]})  # or by value (the notebook's form)
+    assert [v.label for v in by_value[0].variants] == ["lam=0.5", "lam=0.6", "lam=0.8"]
     assert out[1] == sweeps[1]
     with pytest.raises(KeyError, match=r"sweep 'emonet_lambda' has no variant \['lam=9'\]"):
         A.select_variants(sweeps, {"emonet_lambda": ["lam=9"]})
