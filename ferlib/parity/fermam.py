@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import register_parity
-from .core import (FP32_REL_TOL, Check, ParityOptions, Report, compare_tensors, grey_levels, info, save_record,
+from .core import (FP32_REL_TOL, Check, ParityInputError, ParityOptions, Report, compare_tensors, grey_levels, info, save_record,
                    state_digest, tensor_deviation, two_sample, upstream_code)
 from .fermam_upstream import code_dir, loadable_indices, run_authors_training, steps_layout, thop_standin
 
@@ -579,6 +579,10 @@ def parity_fermam(opts: ParityOptions, stages=STAGES, floor: bool = True) -> Rep
     report = Report(PAPER)
     root = code_dir(opts.upstream)
     data_root = Path(opts.data_root).expanduser() if opts.data_root else fixture_root()
+    if not (data_root / "EmoLabel" / "list_patition_label.txt").is_file():
+        raise ParityInputError(f"{data_root} is not RAF-DB's basic/ folder (no EmoLabel/list_patition_label.txt); "
+                               "fix: pass --data-root <RAF-DB basic/> (the default, the test fixture, exists only "
+                               "in a source checkout of ferlib)")
     per_epoch, epochs = steps_layout(opts.steps or 4)
     n_train = per_epoch * BATCH
     recipe = card_recipe(batch_size=BATCH, epochs=epochs)
