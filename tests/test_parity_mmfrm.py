@@ -49,8 +49,7 @@ def names(report, stage):
 @pytest.fixture(scope="module")
 def replayed():
     torch.set_num_threads(1)
-    rec = mmfrm.load_record(mmfrm.RECORDING)
-    return rec, mmfrm.run(ParityOptions(upstream="."), replay=rec, compare_fused=False)
+    return mmfrm.load_record(mmfrm.RECORDING), mmfrm.replay_recording(compare_fused=False)
 
 
 def test_replay_matches_the_authors_recording(replayed):

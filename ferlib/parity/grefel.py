@@ -106,16 +106,13 @@ def _offsets(levels: torch.Tensor) -> dict:
     return {"top": top, "left": torch.where(flipped, last, first), "flip": flipped}
 
 
-class _Config:
-    """ARBEx's ``BaseConfig`` pointing at the fixture's Aff-Wild2 layout."""
-
-
 def _data_and_augment(report, up, root, recipe, cache, n, seed, stages):
+    """Stages ``data`` and ``augment``; returns ARBEx's dev dataset and train loader (read from the fixture)."""
     data = up.import_module("data")
     ours_test = _ferlib_split(root, "test", cache / "card", recipe.stored_size)
     ours_train = _ferlib_split(root, "train", cache / "stored", None)
     tmp = cache / "affwild"
-    cfg = type("FixtureConfig", (), {})
+    cfg = type("FixtureConfig", (), {})  # ARBEx's BaseConfig, pointing at the fixture's Aff-Wild2 layout
     cfg.DIR_IMG, cfg.DIR_ANN_DEV, frames_test = _affwild_layout(ours_test, "test", tmp)
     _, cfg.DIR_ANN_TRAIN, frames_train = _affwild_layout(ours_train, "train", tmp)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -140,7 +137,7 @@ def _data_and_augment(report, up, root, recipe, cache, n, seed, stages):
         _fixed_train_ops(report, train, frames_train, ours_train, recipe, seed)
     if "augment" in stages:
         _augment(report, train.transform, recipe, seed)
-    return dev, train_loader, ours_train, frames_train
+    return dev, train_loader
 
 
 def _fixed_train_ops(report, train, frames, ours_train, recipe, seed):
@@ -251,7 +248,7 @@ def _model_stage(report, up, seed):
     report.add(compare_tensors("model", "anchor distances [B,7,1]", out.extras["distances"], dist))
 
 
-def _train_stage(report, up, root, dev, train_loader, ours_train, frames, recipe, steps, seed, device):
+def _train_stage(report, up, dev, train_loader, recipe, steps, seed, device):
     """ARBEx's ``train.main()`` for ``steps`` iterations against ferlib's engine configured as ARBEx."""
     from ferlib.data.transforms import build_batch_transform
     from ferlib.engine.optim import build_optimizer, build_scheduler
@@ -414,12 +411,12 @@ def run(opts: ParityOptions, stages=STAGES) -> Report:
             warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # timm's notice about ARBEx's timm.models.layers import
         cache = Path(cache)
-        dev, train_loader, ours_train, frames = _data_and_augment(report, up, root, recipe, cache, _n_images(opts),
+        dev, train_loader = _data_and_augment(report, up, root, recipe, cache, _n_images(opts),
                                                                   opts.seed, stages)
         if "model" in stages:
             _model_stage(report, up, opts.seed)
         if "train" in stages:
-            _train_stage(report, up, root, dev, train_loader, ours_train, frames, recipe, steps, opts.seed, device)
+            _train_stage(report, up, dev, train_loader, recipe, steps, opts.seed, device)
     return report
 
 

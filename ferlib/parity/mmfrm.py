@@ -818,10 +818,10 @@ def _eval_rows(report: Report, ours: dict, their_logits: dict, their_acc: list) 
                          "equal (4 places, as printed upstream)"))
 
 
-def replay(path: str | Path = RECORDING) -> Report:
-    """ferlib against the recording of the authors' side (no checkout needed)."""
+def replay_recording(path: str | Path = RECORDING, compare_fused: bool = True) -> Report:
+    """ferlib against a recording of the authors' side (``--record``; no checkout needed)."""
     rec = load_record(path)
-    return run(ParityOptions(upstream=".", seed=int(rec["seed"])), replay=rec)
+    return run(ParityOptions(upstream=".", seed=int(rec["seed"])), replay=rec, compare_fused=compare_fused)
 
 
 @register_parity(PAPER, repo=REPO)
