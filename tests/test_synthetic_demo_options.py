@@ -40,8 +40,10 @@ def test_subset_sampler_draws_without_replacement_anew_each_epoch():
     assert set(second) != set(first) and len(set(second)) == 30
     s.set_epoch(0)
     assert list(s) == first
-    with pytest.raises(ValueError, match=r"num_samples must be 1\.\.100 \(the split's size\), got 101"):
-        RandomSubsetSampler(targets, 101)
+    whole = RandomSubsetSampler(targets, 500)  # a split smaller than the budget is used whole
+    assert len(whole) == 100 and sorted(whole) == list(range(100))
+    with pytest.raises(ValueError, match=r"num_samples must be at least 1, got 0"):
+        RandomSubsetSampler(targets, 0)
 
 
 def test_another_optimizer_does_not_inherit_the_defaults_arguments():

@@ -98,15 +98,15 @@ class ImbalancedDatasetSampler(_EpochSampler):
 
 class RandomSubsetSampler(_EpochSampler):
     """``num_samples`` items per epoch drawn without replacement, a new draw every epoch: the data's own
-    class shares on a budget (the CPU demos of the large models see part of the synthetic set per epoch)."""
+    class shares on a budget (the CPU demos of the large models see part of the synthetic set per epoch).
+    A split smaller than ``num_samples`` is used whole (shuffled)."""
 
     def __init__(self, targets: Sequence, num_samples: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         super().__init__(seed, num_replicas, rank)
         self.n_items = len(targets)
-        if not 1 <= int(num_samples) <= self.n_items:
-            raise ValueError(f"subset sampler: num_samples must be 1..{self.n_items} (the split's size), "
-                             f"got {num_samples}")
-        self.num_samples = int(num_samples)
+        if int(num_samples) < 1:
+            raise ValueError(f"subset sampler: num_samples must be at least 1, got {num_samples}")
+        self.num_samples = min(int(num_samples), self.n_items)
         self.total_size = math.ceil(self.num_samples / num_replicas) * num_replicas
 
     def _global_order(self) -> torch.Tensor:
