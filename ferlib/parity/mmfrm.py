@@ -53,6 +53,8 @@ EPOCHS = (1, 50, 51)
 BATCH = 2
 DRAWS = 600
 STAGES = ("data", "augment", "train", "eval")
+#: replay tolerance: this many times the fp32 floor of each number (another CPU type rounds its kernels differently)
+FLOOR_FACTOR = 10.0
 #: tensors sampled per parameter / buffer for the recording (the whole state is 35 M numbers)
 SAMPLES_PER_TENSOR = 32
 
@@ -622,7 +624,7 @@ def _hyper_rows(ours: dict, theirs_hyper: dict, theirs_base_lr) -> list[Check]:
     return rows
 
 
-def _train_rows(report: Report, ours: dict, theirs: dict) -> None:
+def _train_rows(report: Report, ours: dict, theirs: dict, loss_floor: list | None = None) -> None:
     report.add(_hyper_rows(ours, theirs["hyper"], theirs["base_lr"]))
     o_tr, t_tr = ours["trained"], theirs["trained"]
     report.add(Check("train", "parameters the optimiser updates", f"{len(o_tr)} vs {len(t_tr)} tensors",
@@ -635,8 +637,16 @@ def _train_rows(report: Report, ours: dict, theirs: dict) -> None:
     epochs = " ".join(str(t) for t, _, _ in t_steps)
     report.add(compare_tensors("train", f"per-step lr (epochs {epochs})", [s[2] for s in o_steps],
                                [s[2] for s in t_steps], rel_tol=1e-9))
-    report.add(compare_tensors("train", f"per-step loss (epochs {epochs})", [s[1] for s in o_steps],
-                               [s[1] for s in t_steps], note="epoch 51: 0.9·CE + 0.2·RR (RFLoss as coded)"))
+    note = "epoch 51: 0.9·CE + 0.2·RR (RFLoss as coded)"
+    if loss_floor is None:
+        report.add(compare_tensors("train", f"per-step loss (epochs {epochs})", [s[1] for s in o_steps],
+                                   [s[1] for s in t_steps], note=note))
+        return
+    devs = [abs(a[1] - b[1]) / max(1.0, abs(b[1])) for a, b in zip(o_steps, t_steps)]
+    tols = [_tol(f) for f in loss_floor]
+    report.add(Check("train", f"per-step loss (epochs {epochs})", ", ".join(f"{d:.1e}" for d in devs),
+                     all(d <= t for d, t in zip(devs, tols)), "≤ " + ", ".join(f"{t:.0e}" for t in tols) + " rel.",
+                     note + "; tolerance per step: max(1e-5, 10×floor)"))
 
 
 # --- the adapter -----------------------------------------------------------------------------------------
@@ -734,6 +744,15 @@ def _train_and_eval(report, record, opts, up, theirs_train, ours_train, ours_tes
     per_param = recipe.replace(optimizer_kwargs={**(recipe.optimizer_kwargs or {}), "foreach": False})
     ours = run_ferlib(dataclasses.replace(plan, recipe=per_param))
     fused = run_ferlib(plan) if compare_fused else None
+    floor = _floor(ours, run_ferlib(dataclasses.replace(plan, recipe=per_param, init=_nudged(plan.init, seed))),
+                   seed) if replay is not None else None
+    if floor is not None:
+        report.add(info("train", "fp32 floor of this machine", "per-step loss " + ", ".join(
+                        f"{f:.1e}" for f in floor["loss"]) + f"; logits "
+                        f"{max(floor['logits'].values()):.1e}, tensors ≤ {max(floor['state'].values()):.1e} rel.",
+                        "ferlib against itself with its starting weights moved by one ulp: a recording replayed on "
+                        f"another CPU type differs by kernel rounding; replay tolerances are max(1e-5, "
+                        f"{FLOOR_FACTOR:g}×floor)"))
     if replay is None:
         theirs = run_authors_script(Path(opts.upstream).expanduser().resolve(), root, plan)
         converted = convert_upstream(PAPER, {"network": theirs["network"], "landmark": theirs["landmark"]})
@@ -752,18 +771,72 @@ def _train_and_eval(report, record, opts, up, theirs_train, ours_train, ours_tes
         their_state, ours_state = replay["state_sample"], _sample_state(ours["state"], seed)
         fused_state = _sample_state(fused["state"], seed) if fused else None
         label = f"parameters and buffers ({SAMPLES_PER_TENSOR} recorded elements + sum each)"
-    _train_rows(report, ours, theirs)
+    _train_rows(report, ours, theirs, floor["loss"] if floor else None)
     head = [k for k in their_state if k.startswith("landmark.output_layer.") and
             k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")]
     rest = lambda state: {k: v for k, v in state.items() if k not in head}  # noqa: E731
-    report.add(compare_state_dicts("train", rest(ours_state), rest(their_state), name=label,
-                                   note="ferlib with the authors' per-parameter Adam (foreach=False)"))
+    if floor is None:
+        report.add(compare_state_dicts("train", rest(ours_state), rest(their_state), name=label,
+                                       note="ferlib with the authors' per-parameter Adam (foreach=False)"))
+    else:
+        report.add(_compare_with_floor(rest(ours_state), rest(their_state), floor["state"], label))
     report.add(_head_row(ours_state, their_state, head))
     if fused is not None:
         report.add(_fused_rows(fused, fused_state, theirs["steps"], rest(their_state),
                                replay["val_logits"] if replay else theirs["val_logits"]))
     their_logits, their_acc = (replay or theirs)["val_logits"], (replay or theirs)["accuracies"]
-    _eval_rows(report, ours, their_logits, their_acc)
+    _eval_rows(report, ours, their_logits, their_acc, floor)
+
+
+def _nudged(state: dict, seed: int) -> dict:
+    """``state`` with every float tensor moved by about one ulp (×(1 ± 2⁻²³), the sign drawn from ``seed``)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    out = {}
+    for k, v in state.items():
+        if v.is_floating_point():
+            sign = torch.randint(0, 2, v.shape, generator=g).to(v.dtype) * 2 - 1
+            v = v * (1 + sign * 2.0 ** -23)
+        out[k] = v
+    return out
+
+
+def _floor(ours: dict, nudged: dict, seed: int) -> dict:
+    """Deviations between two ferlib runs that differ only by one-ulp starting weights: per-step loss, validation
+    logits per epoch, every sampled tensor (the scale a replay on another CPU type must allow)."""
+    from .core import tensor_deviation
+
+    a, b = _sample_state(ours["state"], seed), _sample_state(nudged["state"], seed)
+    return {"loss": [abs(x[1] - y[1]) / max(1.0, abs(y[1])) for x, y in zip(ours["steps"], nudged["steps"])],
+            "logits": {t: tensor_deviation(ours["val_logits"][t], nudged["val_logits"][t])[0]
+                       for t in ours["val_logits"]},
+            "state": {k: tensor_deviation(a[k], b[k])[0] for k in a if a[k].is_floating_point()}}
+
+
+def _tol(floor: float) -> float:
+    return max(1e-5, FLOOR_FACTOR * floor)
+
+
+def _compare_with_floor(ours: dict, theirs: dict, floor: dict, name: str) -> list[Check]:
+    """Every tensor within max(1e-5, FLOOR_FACTOR × its floor): a summary row, then one per failing tensor."""
+    from .core import tensor_deviation
+
+    rows, worst = [], (0.0, "", 0.0)
+    missing = sorted(set(ours) ^ set(theirs))
+    for k in theirs:
+        if k not in ours:
+            continue
+        row = compare_tensors("train", k, ours[k], theirs[k], rel_tol=_tol(floor.get(k, 0.0)))
+        if not row.ok:
+            rows.append(row)
+        elif theirs[k].is_floating_point():
+            dev = tensor_deviation(ours[k], theirs[k])[0]
+            worst = max(worst, (dev, k, floor.get(k, 0.0)))
+    dev, key, fl = worst
+    summary = Check("train", name, f"{len(theirs) - len(rows) - len(missing)}/{len(theirs)} tensors within; worst "
+                    f"{dev:.1e} ({key}, floor {fl:.1e})", not rows and not missing,
+                    f"≤ max(1e-5, {FLOOR_FACTOR:g}×floor) rel. each",
+                    "keys on one side only: " + ", ".join(missing[:3]) if missing else "")
+    return [summary] + rows
 
 
 def _head_row(ours: dict, theirs: dict, keys: list[str]) -> Check:
@@ -801,7 +874,7 @@ def _fused_rows(fused: dict, fused_state: dict | None, their_steps: list, their_
     return rows
 
 
-def _eval_rows(report: Report, ours: dict, their_logits: dict, their_acc: list) -> None:
+def _eval_rows(report: Report, ours: dict, their_logits: dict, their_acc: list, floor: dict | None = None) -> None:
     """(d): the authors' accuracy (bingo / samples, rounded to 4 places) and ferlib's from the same logits."""
     from ferlib.metrics import classification_metrics
 
@@ -811,6 +884,7 @@ def _eval_rows(report: Report, ours: dict, their_logits: dict, their_acc: list) 
             report.add(Check("eval", f"epoch {t}", "the authors' script did not validate", False, "ran"))
             continue
         report.add(compare_tensors("eval", f"validation logits, epoch {t}", ours["val_logits"][t], their_logits[t],
+                                   rel_tol=_tol(floor["logits"][t]) if floor else 1e-5,
                                    note="landmark BatchNorm on batch statistics in both (train mode, as coded)"))
         mine = classification_metrics(their_logits[t].numpy(), y, [str(c) for c in range(7)])["accuracy"]
         report.add(Check("eval", f"accuracy from the authors' logits, epoch {t}",
