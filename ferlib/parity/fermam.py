@@ -73,6 +73,22 @@ def ferlib_split(data_root: Path, split: str, cache_dir: Path, recipe, names: li
     return build_cache(ds, cache_dir / split, size=recipe.stored_size or recipe.input_size, progress=False)
 
 
+def cache_check(cached, indices: list[int], recipe) -> Check:
+    """ferlib's uint8 cache at ``stored_size`` against the image files decoded afresh (a deliberate difference of
+    ferlib: each file is decoded once; lossless when the files already have that size, as RAF-DB's crops)."""
+    from ferlib.data.base import decode_image, to_chw_tensor
+
+    files = [to_chw_tensor(decode_image(cached.samples[j])) for j in indices]
+    stored = [cached.load(j) for j in indices]
+    size = recipe.stored_size or recipe.input_size
+    name = f"uint8 cache at stored_size {size} vs the decoded files"
+    if any(f.shape != s.shape for f, s in zip(files, stored)):
+        return info("data", name, f"files of another size are resized to {size} by the cache",
+                    "the eval-input row above measures the whole path")
+    return grey_levels("data", name, torch.stack(stored), torch.stack(files),
+                       note="ferlib decodes each file once, into a uint8 cache")
+
+
 def by_name(ds) -> dict[str, int]:
     return {Path(s).name: i for i, s in enumerate(ds.samples)}
 
@@ -198,6 +214,7 @@ def data_stage(report: Report, rec: dict, ds_mod, authors, data_root: Path, reci
     tf_eval = build_batch_transform(recipe, train=False)
     x_o = tf_eval(ours.batch([j for _, j in shared]))
     y_o = torch.tensor([int(ours.targets[j]) for _, j in shared])
+    report.add(cache_check(ours, [j for _, j in shared], recipe))
     report.add(grey_levels("data", f"eval input, {len(shared)} test images", levels(x_o, mean, std),
                            levels(x_t, mean, std),
                            note=f"ferlib: PIL decode → uint8 cache at {recipe.stored_size} → batched resize "
