@@ -105,7 +105,9 @@ def test_real_dataset_entries_carry_no_smoke_limit_and_state_their_start():
             if paper in PAPERS and dataset != "synthetic":
                 assert r.precision == "fp32" and r.pretrained_note, (paper, dataset)
                 assert {i["weights"]: i["into"] or "(whole model)" for i in r.pretrained} == STARTS[paper]
-    assert load_recipe("fermam", "synthetic").max_steps and load_recipe("grefel", "synthetic").max_steps
+    # the CPU demos bound their training by a subset of the data, not max_steps, so that they evaluate on the
+    # whole test split (issue 24: >= 300 images, every class)
+    assert all(load_recipe(p, "synthetic").max_steps is None for p in PAPERS)
 
 
 def test_pretrained_true_loads_the_card_files_into_the_model_that_trains(home, tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ NOT_YET = {
     "grefel": "measured 2026-12-05: the small GReFEL demo (30 steps) stays near the majority class",
     "mmfrm": "measured 2026-12-05: 0.350 after epoch 1 of 2 (majority 0.375)",
     "mfer": "measured 2026-12-05: 0.458 after 5 epochs (majority 0.375); the narrow ConvNeXt learns slowly",
+    "emonet": "measured 2026-12-05: 0.565 after 10 epochs (majority 0.375), 1 point short of the target",
 }
 MARGIN = 0.20
 

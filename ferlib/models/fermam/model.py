@@ -56,6 +56,8 @@ class FERMam(nn.Module):
         scan_backend: selective-scan backend for SS2D and the ASFR scans ("auto", "cuda",
             "torch", "reference"; ``ferlib.ops.selective_scan``).
         img_size, type: accepted and ignored, as upstream.
+        ir_units: IR-50 units per stage (default IR-50's (3, 4, 14)); fewer, e.g. (1, 1, 2), make the
+            shallower image branch of the CPU demo (the synthetic card entry; not the paper's network).
         The other options: see the module docstring.
     """
 
@@ -75,6 +77,7 @@ class FERMam(nn.Module):
         cls_pool: str = "token0",
         landmark_bn_train: bool = True,
         dropout: float = 0.1,
+        ir_units=None,
     ):
         super().__init__()
         if ir_tokens not in IR_TOKENS:
@@ -86,7 +89,7 @@ class FERMam(nn.Module):
         self.face_landback = MobileFaceNet([112, 112], embedding_size=512, output_name="GDC")
         for p in self.face_landback.parameters():
             p.requires_grad = False
-        self.ir_back = IR50(num_stages=3, drop_ratio=0.0)
+        self.ir_back = IR50(num_stages=3, drop_ratio=0.0, units=ir_units)
         self.ir_layer = nn.Linear(1024, 512)
         self.ir_ssm = SSConvSSM(
             hidden_dim=512,
