@@ -49,6 +49,11 @@ def run_parity(paper: str, args: ParityOptions | dict) -> Report:
     if not upstream.is_dir():
         clone = f"git clone https://github.com/{repo} {upstream}" if repo else "clone the authors' repository there"
         raise ParityInputError(f"the authors' checkout {upstream} does not exist; fix: {clone}")
+    if str(opts.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ParityInputError("--device cuda: torch sees no CUDA device here; run with --device cpu")
     if opts.data_root is not None and not Path(opts.data_root).expanduser().is_dir():
         raise ParityInputError(f"--data-root {opts.data_root} does not exist; pass the folder of the dataset "
                                "(the layout ferlib's reader expects) or leave it out to use the test fixture")

@@ -15,9 +15,11 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import math
 import os
 import sys
 import types
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -39,7 +41,7 @@ class ParityInputError(ValueError):
 
 @dataclass
 class ParityOptions:
-    """What a parity run needs (the CLI's options; the library takes this, never an argparse namespace).
+    """What a parity run needs (the CLI's options; the library takes this, never the parsed command line).
 
     ``upstream``: the authors' checkout; ``data_root``: a real dataset's folder instead of the fixture
     (its first ``n_images`` images); ``steps``: training steps compared (None: the adapter's default, which
@@ -293,6 +295,69 @@ def load_record(path: str | Path) -> dict:
         raise FileNotFoundError(f"parity recording {path} not found; write one with "
                                 "python -m ferlib parity PAPER --upstream DIR --record {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --- compact recordings -------------------------------------------------------------------------------
+
+def _project(key: str, t: torch.Tensor, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed * 7919 + zlib.crc32(key.encode()))
+    dirs = torch.randn(4, t.numel(), generator=g, dtype=torch.float64)
+    return {"proj": dirs @ t.double().reshape(-1), "numel": t.numel(), "absmax": float(t.abs().max())}
+
+
+def fingerprint(state: Mapping[str, torch.Tensor], whole_numel: int = 64) -> dict:
+    """A small stand-in of a state dict for a recording: tensors of up to ``whole_numel`` elements (and integer
+    ones) whole, larger float tensors as 4 projections onto Gaussian directions seeded by the key (float64),
+    with their size and largest magnitude."""
+    out = {}
+    for key, t in state.items():
+        t = t.detach().cpu()
+        whole = t.numel() <= whole_numel or not t.is_floating_point()
+        out[key] = t.clone() if whole else _project(key, t)
+    return out
+
+
+def compare_fingerprints(stage: str, ours: Mapping[str, torch.Tensor], recorded: dict, rel_tol: float = FP32_REL_TOL,
+                         name: str = "parameters and buffers after K steps (recorded)") -> list[Check]:
+    """``ours`` (a state dict) against a recording's :func:`fingerprint`: whole tensors as :func:`compare_tensors`,
+    projections within ``rel_tol · scale · √numel`` (a projection of a difference of ``rel_tol · scale`` in every
+    element). One summary row (the worst tensor) plus one per failing or missing tensor."""
+    rows, worst, worst_key = [], 0.0, ""
+    for key, rec in recorded.items():
+        if key not in ours:
+            rows.append(Check(stage, key, "missing in ferlib's state", False, "same keys"))
+            continue
+        t = ours[key].detach().cpu()
+        if isinstance(rec, dict):
+            if t.numel() != rec["numel"]:
+                rows.append(Check(stage, key, f"{t.numel()} elements vs {rec['numel']}", False, "same shape"))
+                continue
+            scale = max(1.0, rec["absmax"])
+            dev = float((_project(key, t)["proj"] - rec["proj"]).abs().max()) / (scale * math.sqrt(rec["numel"]))
+            if dev > rel_tol:
+                rows.append(Check(stage, key, f"{dev:.1e} (projection / scale·√n)", False, f"≤ {rel_tol:.0e} rel."))
+        else:
+            row = compare_tensors(stage, key, t, rec, rel_tol)
+            if not row.ok:
+                rows.append(row)
+                continue
+            dev = tensor_deviation(t, rec)[0] if rec.is_floating_point() else 0.0
+        if dev >= worst:
+            worst, worst_key = dev, key
+    summary = f"{len(recorded) - len(rows)}/{len(recorded)} within; worst {worst:.1e} ({worst_key})"
+    return [Check(stage, name, summary, not rows, f"≤ {rel_tol:.0e} rel. each")] + rows
+
+
+def pack_uint8(x: torch.Tensor) -> dict:
+    """A uint8 tensor zlib-compressed for a recording (images of flat synthetic faces shrink 3–5×)."""
+    return {"shape": list(x.shape), "zlib": torch.frombuffer(bytearray(zlib.compress(x.numpy().tobytes(), 9)),
+                                                              dtype=torch.uint8)}
+
+
+def unpack_uint8(d: dict) -> torch.Tensor:
+    """The uint8 tensor :func:`pack_uint8` stored."""
+    raw = zlib.decompress(bytes(d["zlib"].numpy()))
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(d["shape"]).clone()
 
 
 # --- the authors' checkout --------------------------------------------------------------------------------
