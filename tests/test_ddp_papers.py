@@ -103,7 +103,8 @@ def test_two_processes_update_every_paper_like_one_process_on_the_whole_batch(tm
         assert any(not torch.equal(a, b) for a, b in zip(one, before)), f"{paper}: the update changed nothing"
         for w0, a, b, c in zip(before, one, r0, r1):
             torch.testing.assert_close(c, b, rtol=0, atol=0)  # the ranks hold the same weights
-            # the update of each tensor equals one process's, up to float32 summation order (a gradient
-            # of half the batch, or not averaged, would differ by tens of per cent)
+            # the update of each tensor equals one process's, up to float32 summation order, which Adam's
+            # normalisation amplifies for tiny gradients (FERMam: 1.1e-3 measured); a gradient of half the
+            # batch, or not averaged, would differ by tens of per cent
             step_one, step_two = a - w0, b - w0
-            assert (step_two - step_one).norm() <= 1e-3 * step_one.norm() + 1e-7, paper
+            assert (step_two - step_one).norm() <= 1e-2 * step_one.norm() + 1e-7, paper

@@ -83,7 +83,7 @@ def test_pretrained_false_starts_the_cards_training_with_a_warning(paper, home, 
 
     def fake_fit(model, loss, recipe, train_ds, val_ds, run_dir, resume, options, callbacks, start, **kw):
         seen.update(recipe=recipe, options=options, start=start, n_eval=len(val_ds))
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # train() holds the run's lock inside it already
         return {"selected_on": options.selected_on}
 
     monkeypatch.setattr(run_mod, "fit", fake_fit)
