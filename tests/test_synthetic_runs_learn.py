@@ -40,17 +40,32 @@ def results(tmp_path_factory):
     return tmp / "results" / "runs"
 
 
-@pytest.mark.parametrize("paper", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[p]))
-                                   if p in NOT_YET else p for p in NOTEBOOKS])
-def test_the_default_synthetic_run_learns(paper, results):
+#: Close enough to the line that another CPU's rounding may cross it either way: not strict.
+NEAR_THE_LINE = {"emonet"}
+
+
+def _evaluated(results, paper):
     found = sorted(results.glob(f"{paper}_synthetic*/summary.json"))  # MFER's name carries its feature loss
     assert len(found) == 1, found
     run = found[0].parent
     summary = json.loads((run / "summary.json").read_text())
     with np.load(run / "predictions.npz") as z:
         targets, classes = z["targets"], z["classes"]
-    counts = np.bincount(targets, minlength=len(classes))
-    assert len(targets) == summary["last"]["n"] >= 300, (paper, len(targets))
+    return summary, np.bincount(targets, minlength=len(classes)), classes
+
+
+@pytest.mark.parametrize("paper", list(NOTEBOOKS))
+def test_the_default_synthetic_run_is_evaluated_on_300_images_of_every_class(paper, results):
+    summary, counts, classes = _evaluated(results, paper)
+    assert counts.sum() == summary["last"]["n"] >= 300, (paper, counts.sum())
     assert (counts > 0).all(), (paper, dict(zip(classes, counts)))
+    assert summary["complete"], (paper, summary)
+
+
+@pytest.mark.parametrize("paper", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=p not in NEAR_THE_LINE, reason=NOT_YET[p])) if p in NOT_YET else p
+    for p in NOTEBOOKS])
+def test_the_default_synthetic_run_learns(paper, results):
+    summary, counts, _ = _evaluated(results, paper)
     majority = counts.max() / counts.sum()
     assert summary["last"]["accuracy"] >= majority + MARGIN, (paper, summary["last"], majority)
