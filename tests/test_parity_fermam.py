@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,9 @@ from ferlib.parity import ParityOptions, run_parity
 from ferlib.parity import fermam as parity
 from ferlib.parity.core import load_record
 
+import upstream
+
 RECORD = Path(__file__).parent / "data" / "parity" / "fermam.pt"
-MIRROR = Path("/work/.mirror/jxcsglr+FERMam/repo")
 
 
 @pytest.fixture(autouse=True)
@@ -68,24 +68,10 @@ def test_replay_fails_when_ferlib_changes(stage):
         assert "step 1 Δ 0.0e+00" not in loss.value        # LSCE 0.3 changes the very first loss
 
 
-def _extract(dest: Path) -> Path:
-    """The Python files of the mirror's FERMam-main (its large LFS weight files are not needed)."""
-    if not MIRROR.is_dir():
-        pytest.skip(f"the mirror of jxcsglr/FERMam ({MIRROR}) is absent here (as in CI): live parity not run")
-    git = ["git", f"--git-dir={MIRROR}"]
-    files = subprocess.run(git + ["ls-tree", "-r", "--name-only", "HEAD", "FERMam-main"], check=True,
-                           capture_output=True, text=True).stdout.split()
-    for f in files:
-        if f.endswith(".py"):
-            out = dest / f
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(subprocess.run(git + ["show", f"HEAD:{f}"], check=True, capture_output=True).stdout)
-    return dest
-
-
 @pytest.fixture()
 def checkout(tmp_path) -> Path:
-    return _extract(tmp_path / "FERMam")
+    """The Python files of the authors' FERMam-main (the mirror lacks its large weight files)."""
+    return upstream.checkout("jxcsglr/FERMam", tmp_path / "FERMam", ("FERMam-main",), suffix=".py")
 
 
 def test_live_parity_with_an_unseen_seed(checkout):
@@ -95,10 +81,7 @@ def test_live_parity_with_an_unseen_seed(checkout):
 
 
 def _change(checkout: Path, path: str, old: str, new: str) -> None:
-    f = checkout / "FERMam-main" / path
-    text = f.read_text()
-    assert old in text, f"{path} no longer holds {old!r}"
-    f.write_text(text.replace(old, new))
+    upstream.edit(checkout / "FERMam-main" / path, old, new)
 
 
 @pytest.mark.parametrize("change", ["bgr_line", "erasing_scale"])

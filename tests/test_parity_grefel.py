@@ -5,7 +5,6 @@ local mirror, unchanged and with one deliberate change each; they skip where the
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ import torch
 
 from ferlib.parity import ParityOptions, grefel
 
-MIRROR = Path("/work/.mirror/takihasan+ARBEx/repo")
+import upstream
+
 
 
 @pytest.fixture(autouse=True)
@@ -25,17 +25,11 @@ def one_thread():
 
 
 def checkout(dest: Path, edit: tuple[str, str, str] | None = None) -> Path:
-    if not MIRROR.is_dir():
-        pytest.skip(f"no mirror of {grefel.REPO} at {MIRROR} (CI has none): the live parity runs where it is")
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", f"--git-dir={MIRROR}", "archive", "HEAD"], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    """The authors' repository extracted into ``dest``; ``edit`` = (file, old, new) changes one line of it."""
+    upstream.checkout("takihasan/ARBEx", dest)
     if edit:
         name, old, new = edit
-        path = dest / "arbex" / name
-        text = path.read_text()
-        assert text.count(old) == 1, f"{old!r} is not once in {name}: the upstream file changed"
-        path.write_text(text.replace(old, new))
+        upstream.edit(dest / "arbex" / name, old, new)
     return dest
 
 

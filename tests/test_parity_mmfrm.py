@@ -7,7 +7,6 @@ one deliberate change each; they skip where the mirror is absent (CI).
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,8 @@ import torch
 
 from ferlib.parity import ParityOptions, mmfrm
 
-MIRROR = Path("/work/.mirror/hutianhan+MMFRM/repo")
+import upstream
+
 
 
 @pytest.fixture(autouse=True)
@@ -28,17 +28,10 @@ def one_thread():
 
 def checkout(dest: Path, edit: tuple[str, str, str] | None = None) -> Path:
     """The authors' repository extracted into ``dest``; ``edit`` = (file, old, new) changes one line of it."""
-    if not MIRROR.is_dir():
-        pytest.skip(f"no mirror of {mmfrm.REPO} at {MIRROR} (CI has none): the live parity runs where it is")
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", f"--git-dir={MIRROR}", "archive", "HEAD"], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    upstream.checkout("hutianhan/MMFRM", dest)
     if edit:
         name, old, new = edit
-        path = dest / name
-        text = path.read_text()
-        assert text.count(old) == 1, f"{old!r} is not once in {name}: the upstream file changed"
-        path.write_text(text.replace(old, new))
+        upstream.edit(dest / name, old, new)
     return dest
 
 
