@@ -20,6 +20,7 @@ import os
 import sys
 import types
 import zlib
+from unittest import mock
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -481,3 +482,20 @@ def upstream_code(directory: str | Path, subdir: str | None = None, report: Repo
                 sys.modules.pop(name, None)
         sys.modules.update(set_aside)
         importlib.invalidate_caches()
+
+
+def patched(obj, name: str, value):
+    """``obj.name = value`` inside a ``with`` block: created when missing, restored after (a class's
+    staticmethod stays static). How the adapters drive the authors' scripts without editing them."""
+    return mock.patch.object(obj, name, value, create=True)
+
+
+@contextlib.contextmanager
+def working_dir(path):
+    """Run the block in ``path`` (the authors' scripts open files relative to their working directory)."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)

@@ -34,8 +34,8 @@ import torch
 from . import register_parity
 from .core import (Check, ParityInputError, ParityOptions, Report, compare_fingerprints, compare_state_dicts,
                    compare_tensors, fingerprint, grey_levels, info, load_record, pack_uint8, save_record, two_sample,
-                   unpack_uint8)
-from .emonet_upstream import chdir, find_ops, fixed_ops, model_probe_input, pil_ops, run_authors
+                   unpack_uint8, working_dir)
+from .emonet_upstream import find_ops, fixed_ops, model_probe_input, pil_ops, run_authors
 
 PAPER = "emonet"
 REPO = "xiayu-cell/EMO-Net"
@@ -410,7 +410,7 @@ def parity(opts: ParityOptions) -> Report:
 
         # (c) training
         record = {}
-        with chdir(cap.run_dir):
+        with working_dir(cap.run_dir):
             recorded = data_stage(report, recipe, ferlib_sets, their_sets, opts.seed)
         train_u8 = recorded["train_u8"]
         labels = torch.tensor([lab for _, lab in names["train"]])

@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import os
 import sys
 import types
 from pathlib import Path
 
 import torch
 
-from .core import Report, upstream_code
+from .core import (Report, patched, upstream_code, working_dir)
 
 #: the starting-weights file name train.py asserts and loads (not released by the authors)
 START_FILE = "mobileNet-ECA-RAFDB-0.91199.pth"
@@ -180,17 +179,16 @@ def run_authors(upstream: Path, work: Path, image_dir: Path, names: dict, start:
             return real_backward(self, *args, **kwargs)
 
         sys.modules["ECA_mobileNetV2"] = alias
-        old_cwd, out = os.getcwd(), io.StringIO()
+        out = io.StringIO()
         handles = []
         try:
             train = code.import_module("train")
             train.RafDataset = dataset
-            os.chdir(run)
             handles = [_optim_hooks().register_optimizer_step_pre_hook(pre_hook),
                        _optim_hooks().register_optimizer_step_post_hook(post_hook)]
             torch.Tensor.backward = backward
-            with _patched(torch.utils.data, "DataLoader", Batches), contextlib.redirect_stdout(out), \
-                    _patched(torch.cuda, "is_available", lambda: device == "cuda" and _cuda_really()):
+            with working_dir(run), patched(torch.utils.data, "DataLoader", Batches), contextlib.redirect_stdout(out), \
+                    patched(torch.cuda, "is_available", lambda: device == "cuda" and _cuda_really()):
                 try:
                     train.main()
                 except _Stop:
@@ -199,7 +197,6 @@ def run_authors(upstream: Path, work: Path, image_dir: Path, names: dict, start:
             torch.Tensor.backward = real_backward
             for h in handles:
                 h.remove()
-            os.chdir(old_cwd)
             sys.modules.pop("ECA_mobileNetV2", None)
         cap.stdout = out.getvalue()
     return cap, their_dataset
@@ -210,26 +207,6 @@ _REAL_CUDA_AVAILABLE = torch.cuda.is_available
 
 def _cuda_really() -> bool:
     return _REAL_CUDA_AVAILABLE()
-
-
-@contextlib.contextmanager
-def chdir(path: Path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-@contextlib.contextmanager
-def _patched(obj, name, value):
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
 
 
 def _optim_hooks():

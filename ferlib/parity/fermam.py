@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from . import register_parity
-from .core import (FP32_REL_TOL, Check, ParityInputError, ParityOptions, Report, compare_tensors, grey_levels, info, save_record,
-                   state_digest, tensor_deviation, two_sample, upstream_code)
+from .core import (FP32_REL_TOL, Check, ParityInputError, ParityOptions, Report, compare_tensors, grey_levels, info,
+                   patched, save_record, state_digest, tensor_deviation, two_sample, upstream_code)
 from .fermam_upstream import code_dir, loadable_indices, run_authors_training, steps_layout, thop_standin
 
 PAPER = "fermam"
@@ -112,16 +112,6 @@ def to_uint8(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _patched(obj, name, value):
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
-
-
-@contextlib.contextmanager
 def fixed_ours(tf, flip: bool | None = None, kind: int | None = None, noise: torch.Tensor | None = None,
                box: tuple | None = None):
     """ferlib's train transform with its random draws fixed: ``flip`` for every hflip, basic_aug ``kind``
@@ -132,24 +122,24 @@ def fixed_ours(tf, flip: bool | None = None, kind: int | None = None, noise: tor
     with contextlib.ExitStack() as st:
         for step in tf.augment or []:
             if isinstance(step, BatchedHFlip) and flip is not None:
-                st.enter_context(_patched(step, "sample", lambda B, *a, device=None, **k: {
+                st.enter_context(patched(step, "sample", lambda B, *a, device=None, **k: {
                     "flip": torch.full((B,), bool(flip), device=device)}))
             elif isinstance(step, BatchedBasicAug) and kind is not None:
-                st.enter_context(_patched(step, "sample", lambda B, *a, device=None, **k: {
+                st.enter_context(patched(step, "sample", lambda B, *a, device=None, **k: {
                     "kind": torch.full((B,), int(kind), dtype=torch.int64, device=device)}))
                 if noise is not None:
                     real = torch.randn
                     def randn(*s, _std=step.std, **k):
                         shape = tuple(s[0] if len(s) == 1 else s)
                         return (noise / _std).expand(shape).clone() if shape[-3:] == tuple(noise.shape) else real(*s, **k)
-                    st.enter_context(_patched(torch, "randn", randn))
+                    st.enter_context(patched(torch, "randn", randn))
         if tf.erasing is not None:
             def sample(B, H, W, device=None):
                 i, j, h, w = box or (0, 0, 1, 1)
                 full = lambda v: torch.full((B,), int(v), dtype=torch.int64, device=device)  # noqa: E731
                 return {"erase": torch.full((B,), box is not None, device=device), "top": full(i), "left": full(j),
                         "h": full(h), "w": full(w)}
-            st.enter_context(_patched(tf.erasing, "sample", sample))
+            st.enter_context(patched(tf.erasing, "sample", sample))
         yield tf
 
 
@@ -179,9 +169,9 @@ def fixed_theirs(ds_mod, train_tf, flip: bool | None = None, noise: np.ndarray |
                 op.get_params = get_params
     with contextlib.ExitStack() as st:
         if noise is not None:
-            st.enter_context(_patched(ds_mod, "random", types.SimpleNamespace(uniform=lambda a, b: 1.0,
+            st.enter_context(patched(ds_mod, "random", types.SimpleNamespace(uniform=lambda a, b: 1.0,
                                                                              randint=lambda a, b: 1)))
-            st.enter_context(_patched(np.random, "normal", lambda mean=0.0, std=1.0, size=None: noise + mean))
+            st.enter_context(patched(np.random, "normal", lambda mean=0.0, std=1.0, size=None: noise + mean))
         yield tf
 
 
@@ -208,7 +198,6 @@ def data_stage(report: Report, rec: dict, ds_mod, authors, data_root: Path, reci
     ours = ferlib_split(data_root, "test", cache, recipe, names)
     pos = by_name(ours)
     shared = [(i, pos[n]) for i, n in zip(idx, names) if n in pos]
-    shared_names = [n for n in names if n in pos]
     x_t = torch.stack([torch.as_tensor(theirs[i][0]) for i, _ in shared])
     y_t = torch.tensor([int(theirs.target[i]) for i, _ in shared])
     tf_eval = build_batch_transform(recipe, train=False)
@@ -275,7 +264,6 @@ def their_draws(ds, train_tf, n: int, seed: int, size: int) -> dict:
 
     import cv2
     from PIL import Image
-    from torchvision import transforms as T
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -686,7 +674,6 @@ def replay(record: dict, data_root: Path | None = None, device: str = "cpu", sta
     report = Report(PAPER)
     data_root = Path(data_root) if data_root else fixture_root()
     recipe = card_recipe(batch_size=record["batch"], epochs=record["epochs"], **overrides)
-    mean, std = recipe.mean, recipe.std
     t = record["train"]
     with tempfile.TemporaryDirectory() as tmp:
         if "data" in stages:

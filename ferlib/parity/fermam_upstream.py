@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .core import patched, working_dir
+
 _VAL_LINE = re.compile(r"Val Loss: (?P<loss>[-\d.naninf]+) \| Acc: (?P<acc>[\d.]+) \| F1: (?P<f1>[\d.]+)")
 
 
@@ -52,20 +54,6 @@ def code_dir(upstream) -> Path:
 
     raise ParityInputError(f"{root} holds no FERMam train.py (looked in {root / 'FERMam-main'} and {root}); "
                            "fix: pass --upstream a clone of https://github.com/jxcsglr/FERMam")
-
-
-@contextlib.contextmanager
-def _patched(obj, name: str, value):
-    missing = object()
-    old = getattr(obj, name, missing)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        if old is missing:
-            delattr(obj, name)
-        else:
-            setattr(obj, name, old)
 
 
 @contextlib.contextmanager
@@ -230,7 +218,7 @@ def run_authors_training(root: Path, data_root: Path, start_state: dict, *, n_tr
     def model_fn(*args, **kwargs):
         if setup_only:
             raise _SetupDone
-        with tempfile.TemporaryDirectory() as empty, _chdir(empty):  # no ./models/pretrain here: nothing loads
+        with tempfile.TemporaryDirectory() as empty, working_dir(empty):  # no ./models/pretrain here: nothing loads
             torch.manual_seed(seed)
             m = their_model_fn(*args, **kwargs)
         run.init_shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
@@ -272,19 +260,19 @@ def run_authors_training(root: Path, data_root: Path, start_state: dict, *, n_tr
             str(max(1, n_val)), "--workers", "0"]
     env_before = os.environ.get("CUDA_VISIBLE_DEVICES")
     with contextlib.ExitStack() as st:
-        st.enter_context(_patched(sys, "argv", argv))
+        st.enter_context(patched(sys, "argv", argv))
         st.enter_context(contextlib.redirect_stdout(run.stdout))  # their modules' prints ("Error loading …")
-        st.enter_context(_patched(train_mod, "RafDataSet", dataset))
-        st.enter_context(_patched(train_mod, "data", types.SimpleNamespace(DataLoader=loader)))
-        st.enter_context(_patched(train_mod, "pyramid_trans_expr", model_fn))
-        st.enter_context(_patched(train_mod, "SAM", RecordingSAM))
-        st.enter_context(_patched(train_mod, "f1_score", f1))
-        st.enter_context(_patched(train_mod, "print", lambda *a, **k: run.printed.append(" ".join(map(str, a)))))
-        st.enter_context(_patched(torch.Tensor, "backward", backward))
-        st.enter_context(_patched(torch, "save", lambda obj, *a, **k: run.saved.append(sorted(obj))))
+        st.enter_context(patched(train_mod, "RafDataSet", dataset))
+        st.enter_context(patched(train_mod, "data", types.SimpleNamespace(DataLoader=loader)))
+        st.enter_context(patched(train_mod, "pyramid_trans_expr", model_fn))
+        st.enter_context(patched(train_mod, "SAM", RecordingSAM))
+        st.enter_context(patched(train_mod, "f1_score", f1))
+        st.enter_context(patched(train_mod, "print", lambda *a, **k: run.printed.append(" ".join(map(str, a)))))
+        st.enter_context(patched(torch.Tensor, "backward", backward))
+        st.enter_context(patched(torch, "save", lambda obj, *a, **k: run.saved.append(sorted(obj))))
         if device == "cpu":
-            st.enter_context(_patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
-            st.enter_context(_patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            st.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            st.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
         try:
             train_mod.run_training()
         except _SetupDone:
@@ -296,16 +284,6 @@ def run_authors_training(root: Path, data_root: Path, start_state: dict, *, n_tr
                 os.environ["CUDA_VISIBLE_DEVICES"] = env_before
     run.final_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
     return run
-
-
-@contextlib.contextmanager
-def _chdir(path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 def steps_layout(steps: int) -> tuple[int, int]:

@@ -37,8 +37,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from . import register_parity
 from .core import (Check, ParityInputError, ParityOptions, Report, compare_state_dicts, compare_tensors,
-                   grey_levels, info, two_sample, upstream_code)
-from .mmfrm import FIXTURE, _chdir, _levels, _n_images, _patched, _patched_module, _zero_dropout
+                   grey_levels, info, patched, tensor_deviation, two_sample, upstream_code, working_dir)
+from .mmfrm import FIXTURE, _levels, _n_images, _patched_module, _zero_dropout
 
 PAPER = "grefel"
 REPO = "takihasan/ARBEx"
@@ -152,8 +152,8 @@ def _fixed_train_ops(report, train, frames, ours_train, recipe, seed):
     rng = np.random.default_rng(seed)
     top, left = (int(v) for v in rng.integers(0, 23, 2))
     for flip in (False, True):
-        with _patched(RandomCrop, "get_params", staticmethod(lambda img, size: (top, left, size[0], size[1]))), \
-                _patched(torch, "rand", lambda *s, **k: torch.full((1,), 0.0 if flip else 0.99)):
+        with patched(RandomCrop, "get_params", staticmethod(lambda img, size: (top, left, size[0], size[1]))), \
+                patched(torch, "rand", lambda *s, **k: torch.full((1,), 0.0 if flip else 0.99)):
             t_x = torch.stack([train[i][0] for i in idx])
         calls = iter([top, left])
 
@@ -164,7 +164,7 @@ def _fixed_train_ops(report, train, frames, ours_train, recipe, seed):
             shape = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else size
             return torch.full(shape, 0.0 if flip else 0.99)
 
-        with _patched(torch, "randint", randint), _patched(torch, "rand", rand):
+        with patched(torch, "randint", randint), patched(torch, "rand", rand):
             o_x = tf(u8)
         report.add(grey_levels("data", f"train transform, crop ({top},{left}), flip {'on' if flip else 'off'}",
                                _levels(o_x, recipe), _levels(t_x, recipe),
@@ -311,15 +311,15 @@ def _train_stage(report, up, dev, train_loader, recipe, steps, seed, device):
                 "--num-classes", str(NUM_CLASSES), "--num-iters", str(steps),
                 *[a for flag in ("vit", "head", "anchor", "attn") for a in (f"--hyperparam-lr-{flag}", str(LR))], "--val-every", "1000000",
                 "--cli-every", "1000000", "--csv-every", "1000000", "--save-every", "1000000"]
-        stack.enter_context(_patched(sys, "argv", argv))
-        stack.enter_context(_patched(module, "train", hand_over))
+        stack.enter_context(patched(sys, "argv", argv))
+        stack.enter_context(patched(module, "train", hand_over))
         data = up.import_module("data")
-        stack.enter_context(_patched(data, "get_dataloader_train", lambda **k: Loader(train_ds)))
-        stack.enter_context(_patched(data, "get_dataloader_dev", lambda **k: Loader(dev)))
-        stack.enter_context(_patched(data, "get_datamaker", lambda *a, **k: None))
-        stack.enter_context(_patched(torch.cuda, "is_available", lambda: device.type == "cuda"))
-        stack.enter_context(_patched(torch.Tensor, "backward", backward))
-        stack.enter_context(_chdir(work))
+        stack.enter_context(patched(data, "get_dataloader_train", lambda **k: Loader(train_ds)))
+        stack.enter_context(patched(data, "get_dataloader_dev", lambda **k: Loader(dev)))
+        stack.enter_context(patched(data, "get_datamaker", lambda *a, **k: None))
+        stack.enter_context(patched(torch.cuda, "is_available", lambda: device.type == "cuda"))
+        stack.enter_context(patched(torch.Tensor, "backward", backward))
+        stack.enter_context(working_dir(work))
         stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
         handle = register_optimizer_step_pre_hook(pre_step)
@@ -371,8 +371,6 @@ def _train_stage(report, up, dev, train_loader, recipe, steps, seed, device):
 
 
 def _named(name: str, ours, theirs) -> Check:
-    from .core import tensor_deviation
-
     dev, _ = tensor_deviation(torch.tensor(ours), torch.tensor(theirs))
     return Check("train", f"{name} (differs: noise amplified)", f"{dev:.1e} rel.", True, "named difference",
                  "Adam's first updates are ±lr for every element whatever the gradient's size, so the fp32 noise "
@@ -382,8 +380,6 @@ def _named(name: str, ours, theirs) -> Check:
 
 
 def _named_state(ours: dict, theirs: dict) -> Check:
-    from .core import tensor_deviation
-
     shared = [k for k in theirs if k in ours and theirs[k].is_floating_point()]
     devs = sorted(((tensor_deviation(ours[k], theirs[k])[0], k) for k in shared), reverse=True)
     missing = sorted(set(theirs) ^ set(ours))

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import io
 import math
-import os
 import random
 import sys
 import tempfile
@@ -39,7 +38,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from . import register_parity
 from .core import (Check, ParityInputError, ParityOptions, Report, compare_state_dicts, compare_tensors,
-                   grey_levels, info, load_record, save_record, two_sample, upstream_code)
+                   grey_levels, info, load_record, patched, save_record, tensor_deviation, two_sample, upstream_code,
+                   working_dir)
 
 PAPER = "mmfrm"
 REPO = "hutianhan/MMFRM"
@@ -109,17 +109,6 @@ def _paired(theirs, ours, n: int | None) -> list[tuple[int, int]]:
 # --- patching helpers ------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _patched(obj, name: str, value):
-    """``obj.name = value`` for the block (a class attribute is restored as stored: staticmethods stay static)."""
-    old = obj.__dict__[name] if isinstance(obj, type) and name in obj.__dict__ else getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
-
-
 def _shape(size) -> tuple:
     return tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else tuple(size)
 
@@ -138,17 +127,17 @@ def _forced_theirs(uniform=None, randint=None, erase=None, box=None, noise=None)
 
     with contextlib.ExitStack() as stack:
         if erase is not None:
-            stack.enter_context(_patched(torch, "rand", rand))
+            stack.enter_context(patched(torch, "rand", rand))
         if uniform is not None:
-            stack.enter_context(_patched(random, "uniform", lambda a, b: float(uniform)))
+            stack.enter_context(patched(random, "uniform", lambda a, b: float(uniform)))
         if randint is not None:
-            stack.enter_context(_patched(random, "randint", lambda a, b: int(randint)))
+            stack.enter_context(patched(random, "randint", lambda a, b: int(randint)))
         if noise is not None:
-            stack.enter_context(_patched(np.random, "normal",
+            stack.enter_context(patched(np.random, "normal",
                                          lambda mean, std, shape: mean + std * noise.reshape(shape)))
         if box is not None:
             i, j, h, w = box
-            stack.enter_context(_patched(RandomErasing, "get_params", staticmethod(
+            stack.enter_context(patched(RandomErasing, "get_params", staticmethod(
                 lambda img, scale, ratio, value=None: (i, j, h, w, torch.tensor(value)[:, None, None]))))
         yield
 
@@ -158,7 +147,7 @@ def _forced_ours(tf, u=None, noise=None, erase=None, box=None):
     """Fix the draws of ferlib's batch transform ``tf`` (its module instances only): the basic_aug choice
     ``u`` per image (< 0.25 flip, < 0.5 noise, else none), its noise (the same standard normal [H,W,3]; used
     where the op draws noise of that size) and the erasing (on/off, box)."""
-    real_rand, real_randn = torch.rand, torch.randn
+    real_randn = torch.randn
 
     def rand(*size, **kw):
         return torch.full(_shape(size), float(u), device=kw.get("device"))
@@ -173,14 +162,14 @@ def _forced_ours(tf, u=None, noise=None, erase=None, box=None):
         forward = module.forward
 
         def call(x):
-            with _patched(torch, "rand", rand), _patched(torch, "randn", randn):
+            with patched(torch, "rand", rand), patched(torch, "randn", randn):
                 return forward(x)
         return call
 
     with contextlib.ExitStack() as stack:
         for step in (tf.augment or []):
             if type(step).__name__ == "BatchedBasicAug" and u is not None:
-                stack.enter_context(_patched(step, "forward", fixed(step)))
+                stack.enter_context(patched(step, "forward", fixed(step)))
         er = tf.erasing
         if er is not None and erase is not None:
             if hasattr(er, "sample"):
@@ -189,14 +178,14 @@ def _forced_ours(tf, u=None, noise=None, erase=None, box=None):
                     full = lambda v: torch.full((B,), int(v), dtype=torch.int64, device=device)  # noqa: E731
                     return {"erase": torch.full((B,), bool(erase), device=device), "top": full(i), "left": full(j),
                             "h": full(h), "w": full(w)}
-                stack.enter_context(_patched(er, "sample", sample))
+                stack.enter_context(patched(er, "sample", sample))
             else:  # torchvision's per-image v2.RandomErasing
                 from torchvision.transforms import v2
-                stack.enter_context(_patched(torch, "rand", lambda *s, **k: torch.full((1,), 0.0 if erase else 0.99)))
+                stack.enter_context(patched(torch, "rand", lambda *s, **k: torch.full((1,), 0.0 if erase else 0.99)))
                 if box is not None:
                     real_make = v2.RandomErasing.make_params
                     i, j, h, w = box
-                    stack.enter_context(_patched(v2.RandomErasing, "make_params", lambda self, fl: {
+                    stack.enter_context(patched(v2.RandomErasing, "make_params", lambda self, fl: {
                         **real_make(self, fl), "i": i, "j": j, "h": h, "w": w}))
         yield
 
@@ -209,7 +198,6 @@ def _data_stage(report: Report, record: dict, data_mod, root: Path, recipe, cach
     """Eval path of every paired test image; the train path with each random op fixed (first train images)."""
     ours_test = _ferlib_split(root, "test", cache_dir, recipe)
     ours_train = _ferlib_split(root, "train", cache_dir, recipe)
-    mean, std = recipe.mean, recipe.std
     if replay is None:
         theirs_test = data_mod.RafDataSet(str(root), phase="test")
         theirs_train = data_mod.RafDataSet(str(root), phase="train", basic_aug=True)
@@ -502,11 +490,11 @@ def run_authors_script(upstream: Path, root: Path, plan: _Plan) -> dict:
                 stub.summary = lambda *a, **k: None
                 stack.enter_context(_patched_module("torchsummary", stub))
                 notes["torchsummary"] = "stand-in (imported by the script on CPU, never called)"
-        stack.enter_context(_patched(sys, "argv", argv))
-        stack.enter_context(_patched(torch.utils.data, "DataLoader", loader))
-        stack.enter_context(_patched(torch, "save", lambda obj, f, *a, **k: saved.append(str(f))))
-        stack.enter_context(_chdir(work))
-        stack.enter_context(_patched(torch.cuda, "is_available", lambda: plan.device.type == "cuda"))
+        stack.enter_context(patched(sys, "argv", argv))
+        stack.enter_context(patched(torch.utils.data, "DataLoader", loader))
+        stack.enter_context(patched(torch, "save", lambda obj, f, *a, **k: saved.append(str(f))))
+        stack.enter_context(working_dir(work))
+        stack.enter_context(patched(torch.cuda, "is_available", lambda: plan.device.type == "cuda"))
         stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         handle = register_optimizer_step_pre_hook(pre_step)
         stack.callback(handle.remove)
@@ -529,16 +517,6 @@ def _patched_module(name: str, module):
         yield
     finally:
         sys.modules.pop(name, None)
-
-
-@contextlib.contextmanager
-def _chdir(path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 # --- (c) training: ferlib's engine -----------------------------------------------------------------------
@@ -803,8 +781,6 @@ def _nudged(state: dict, seed: int) -> dict:
 def _floor(ours: dict, nudged: dict, seed: int) -> dict:
     """Deviations between two ferlib runs that differ only by one-ulp starting weights: per-step loss, validation
     logits per epoch, every sampled tensor (the scale a replay on another CPU type must allow)."""
-    from .core import tensor_deviation
-
     a, b = _sample_state(ours["state"], seed), _sample_state(nudged["state"], seed)
     return {"loss": [abs(x[1] - y[1]) / max(1.0, abs(y[1])) for x, y in zip(ours["steps"], nudged["steps"])],
             "logits": {t: tensor_deviation(ours["val_logits"][t], nudged["val_logits"][t])[0]
@@ -818,8 +794,6 @@ def _tol(floor: float) -> float:
 
 def _compare_with_floor(ours: dict, theirs: dict, floor: dict, name: str) -> list[Check]:
     """Every tensor within max(1e-5, FLOOR_FACTOR × its floor): a summary row, then one per failing tensor."""
-    from .core import tensor_deviation
-
     rows, worst = [], (0.0, "", 0.0)
     missing = sorted(set(ours) ^ set(theirs))
     for k in theirs:
@@ -841,8 +815,6 @@ def _compare_with_floor(ours: dict, theirs: dict, floor: dict, name: str) -> lis
 
 def _head_row(ours: dict, theirs: dict, keys: list[str]) -> Check:
     """The landmark net's GDC head: ferlib does not run it, so its BatchNorm statistics keep their initial values."""
-    from .core import tensor_deviation
-
     floats = [k for k in keys if theirs[k].is_floating_point()]
     dev = max((tensor_deviation(ours[k], theirs[k])[0] for k in floats), default=0.0)
     counts = [k for k in keys if not theirs[k].is_floating_point()]
@@ -855,8 +827,6 @@ def _head_row(ours: dict, theirs: dict, keys: list[str]) -> Check:
 
 def _fused_rows(fused: dict, fused_state: dict | None, their_steps: list, their_state: dict, their_logits: dict):
     """ferlib's default fused Adam against the authors' run: the loss and logits within fp32; the parameters named."""
-    from .core import tensor_deviation
-
     rows = [compare_tensors("train", "per-step loss, ferlib's default fused Adam", [s[1] for s in fused["steps"]],
                             [s[1] for s in their_steps], note="the card's optimiser as ferlib runs it (fused=True)")]
     last = max(their_logits)
