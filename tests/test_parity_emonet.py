@@ -1,7 +1,6 @@
 """EMO-Net parity (issue 23): ferlib replayed against the recording of the authors' numbers, and, where the
 authors' repository is mirrored, the live comparison against their code and against deliberately changed copies."""
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,9 @@ from ferlib.cli.parity import main as parity_main
 from ferlib.parity import ParityOptions, run_parity
 from ferlib.parity.core import load_record
 
+import upstream
+
 RECORDING = Path(__file__).parent / "data" / "parity" / "emonet.pt"
-MIRROR = Path("/work/.mirror/xiayu-cell+EMO-Net/repo")
 
 
 def test_the_recording_is_small_and_complete():
@@ -61,15 +61,7 @@ def test_replay_fails_when_ferlib_reads_bgr(monkeypatch):
 @pytest.fixture
 def checkout(tmp_path):
     """The authors' code (train.py, dataset.py, model/) extracted from the mirror into a temporary folder."""
-    if not MIRROR.is_dir():
-        pytest.skip(f"{MIRROR} is absent (no mirror of xiayu-cell/EMO-Net here, as in CI); "
-                    "the replay tests above cover ferlib's side")
-    out = tmp_path / "EMO-Net"
-    out.mkdir()
-    archive = subprocess.run(["git", f"--git-dir={MIRROR}", "archive", "HEAD", "--", "train.py", "dataset.py", "model"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    return out
+    return upstream.checkout("xiayu-cell/EMO-Net", tmp_path / "EMO-Net", ("train.py", "dataset.py", "model"))
 
 
 def test_cli_parity_passes_against_the_authors_code(checkout, capsys):
@@ -89,12 +81,6 @@ def test_cli_parity_reports_a_missing_checkout(tmp_path, capsys):
                    f"https://github.com/xiayu-cell/EMO-Net {tmp_path / 'none'}")
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{path.name} no longer holds {old!r}"
-    path.write_text(text.replace(old, new))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("file, old, new, stage, names", [
     ("train.py", "lr=0.001, momentum=0.9, weight_decay=0.00001) \n", "lr=0.002, momentum=0.9, weight_decay=0.00001)\n",
@@ -110,7 +96,7 @@ def _edit(path: Path, old: str, new: str) -> None:
      "augment", {"RandomResizedCrop size/scale/ratio/interpolation", "crop area fraction"}),
 ])
 def test_parity_fails_and_names_the_stage_when_their_code_changes(checkout, file, old, new, stage, names):
-    _edit(checkout / file, old, new)
+    upstream.edit(checkout / file, old, new)
     report = run_parity("emonet", ParityOptions(upstream=checkout, seed=3, n_images=8, steps=3))
     print(report.table())
     assert stage in report.failed_stages() and not report.ok
