@@ -1,4 +1,4 @@
-"""Images/s of the data pipeline: the authors' way vs ferlib's cache + batched transforms (DESIGN §5).
+"""Images/s of the data pipeline: the authors' way vs ferlib's cache + batched transforms (docs/design.md §5).
 
 Per paper (``python benchmarks/data_pipeline.py``, the default): each paper's FULL train transform from its
 card's RAF-DB entry, on the same synthetic RAF-DB JPEG files (official layout, 100×100 aligned crops),

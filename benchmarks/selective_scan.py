@@ -1,6 +1,6 @@
-"""Forward + backward time of the selective-scan backends at FERMam's shapes (DESIGN §4, §8).
+"""Forward + backward time of the selective-scan backends at FERMam's shapes (docs/design.md §4, §8).
 
-SS2D scan (fermam.md §5): batch B, 4 directions × d_inner 512 = 2048 channels, L = 49 (7×7),
+SS2D scan (docs/papers/fermam.md §5): batch B, 4 directions × d_inner 512 = 2048 channels, L = 49 (7×7),
 d_state 16, B/C grouped per direction, delta bias + softplus, D skip. Fusion scan (§7): the ASFR
 recurrence of ``fusion.ssm1`` (d_inner 1024, L 49, one shared A [16]). Backends: ``reference``
 (sequential loop), ``torch`` (ferlib's scan) and ``cuda`` (mamba_ssm, only with a GPU and the

@@ -5,7 +5,7 @@
   ``data.source``; ``--data-root`` to change), and reports accuracy, mean per-class accuracy, macro F1, the
   confusion matrix and a per-class report. Writes ``DIR/eval_<split>[_tta].json`` and
   ``DIR/predictions_<split>[_tta].npz`` (logits, targets, features, classes — the layout of
-  ``predictions.npz``, DESIGN §3).
+  ``predictions.npz``, docs/design.md §3).
 - ``--weights ENTRY_OR_FILE [--model NAME] --dataset rafdb --data-root …`` builds the model a
   ``ferlib.weights`` entry describes (or ``--model`` for a file the registry does not know), applies the
   entry's preprocessing (input size, the paper card's eval resize / crop, mean/std, colour order) and class

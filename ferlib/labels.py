@@ -1,5 +1,5 @@
 """Label sets without data: every dataset's native class order, the canonical order, synonyms and
-each paper's display order for figures (datasets.md §5). Pure Python, no ferlib imports: the
+each paper's display order for figures (docs/datasets.md §5). Pure Python, no ferlib imports: the
 weights registry, metrics and figures use it without loading the dataset readers
 (:mod:`ferlib.data.labels` re-exports all of it and adds the functions that relabel datasets).
 
@@ -56,7 +56,7 @@ AFFECTNET8_ALPHA = ("anger", "contempt", "disgust", "fear", "happy", "neutral", 
 FERPLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 #: FER2013 emotion codes 0..6.
 FER2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-#: EMO-Net's AffectNet-8 lists (val8.txt) and 8-class checkpoint: RAF-DB order + contempt (emonet.md §7).
+#: EMO-Net's AffectNet-8 lists (val8.txt) and 8-class checkpoint: RAF-DB order + contempt (docs/papers/emonet.md §7).
 EMONET_AFFECTNET8 = RAFDB + ("contempt",)
 
 LABEL_SETS: dict[str, LabelSet] = {

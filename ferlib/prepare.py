@@ -7,7 +7,7 @@ subject when the regex names one; recorded in ``R/ferlib_split.json``), see
 
 Reads the dataset's official files, decodes every image once (optionally aligning faces to the 5-point
 template), resizes to ``--size`` and writes a uint8 memmap + index + skip report under ``data/cache/``
-(``--cache-dir`` to change), atomically (DESIGN §5). ``ferlib.engine.train`` reads the cache by default
+(``--cache-dir`` to change), atomically (docs/design.md §5). ``ferlib.engine.train`` reads the cache by default
 (``cache="auto"``) at the recipe's ``stored_size`` (else its ``input_size``): prepare with that ``--size``
 and training finds this cache instead of building its own; ``load_dataset(name, root, split, cache=True,
 cache_size=N)`` finds it too.

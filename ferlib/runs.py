@@ -1,4 +1,4 @@
-"""The run directory (DESIGN §3): the one module that writes and reads its files.
+"""The run directory (docs/design.md §3): the one module that writes and reads its files.
 
 ::
 

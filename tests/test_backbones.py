@@ -65,9 +65,9 @@ def test_parameter_counts_match_manifest():
         if not name.startswith("<"):
             assert n(getattr(mfn, name)) == count, name
     assert n(mfn) == MANIFEST["mobilefacenet"]["params"]["<total>"] == 1_007_248
-    assert n(MobileFaceNet((112, 112), 512)) == 1_200_512  # fermam.md §13 face_landback
+    assert n(MobileFaceNet((112, 112), 512)) == 1_200_512  # docs/papers/fermam.md §13 face_landback
     mm = MMFRMMobileFaceNet()
-    assert n(mm) == 1_204_616 and n(mm.alpha) == 513 and n(mm.fc) == 3_591  # mmfrm.md §8
+    assert n(mm) == 1_204_616 and n(mm.alpha) == 513 and n(mm.fc) == 3_591  # docs/papers/mmfrm.md §8
 
 
 # --- IR-50 --------------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def test_ir50_tokens_match_reference(ir50_model):
 
 
 def test_ir50_tokens_are_a_raw_view_not_spatial(ir50_model):
-    """fermam.md §3.3: token t = flat elements t·1024 … of the NCHW map, not a spatial position."""
+    """docs/papers/fermam.md §3.3: token t = flat elements t·1024 … of the NCHW map, not a spatial position."""
     x = load_ref("ir50_input.pt")
     with torch.no_grad():
         fmap = ir50_model.forward_features(x)

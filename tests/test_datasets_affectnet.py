@@ -131,13 +131,13 @@ def test_unknown_layout_hint(tmp_path):
 
 
 def test_emonet_lists_val8_and_val7(tmp_path):
-    """EMO-Net's val7_origin.txt (AffectNet's native codes) and val8.txt (RAF-DB order + contempt, emonet.md §7)
+    """EMO-Net's val7_origin.txt (AffectNet's native codes) and val8.txt (RAF-DB order + contempt, docs/papers/emonet.md §7)
     name the same images with the same emotions."""
     from ferlib.data.labels import LABEL_SETS
 
     csv = load_dataset("affectnet8", F, "val", check="none")
     rel = [str(p.relative_to(F / "Manually_Annotated_Images")) for p in csv.samples]
-    to_val8 = {0: 6, 1: 3, 2: 4, 3: 0, 4: 1, 5: 2, 6: 5, 7: 7}      # emonet.md §7: native 0→6, 1→3, … (+ contempt)
+    to_val8 = {0: 6, 1: 3, 2: 4, 3: 0, 4: 1, 5: 2, 6: 5, 7: 7}      # docs/papers/emonet.md §7: native 0→6, 1→3, … (+ contempt)
     (tmp_path / "val8.txt").write_text("".join(f"{r} {to_val8[t]}\n" for r, t in zip(rel, csv.targets)))
     (tmp_path / "val7_origin.txt").write_text("".join(f"{r} {t}\n" for r, t in zip(rel, csv.targets) if t < 7))
     v8 = load_dataset("affectnet8", F, "val", list_file=tmp_path / "val8.txt")

@@ -1,4 +1,4 @@
-"""FERPlus: vote processing per label mode (datasets.md §3) and every trap row of the fixture."""
+"""FERPlus: vote processing per label mode (docs/datasets.md §3) and every trap row of the fixture."""
 import json
 
 import numpy as np

@@ -1,11 +1,11 @@
-"""Label sets: native orders, canonical maps (datasets.md §5 table) and paper display orders."""
+"""Label sets: native orders, canonical maps (docs/datasets.md §5 table) and paper display orders."""
 import pytest
 
 from ferlib.data import load_dataset
 from ferlib.data.labels import CANONICAL, LABEL_SETS, remap
 from ferlib.recipes import class_order, paper_order
 
-# datasets.md §5: native index -> canonical index, row by row
+# docs/datasets.md §5: native index -> canonical index, row by row
 TABLE = {
     "rafdb": (3, 4, 5, 1, 2, 6, 0),
     "affectnet": (0, 1, 2, 3, 4, 5, 6),
@@ -24,8 +24,8 @@ def test_canonical_maps(name):
 
 
 def test_emonet_val8_to_val7_map():
-    """EMO-Net's val8 → val7 code map {0→3, 1→4, 2→5, 3→1, 4→2, 5→6, 6→0} (datasets.md §2) is RAF-DB order +
-    contempt → AffectNet's native order, as emonet.md §7 verified on the native labels."""
+    """EMO-Net's val8 → val7 code map {0→3, 1→4, 2→5, 3→1, 4→2, 5→6, 6→0} (docs/datasets.md §2) is RAF-DB order +
+    contempt → AffectNet's native order, as docs/papers/emonet.md §7 verified on the native labels."""
     m = LABEL_SETS["emonet_affectnet8"].map_to(LABEL_SETS["affectnet"])
     assert m == {0: 3, 1: 4, 2: 5, 3: 1, 4: 2, 5: 6, 6: 0}
     assert LABEL_SETS["emonet_affectnet8"].names[7] == "contempt"
@@ -37,7 +37,7 @@ def test_remap_and_missing_class():
         remap([7], LABEL_SETS["affectnet8"], LABEL_SETS["rafdb"])
 
 
-#: The order each paper's code indexes each dataset (datasets.md §5), written out here by hand: the cards'
+#: The order each paper's code indexes each dataset (docs/datasets.md §5), written out here by hand: the cards'
 #: ``class_order:`` must give exactly these names.
 RAF = ("surprise", "fear", "disgust", "happy", "sad", "anger", "neutral")
 AFF7 = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")

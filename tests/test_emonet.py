@@ -1,4 +1,4 @@
-"""EMO-Net against the authors' reference tensors (specs/emonet.md, ref/emonet_*)."""
+"""EMO-Net against the authors' reference tensors (docs/papers/emonet.md, ref/emonet_*)."""
 import json
 import math
 
@@ -132,7 +132,7 @@ def test_notebook_05_runs_with_lam_parameter(tmp_path, monkeypatch):
 
 
 def test_recipe_card_follows_the_code():
-    """Spec emonet.md §5–§6: SGD lr 1e-3 (momentum 0.9, wd 1e-5), batch 16, 100 epochs, no scheduler;
+    """Spec docs/papers/emonet.md §5–§6: SGD lr 1e-3 (momentum 0.9, wd 1e-5), batch 16, 100 epochs, no scheduler;
     RandomResizedCrop 224 + flip; evaluation Resize(256) → CenterCrop(224); λ of each reported number."""
     from ferlib.data.transforms import build_batch_transform
     from ferlib.recipes import load_recipe

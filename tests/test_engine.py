@@ -308,7 +308,7 @@ def _raf_fixture_run(tmp_path, monkeypatch, **kw):
 
 
 def test_real_dataset_is_read_from_the_cache_by_default(tmp_path, monkeypatch):
-    """DESIGN §5: training reads the uint8 cache (built on first use under data/cache), not the JPEGs."""
+    """docs/design.md §5: training reads the uint8 cache (built on first use under data/cache), not the JPEGs."""
     from ferlib.data.cache import read_index
 
     run = _raf_fixture_run(tmp_path, monkeypatch)

@@ -115,7 +115,7 @@ def test_parameter_counts(ref_model):
     assert trainable == 38_811_175 - 12_847_616 - 3 * 1024
     unused_heads = sum(p.numel() for n, p in params.items() if n.startswith(("ir_back.output_layer", "face_landback.output_layer")))
     assert unused_heads == 12_847_616 + 289_280
-    assert total - unused_heads == 26_874_791  # "used in the forward pass", spec §13
+    assert total - unused_heads == 26_874_791  # "used in the forward pass", docs/papers/fermam.md §13
 
 
 def test_parameters_reached_by_the_forward():
@@ -136,7 +136,7 @@ def test_landmark_branch_frozen_but_its_batchnorm_follows_train():
     model = create_model("fermam")
     assert not any(p.requires_grad for p in model.face_landback.parameters())
     model.train()
-    assert model.face_landback.training  # [quirk] batch statistics during training (spec §2)
+    assert model.face_landback.training  # [quirk] batch statistics during training (docs/papers/fermam.md §2)
     kept = create_model("fermam", landmark_bn_train=False).train()
     assert kept.ir_back.training and not kept.face_landback.training
 
@@ -187,7 +187,7 @@ def test_constructor_options_reach_the_blocks():
 
 @pytest.mark.parametrize("mode, kept", [("conv_only", 1), ("ssm_only", 0)])
 def test_conv_ssm_ablation_passes_the_disabled_half_through(mode, kept):
-    """Spec §4: in "conv_only" the SS2D half (channels 256-511) is passed on unchanged, in "ssm_only"
+    """docs/papers/fermam.md §4: in "conv_only" the SS2D half (channels 256-511) is passed on unchanged, in "ssm_only"
     the conv half; after the two-group shuffle that half sits at output channels 2i+kept."""
     model = create_model("fermam", conv_ssm_mode=mode).eval()
     assert model.ir_ssm.mode == mode
@@ -216,7 +216,7 @@ def _fake_checkpoint(path, keys_file, gain_model, wrap):
 
 
 def test_card_starting_weights_load_into_both_branches(tmp_path, monkeypatch):
-    """Spec §9: the card's items load the MS-Celeb IR-50 into ``ir_back`` (stage 4 dropped by name) and the
+    """docs/papers/fermam.md §9: the card's items load the MS-Celeb IR-50 into ``ir_back`` (stage 4 dropped by name) and the
     landmark MobileFaceNet into ``face_landback`` (136-d GDC head dropped), from files laid out as released."""
     from ferlib.recipes import load_recipe
     from ferlib.testing import install_weights
@@ -255,7 +255,7 @@ def test_fermam_loss_matches_reference():
     torch.testing.assert_close(lsce(out, ref["targets"]), ref["lsce_0.2"], rtol=0, atol=1e-6)
     torch.testing.assert_close(create_loss("fermam_loss", lsce_weight=0.0)(out, ref["targets"]), ref["ce"],
                                rtol=0, atol=1e-6)
-    # 2.6 · NLL + 0.4 · mean_c(−log p) (spec §10)
+    # 2.6 · NLL + 0.4 · mean_c(−log p) (docs/papers/fermam.md §10)
     log_p = ref["logits"].log_softmax(-1)
     nll = -log_p.gather(1, ref["targets"][:, None]).squeeze(1)
     torch.testing.assert_close(loss(out, ref["targets"]), (2.6 * nll + 0.4 * -log_p.mean(-1)).mean())
@@ -276,13 +276,13 @@ def test_recipe_card_follows_the_code():
     plus = load_recipe("fermam", "ferplus")
     assert (plus.num_classes, plus.batch_size, plus.label_mode, plus.color_order) == (8, 200, "fermam_majority", "RGB")
     assert "basic_aug" not in plus.train_transforms
-    assert plus.eval_split == "val"              # PublicTest, as train_FERPlus.py (spec §12)
+    assert plus.eval_split == "val"              # PublicTest, as train_FERPlus.py (docs/papers/fermam.md §12)
     syn = load_recipe("fermam", "synthetic")
     assert syn.input_size == 112 and syn.batch_size <= 16
 
 
 def test_ferplus_card_reads_votes_as_the_authors_loader(tmp_path):
-    """Spec §12: label = argmax of the 8 emotion votes (no FER+ outlier removal, unknown/NF ignored, only
+    """docs/papers/fermam.md §12: label = argmax of the 8 emotion votes (no FER+ outlier removal, unknown/NF ignored, only
     rows without emotion votes skipped), on Training and on PublicTest, which is the evaluated split."""
     import csv
     import warnings

@@ -1,5 +1,5 @@
 """GReFEL / ARBEx: reference equivalence (variant="arbex"), parameter counts, losses, converter,
-the GReFEL variant training, recipe card and notebook (specs/grefel.md)."""
+the GReFEL variant training, recipe card and notebook (docs/papers/grefel.md)."""
 import json
 import math
 
@@ -80,7 +80,7 @@ def test_parameter_counts_equal_manifest():
         assert sum(p.numel() for p in module.parameters()) == unused[name], name
     assert sum(p.numel() for b in vit.blocks for p in b.conv.parameters()) == unused["vit.vit.blocks.*.conv"]
     counted_params = {k: unused[k] for k in (*counted, "vit.vit.blocks.*.conv")}
-    # frozen backbones: trainable = total − IR-50 − MobileFaceNet (spec §3, ≈ 27.3 M), less the unused ViT
+    # frozen backbones: trainable = total − IR-50 − MobileFaceNet (docs/papers/grefel.md §3, ≈ 27.3 M), less the unused ViT
     # modules above (frozen, so DDP needs no find_unused_parameters)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == 45_827_474 - 17_611_968 - 911_232 - sum(counted_params.values()) == 27_304_274 - 1_619_016
@@ -427,7 +427,7 @@ def test_notebook_06_runs_with_loss_parameters(tmp_path, monkeypatch):
 
 
 def test_ferplus_card_augmentations_follow_the_spec():
-    """specs/grefel.md §9.6: Resize 256 → RandomCrop 224, rotation ±30°, shear ±15°, perspective 0.3,
+    """docs/papers/grefel.md §9.6: Resize 256 → RandomCrop 224, rotation ±30°, shear ±15°, perspective 0.3,
     ColorJitter 0.4, flip; every step is a real transform (no approximation)."""
     from torchvision.transforms import v2
 
@@ -453,7 +453,7 @@ def test_ferplus_card_augmentations_follow_the_spec():
 
 
 def test_grefel_trust_follows_the_run_progress_under_the_engine(tmp_path):
-    """Spec §4: t = n_iter / num_iters, linear 0 → 1 over the whole run — also across a resume."""
+    """docs/papers/grefel.md §4: t = n_iter / num_iters, linear 0 → 1 over the whole run — also across a resume."""
     from torch import nn
 
     from ferlib.data import load_dataset

@@ -1,4 +1,4 @@
-"""The package layers of DESIGN §2 hold: what each package loads in a fresh interpreter, which ferlib
+"""The package layers of docs/design.md §2 hold: what each package loads in a fresh interpreter, which ferlib
 module imports which (read with ``ast``, lazy imports inside functions included), and no import cycle.
 
 Two views, because they catch different things: a fresh interpreter shows what ``import ferlib.x`` really
@@ -223,7 +223,7 @@ def test_layers_are_acyclic(every_import):
 
 
 @pytest.mark.parametrize("source, target", [
-    ("ferlib.models", "ferlib.data"),       # DESIGN §2: models know nothing of data
+    ("ferlib.models", "ferlib.data"),       # docs/design.md §2: models know nothing of data
     ("ferlib.weights", "ferlib.models"),    # converters travel with their model; weights never import it
     ("ferlib.weights", "ferlib.data"),
     ("ferlib.viz", "ferlib.engine"),        # viz draws run directories; it never trains

@@ -1,4 +1,4 @@
-"""MFER against the authors' reference tensors (specs/mfer.md, ref/mfer_*) and its losses by hand."""
+"""MFER against the authors' reference tensors (docs/papers/mfer.md, ref/mfer_*) and its losses by hand."""
 import json
 import math
 

@@ -171,7 +171,7 @@ def test_notebook_04_runs_with_rfloss_parameter(tmp_path, monkeypatch):
 
 
 def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkeypatch):
-    """Spec §3: the trunk comes from pytorch_face_landmark's ``mobilefacenet_model_best.pth.tar``
+    """docs/papers/mmfrm.md §3: the trunk comes from pytorch_face_landmark's ``mobilefacenet_model_best.pth.tar``
     (a ``{'state_dict': …}`` with a 136-d head); the tapped map then equals the authors' MobileFaceNet."""
     import dataclasses
 
@@ -201,7 +201,7 @@ def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkey
 
 
 def test_recipe_card_follows_the_code():
-    """Spec §4 / §11.10: Adam (default lr, coupled wd 1e-4), ExponentialLR 0.9, batch 32, 200 epochs,
+    """docs/papers/mmfrm.md §4 / §11.10: Adam (default lr, coupled wd 1e-4), ExponentialLR 0.9, batch 32, 200 epochs,
     basic_aug (flip or noise) + RandomErasing(0.02-0.25) with no other flip, CE → 0.9·CE + 0.2·RF at 51."""
     from ferlib.recipes import load_recipe
 

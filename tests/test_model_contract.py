@@ -1,4 +1,4 @@
-"""Every registered model keeps the output contract of DESIGN §3 (timm's every-model test, STYLE.md):
+"""Every registered model keeps the output contract of docs/design.md §3 (timm's every-model test, STYLE.md):
 ``create_model(name)`` builds it, ``forward`` returns a ``ModelOutput`` whose ``logits`` are [B, C] (None
 for a backbone registered alone) and whose ``features`` are [B, D] or the backbone's map / tokens, and
 a backward pass from the outputs reaches the trainable parameters.

@@ -190,7 +190,7 @@ def test_complexity_table_emonet_matches_readme():
 
 
 def test_params_in_forward_leaves_out_heads_the_forward_never_runs():
-    """FERMam builds IR-50's and MobileFaceNet's output layers but never runs them (spec §13: 26,874,791
+    """FERMam builds IR-50's and MobileFaceNet's output layers but never runs them (docs/papers/fermam.md §13: 26,874,791
     of 40,011,687 are used; the three ASFR ``D`` vectors are multiplied away by the skip quirk)."""
     from ferlib.models import create_model
 

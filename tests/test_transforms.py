@@ -83,7 +83,7 @@ def test_gaussian_noise_statistics():
 
 
 def test_basic_aug_probabilities():
-    """p(flip) = 0.25, p(noise) = 0.25, p(unchanged) = 0.5 (fermam.md §12 combined with no other flip)."""
+    """p(flip) = 0.25, p(noise) = 0.25, p(unchanged) = 0.5 (docs/papers/fermam.md §12 combined with no other flip)."""
     torch.manual_seed(0)
     x = torch.arange(3 * 8 * 8, dtype=torch.uint8).view(3, 8, 8) + 50
     aug = BasicAug()

@@ -304,7 +304,7 @@ def test_readme_weights_table_is_the_generated_one():
 
 
 def test_torchvision_mobilenet_v2_starts_emonet(home, monkeypatch):
-    """emonet.md §5 reconstruction: torchvision's ImageNet MobileNetV2 file fills every shared EMO-Net layer;
+    """docs/papers/emonet.md §5 reconstruction: torchvision's ImageNet MobileNetV2 file fills every shared EMO-Net layer;
     the fusion branch, ECA and the classifier keep their init; the card's pretrained names this entry."""
     import torchvision
 

@@ -1,4 +1,4 @@
-"""The dataset contract shared by every reader (DESIGN §3).
+"""The dataset contract shared by every reader (docs/design.md §3).
 
 A reader parses the official files into ``samples`` (path or row id) and ``targets``, keeps a
 :class:`SkipReport` of what it legitimately dropped, and yields ``(image uint8 [3,H,W], target)``.

@@ -1,4 +1,4 @@
-"""A uint8 tensor cache: decode (and optionally align) every image once, resize, store as a memmap (DESIGN §5).
+"""A uint8 tensor cache: decode (and optionally align) every image once, resize, store as a memmap (docs/design.md §5).
 
 Layout of one cache folder (``<cache_root>/<dataset>-<split>-s<size>[-aligned]-<options hash>/``):
 ``images.u8`` (raw uint8 [N,3,S,S], C-order), ``index.json`` (samples, targets, classes, label set, the skip

@@ -1,4 +1,4 @@
-"""Label sets of the datasets (datasets.md §5): the constants live in the leaf :mod:`ferlib.labels`
+"""Label sets of the datasets (docs/datasets.md §5): the constants live in the leaf :mod:`ferlib.labels`
 (re-exported here under their old names); this module adds what relabels a dataset's targets.
 """
 from __future__ import annotations

@@ -127,7 +127,7 @@ def face_crop(name: str | None) -> str:
 def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cache_size: int | None = None,
                  align: bool = False, progress: bool = True, cache_workers: int = 0, relabel: str | None = None,
                  **opts):
-    """Read ``split`` of dataset ``name`` from ``root`` (the folder as distributed; see DESIGN §3).
+    """Read ``split`` of dataset ``name`` from ``root`` (the folder as distributed; see docs/design.md §3).
 
     ``cache=True`` (or a folder) reads a uint8 tensor cache (:mod:`ferlib.data.cache`) built on first use
     and rebuilt when the sources or options change; ``cache_size`` is its side (default: the first image's

@@ -1,11 +1,11 @@
 """Samplers for imbalanced FER data; seeded, ``set_epoch``-driven and DDP-aware (each rank its own share).
 
-- :class:`ClassBalancedSampler` — GReFEL's class-balanced selection (grefel.md §9.6): every epoch draws
+- :class:`ClassBalancedSampler` — GReFEL's class-balanced selection (docs/papers/grefel.md §9.6): every epoch draws
   ``n_per_class`` images of every class (without replacement while a class has enough, then with), shuffled.
 - :class:`RandomSubsetSampler` (``"subset"``) — ``num_samples`` items per epoch without replacement, the
   data's own class shares (the CPU demos' budget on the synthetic set).
 - :class:`ImbalancedDatasetSampler` — the sampler FERMam's code ships (``torchsampler/``, unused there,
-  fermam.md §12): ``num_samples`` indices drawn with replacement, weight of an index = 1 / its class count.
+  docs/papers/fermam.md §12): ``num_samples`` indices drawn with replacement, weight of an index = 1 / its class count.
 
 ``build_sampler(recipe.sampler, dataset, seed=…, num_replicas=…, rank=…, **recipe.sampler_kwargs)`` makes one.
 """

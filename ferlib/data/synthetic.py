@@ -1,4 +1,4 @@
-"""Synthetic face-expression images driven by FACS action units (DESIGN §6).
+"""Synthetic face-expression images driven by FACS action units (docs/design.md §6).
 
 Each face is drawn from identity parameters (face shape, skin tone, feature placement, pose,
 position, lighting, background, noise) and an expression given by action-unit (AU) intensities.

@@ -1,4 +1,4 @@
-"""Write the synthetic faces in the official dataset layouts (DESIGN §6): one writer per format.
+"""Write the synthetic faces in the official dataset layouts (docs/design.md §6): one writer per format.
 
 A writer is ``write_<format>(root, cfg, samples) -> truth``: ``samples(split, desc)`` iterates ``(i, image,
 landmarks, true, label, aus)`` (labels in the canonical order) and ``truth`` maps each written image name to

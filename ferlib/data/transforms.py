@@ -27,7 +27,7 @@ Step names for ``recipe.train_transforms`` (options from ``recipe.transform_kwar
 ⌊S·8/7⌋, then centre crop; EMO-Net's Resize 256 → CenterCrop 224); by default evaluation resizes to S×S.
 ``transform_kwargs.augment_at_stored_size`` = true runs the train steps on the stored image and resizes to
 S×S after them (MMFRM: basic_aug on RAF-DB's 100×100 crop, as the authors' data.py does before its resize).
-``recipe.color_order`` = ``"BGR"`` swaps channels after augmentation (FERMam's cv2-read RAF-DB, fermam.md §12).
+``recipe.color_order`` = ``"BGR"`` swaps channels after augmentation (FERMam's cv2-read RAF-DB, docs/papers/fermam.md §12).
 """
 from __future__ import annotations
 

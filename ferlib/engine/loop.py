@@ -1,4 +1,4 @@
-"""The one training / evaluation loop for every paper (DESIGN §3, §8).
+"""The one training / evaluation loop for every paper (docs/design.md §3, §8).
 
 A paper brings a model (returning ``ModelOutput``), a loss and a recipe; this module owns devices,
 precision, data order and checkpoints, and fills the run directory through :class:`ferlib.runs.RunDir`,

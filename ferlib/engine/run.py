@@ -51,7 +51,7 @@ def load_recipe_splits(recipe: Recipe, data_root=None, progress: bool = True, ca
 
     ``cache`` = True (or a folder) reads the uint8 tensor cache at the recipe's ``stored_size``
     (built on first use, ``ferlib.data.cache``), which the engine reads a whole batch at a time.
-    ``"auto"`` (default): the cache for a real dataset (DESIGN §5: training reads tensors, not JPEGs),
+    ``"auto"`` (default): the cache for a real dataset (docs/design.md §5: training reads tensors, not JPEGs),
     falling back to the image files with a warning when the disk lacks room for it; the synthetic set
     is read as it is. False reads the image files every epoch.
     """

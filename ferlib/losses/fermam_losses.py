@@ -1,4 +1,4 @@
-"""FERMam's training loss (``train.py``; fermam.md §10): CE + 2 · LSCE(ε = 0.2), as coded.
+"""FERMam's training loss (``train.py``; docs/papers/fermam.md §10): CE + 2 · LSCE(ε = 0.2), as coded.
 
 ``L = ce_weight · CE(z, y) + lsce_weight · LSCE_ε(z, y)``, which with the defaults equals
 2.6 · NLL + 0.4 · mean_c(−log p_c). Both SAM passes use it. ``ref/fermam_loss_ref.pt`` is a worked

@@ -1,6 +1,6 @@
 """GReFEL / ARBEx losses: reliability-balanced CE + anchor loss + centre loss.
 
-Spec ``specs/grefel.md`` §4 (ARBEx ``train.py`` / ``loss.py``) and §9.5 (GReFEL:
+``docs/papers/grefel.md`` §4 (ARBEx ``train.py`` / ``loss.py``) and §9.5 (GReFEL:
 L = L_cls + L_a + L_c with λ = 1 each, label smoothing 0.11 per the third-party README).
 The losses read what they need from ``output.extras`` of :class:`ferlib.models.grefel.GReFEL`:
 ``prob``, ``confidence``, ``correction``, ``distances`` [B,C,K] and ``anchors`` [C,K,E].
@@ -39,8 +39,8 @@ def anchor_loss_margin(anchors: torch.Tensor, margin: float) -> torch.Tensor:
     """Bounded anchor-margin loss (GReFEL mode): mean over pairs of anchors of *different* classes
     (every index pair) of relu(margin − ‖a_{i,k} − a_{j,l}‖/√E)². anchors [C, K, E] → scalar.
 
-    The paper's aim (spec §9.5: maximise the margins between anchors of different classes) without
-    ARBEx's unbounded term; the exact paper formula was not available (spec §8), so this form
+    The paper's aim (docs/papers/grefel.md §9.5: maximise the margins between anchors of different classes) without
+    ARBEx's unbounded term; the exact paper formula was not available (docs/papers/grefel.md §8), so this form
     and ``margin`` (in units of √E, i.e. an RMS per-dimension gap) are our choice. At the
     default 0.5 it is inactive for the N(0, 0.5²) anchor init (gaps ≈ 0.71) and pushes classes'
     anchors apart once they collapse towards each other.
@@ -70,7 +70,7 @@ class GReFELLoss(nn.Module):
     """L = λ_ce·CE(log p̂, y) + w·λ_anchor·L_anchor + w·λ_center·L_center (w = t or 1).
 
     p̂ = (1 − t)·p + t·(c·p + (1 − c)·correction) is the reliability-balanced distribution
-    (spec §4 step 5) at trust t: fixed ``trust``; else, under the engine, t = the fraction of the run's
+    (docs/papers/grefel.md §4 step 5) at trust t: fixed ``trust``; else, under the engine, t = the fraction of the run's
     optimiser updates done (``set_progress``; ARBEx: n_iter / num_iters, linear 0 → 1 over training,
     and right after a resume); used alone, t = min(1, steps / ``trust_steps``) with steps counted over
     the calls made with gradients enabled.
@@ -152,7 +152,7 @@ class GReFELLoss(nn.Module):
 
 @register_loss("arbex_loss")
 class ARBExLoss(GReFELLoss):
-    """:class:`GReFELLoss` with ARBEx's coded settings (spec §4): L = L_ce + t·L_anchor + t·L_center,
+    """:class:`GReFELLoss` with ARBEx's coded settings (docs/papers/grefel.md §4): L = L_ce + t·L_anchor + t·L_center,
     no label smoothing, unbounded anchor loss, confidence-weighted centre loss, t over 100,000 steps."""
 
     def __init__(self, num_classes: int = 7, lambda_ce: float = 1.0, lambda_anchor: float = 1.0,

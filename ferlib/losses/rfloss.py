@@ -1,4 +1,4 @@
-"""RFLoss, MMFRM's "loss function of removing facial residual features" (specs/mmfrm.md §4-§5).
+"""RFLoss, MMFRM's "loss function of removing facial residual features" (docs/papers/mmfrm.md §4-§5).
 
 Notation: logits ℓ [B,C] (MMFRM's attention-scaled ones), targets y [B],
 p_i = softmax(ℓ_i)[y_i] (true-class confidence), n_k = #{i: y_i = k},

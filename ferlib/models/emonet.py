@@ -4,9 +4,9 @@ Every inverted-residual block gates its main branch with ECA (the paper's "local
 block") and adds a shortcut on *every* block: identity where shapes match, otherwise a 1×1
 conv + BN projection (the "feature fusion branch", upstream attribute ``dowmSample`` [sic]).
 The shortcut is weighted by λ: upstream hard-codes 0.8, while the released checkpoints are
-labelled λ = 0.5 / 0.6 (specs/emonet.md §2.3, §9). State-dict keys equal ``emonet_keys.txt``.
+labelled λ = 0.5 / 0.6 (docs/papers/emonet.md §2.3, §9). State-dict keys equal ``emonet_keys.txt``.
 
-Data flow for a 224×224 input (spec §1)::
+Data flow for a 224×224 input (docs/papers/emonet.md §1)::
 
     x [B,3,224,224] → features.0 (ConvBNReLU 3→32, s2) → features.1–17 (blocks) [B,320,7,7]
       → features.18 (1×1 ConvBNReLU 320→1280) → global avg pool [B,1280]
@@ -20,7 +20,7 @@ from torch import nn
 from .layers.eca import EfficientChannelAttention
 from .registry import ModelOutput, register_model
 
-#: (expand ratio t, output channels c, repeats n, first stride s), spec §12.1.
+#: (expand ratio t, output channels c, repeats n, first stride s), docs/papers/emonet.md §11.
 INVERTED_RESIDUAL_SETTING = (
     (1, 16, 1, 1),
     (6, 24, 2, 2),
@@ -55,7 +55,7 @@ class ConvBNReLU(nn.Sequential):
 
 
 class InvertedResidual(nn.Module):
-    """EMO-Net block: ``main ⊙ ECA(main) + λ · shortcut(x)`` (spec §2.3), no activation after the sum.
+    """EMO-Net block: ``main ⊙ ECA(main) + λ · shortcut(x)`` (docs/papers/emonet.md §2.3), no activation after the sum.
 
     main = [1×1 expand ConvBNReLU if t ≠ 1] → 3×3 depthwise ConvBNReLU (stride) → 1×1 conv → BN.
     shortcut = x when stride 1 and in == out, else ``dowmSample`` (1×1 conv, stride, no bias → BN).
@@ -122,7 +122,7 @@ class EmoNet(nn.Module):
 
     def _init_weights(self) -> None:
         # Upstream's loop matches Conv2d, BatchNorm2d and Linear only: the ECA Conv1d keeps
-        # PyTorch's default init (spec §2.6).
+        # PyTorch's default init (docs/papers/emonet.md §2.6).
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")

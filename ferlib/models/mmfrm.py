@@ -2,7 +2,7 @@
 
 Ding et al., "A Multiscale and Multilevel Fusion Network Based on ResNet and MobileFaceNet for
 Facial Expression Recognition", IET Cyber-Physical Systems: Theory & Applications,
-doi:10.1049/cps2.70003 (specs/mmfrm.md). Two upstream networks see the
+doi:10.1049/cps2.70003 (docs/papers/mmfrm.md). Two upstream networks see the
 same normalised 112×112 RGB input; ferlib joins them in one module :class:`MMFRM` with two
 submodules whose keys are the upstream ones behind a prefix:
 
@@ -11,7 +11,7 @@ submodules whose keys are the upstream ones behind a prefix:
 - ``network.*``: the expression network (upstream class ``MMFRM``, ``mmfrm_keys.txt``),
   :class:`MMFRMNetwork` here.
 
-Data flow (spec §1), x [B,3,112,112]::
+Data flow (docs/papers/mmfrm.md §1), x [B,3,112,112]::
 
     landmark: f1 [B,64,28,28], f2 [B,128,14,14], f3 [B,512,7,7]
     network:  conv1 7×7 s2 (bias; no BN/ReLU/max-pool) [B,64,56,56] → layer1 → layer2 [B,128,28,28]
@@ -78,7 +78,7 @@ class RestNetDownBlock(nn.Module):
 
 
 class TCFFM(nn.Module):
-    """Triple-CBAM feature fusion module (spec §2.4); upstream attributes ``TCFMM1-3`` [sic].
+    """Triple-CBAM feature fusion module (docs/papers/mmfrm.md §2.4); upstream attributes ``TCFMM1-3`` [sic].
 
     x [B,c1,H,W] (ResNet) and y [B,c2,H,W] (landmark) → cbam3(conv3(cat[cbam1(conv1 x), cbam2(conv2 y)]))
     [B,c1+c2,H,W]; every conv 3×3, pad 1, with bias.
@@ -130,7 +130,7 @@ class MMFRMNetwork(nn.Module):
         self.drop_rate = drop_rate
         # Attribute order fixes the state-dict order of mmfrm_keys.txt.
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3)
-        self.bn1 = nn.BatchNorm2d(64)                       # built, never used (spec §2.1)
+        self.bn1 = nn.BatchNorm2d(64)                       # built, never used (docs/papers/mmfrm.md §2.1)
         self.maxpool = nn.MaxPool2d(3, 2, 1)                # built, never used
         self.layer1 = nn.Sequential(RestNetBasicBlock(64, 64), RestNetBasicBlock(64, 64))
         self.layer2 = nn.Sequential(RestNetDownBlock(64, 128), RestNetBasicBlock(128, 128))
@@ -161,7 +161,7 @@ class MMFRMNetwork(nn.Module):
 
 
 class MMFRM(nn.Module):
-    """MMFRM = landmark MobileFaceNet + expression network on one input (spec §1-§3).
+    """MMFRM = landmark MobileFaceNet + expression network on one input (docs/papers/mmfrm.md §1-§3).
 
     x [B,3,112,112] (any side divisible by 16 works) → ``ModelOutput(logits [B,C], features =
     pooled [B,512], extras={"attention_weights": [B,1]})``. The logits are already scaled by the

@@ -15,7 +15,7 @@ from ferlib.weights.start import load_start, resolve_start
 
 
 class ModelOutput(NamedTuple):
-    """What every ferlib model's ``forward`` returns (DESIGN §3)."""
+    """What every ferlib model's ``forward`` returns (docs/design.md §3)."""
 
     logits: torch.Tensor
     features: torch.Tensor

@@ -1,6 +1,6 @@
 """Selective scan (Mamba S6) with mamba_ssm's ``selective_scan_fn`` semantics, three backends.
 
-Used by FERMam's 4-direction SS2D (spec ``fermam.md`` §5; DESIGN §4). For every batch element,
+Used by FERMam's 4-direction SS2D (``docs/papers/fermam.md`` §5; docs/design.md §4). For every batch element,
 channel ``d`` and step ``t`` (state ``h`` [N] starts at zero and is kept in float32)::
 
     Δ      = softplus(delta[d, t] + delta_bias[d])        (softplus only when delta_softplus)

@@ -1,6 +1,6 @@
 """Sharpness-Aware Minimization (Foret et al., ICLR 2021) around any base optimizer.
 
-FERMam (``data_preprocessing/sam.py``, inherited from POSTER; fermam.md §10) trains with
+FERMam (``data_preprocessing/sam.py``, inherited from POSTER; docs/papers/fermam.md §10) trains with
 ``SAM(model.parameters(), torch.optim.Adam, rho=0.05, adaptive=False, lr=4e-5)`` and two passes
 per batch:
 

@@ -3,7 +3,7 @@
 ARBEx trains on Aff-Wild2 only; its loaders read ``<dir_img>/<video>/<frame:05d>.jpg`` with one label file per
 video. The RAF-DB fixture is laid out that way in a temporary folder (links, one "video" per split, labels by
 class name), and ARBEx's own datasets and transforms (``data.get_dataloader_train`` / ``get_dataloader_dev``
-with a config class pointing there) read it. Compared (specs/grefel.md):
+with a config class pointing there) read it. Compared (docs/papers/grefel.md):
 
 * ``data``: ARBEx's dev transform (PIL ``Resize((224,224))``) against ferlib's reader, cache and eval transform
   of the card's ``rafdb`` entry; labels by name; ARBEx's train transform (``Resize(246)``, ``RandomCrop(224)``,

@@ -1,5 +1,5 @@
 """MFER parity: nothing to run. ``XuJ1E/MFER``'s ``train.py`` cannot execute as published (undefined names,
-imports that fail, the loss shadowed by a tensor: specs/mfer.md §5), so there is no authors' training to compare
+imports that fail, the loss shadowed by a tensor: docs/papers/mfer.md §5), so there is no authors' training to compare
 ferlib's with; the forward pass is covered by the reference tests. ``python -m ferlib parity mfer`` says so in
 one ``info`` row and exits 0.
 """
@@ -17,5 +17,5 @@ def parity_mfer(opts: ParityOptions) -> Report:
     """One info row: the authors' training script does not run, so no training stage can be compared."""
     return Report(PAPER, [info("info", "authors' training code", "none runnable: nothing compared",
                                f"{REPO} train.py fails before its first step (undefined device, FeatureLoss, "
-                               "SmoothFunction; specs/mfer.md §5); the model equals the authors' forward pass "
+                               "SmoothFunction; docs/papers/mfer.md §5); the model equals the authors' forward pass "
                                "(reference tests)")])

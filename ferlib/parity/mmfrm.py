@@ -14,7 +14,7 @@ that script (its own source, its own argument parser) with four things patched a
 The optimiser, its learning rate and weight decay, the schedule, the RFLoss switch epoch and weights, what is
 trained (the landmark net is not) and the BatchNorm modes are therefore those the script builds. ferlib's side
 is the card's ``rafdb`` entry run by ferlib's engine pieces (``create_model``, ``build_loss``,
-``build_optimizer``, ``build_scheduler``, ``Stepper``, ``evaluate``). Stages (specs/mmfrm.md):
+``build_optimizer``, ``build_scheduler``, ``Stepper``, ``evaluate``). Stages (docs/papers/mmfrm.md):
 ``data`` (a), ``augment`` (b), ``train`` (c), ``eval`` (d).
 """
 from __future__ import annotations

@@ -208,7 +208,7 @@ register_weights(WeightsEntry(
     unused_keys=("output_layer.*", "*heatmap_weight*", "alpha.*", "fc.*"),
     notes="Only the trunk up to conv_6_sep is used by the papers. Loaded into a 512-d head (FERMam "
           "`face_landback`, MMFRM's landmark net) the 136-d GDC head does not fit and is dropped, "
-          "and MMFRM's alpha/fc stay at their init (mmfrm.md §3: our choice, upstream loads an "
+          "and MMFRM's alpha/fc stay at their init (docs/papers/mmfrm.md §3: our choice, upstream loads an "
           "unreleased file). Training normalisation of this checkpoint is not documented; the papers "
           "feed it their own ImageNet-normalised 112×112 input.",
 ))
@@ -236,7 +236,7 @@ _EMONET_RELEASES = (
      "affectnet", 0.6, 65.456, " Classes in AffectNet's native order."),
     ("emonet_affectnet8_lam0.6", "affectNet8_a_0.6_0.6208.pth", "AffectNet 8-class training", _RAF_PLUS_CONTEMPT,
      "affectnet8", 0.6, 62.08, " Classes in RAF-DB order + contempt (the authors' 8-class lists), NOT "
-     "AffectNet's native order (emonet.md §7)."),
+     "AffectNet's native order (docs/papers/emonet.md §7)."),
 )
 for _name, _file, _how, _cats, _ds, _lam, _acc, _extra in _EMONET_RELEASES:
     register_weights(WeightsEntry(
@@ -252,7 +252,7 @@ register_weights(WeightsEntry(
     source="torchvision's mobilenet_v2 IMAGENET1K_V1 file (download.pytorch.org/models/mobilenet_v2-b0353104.pth, "
            "its name carries the first 8 hex digits of its sha256); fetch it on a connected machine",
     unused_keys=("classifier.*", "features.*.dowmSample.*", "features.*.channel.*"),
-    notes="EMO-Net's reconstructed starting point (emonet.md §5: upstream fine-tunes an unreleased RAF-DB model). "
+    notes="EMO-Net's reconstructed starting point (docs/papers/emonet.md §5: upstream fine-tunes an unreleased RAF-DB model). "
           "torchvision's MobileNetV2 keys equal EMO-Net's for every shared layer; the fusion branch "
           "(dowmSample), ECA (channel) and the classifier keep their init, the 1000-class head is dropped.",
     **_EMONET_COMMON,
@@ -271,7 +271,7 @@ register_weights(WeightsEntry(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     colour="RGB",
-    notes="mmfrm.md §3/§7: upstream silently trains with a random landmark net when the file is "
+    notes="docs/papers/mmfrm.md §3/§7: upstream silently trains with a random landmark net when the file is "
           "absent (always on Linux). ferlib loads the trunk from `mobilefacenet_landmark` instead.",
 ))
 register_weights(WeightsEntry(
@@ -288,7 +288,7 @@ register_weights(WeightsEntry(
     std=IMAGENET_STD,
     colour="RGB",
     unused_keys=("msc.*",),
-    notes="No trained MFER weights are released (mfer.md §7: the README reports RAF-DB 92.08, "
+    notes="No trained MFER weights are released (docs/papers/mfer.md §7: the README reports RAF-DB 92.08, "
           "AffectNet-8 63.15, AffectNet-7 67.06, FERPlus 91.09 for the full model). The file name "
           "is ours: put the checkpoint under this name if you obtain it.",
 ))

@@ -17,9 +17,9 @@
 #
 # Check that a dataset sits where ferlib expects it, then decode every image **once** into a uint8 tensor cache
 # (optionally aligning faces), and show what was skipped and why. Training reads the cache, not the JPEGs
-# (DESIGN §5). The defaults prepare the embedded synthetic set; for a real dataset run e.g.
+# (docs/design.md §5). The defaults prepare the embedded synthetic set; for a real dataset run e.g.
 # `papermill 01_prepare_data.ipynb out.ipynb -p dataset rafdb -p data_root /data/RAF-DB/basic`.
-# The formats and each project's variant are described in `specs/datasets.md`; `data/README.md` says where to put each dataset.
+# The formats and each project's variant are described in `docs/datasets.md`; `data/README.md` says where to put each dataset.
 
 # %% tags=["parameters"]
 from typing import Optional

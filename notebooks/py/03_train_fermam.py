@@ -53,7 +53,7 @@ check_parameters(globals())
 
 # %% [markdown]
 # ## The recipe
-# The card `ferlib/recipes/fermam.yaml` holds the authors' settings per dataset (spec §10): batch 300 (RAF-DB, AffectNet) or 200 (FERPlus), 260 / 200 / 260 epochs, basic_aug + horizontal flip + random erasing, no sampler, RAF-DB fed as BGR as the authors' loader does, FERPlus on majority-vote labels (the published FERPlus script cannot run on its soft labels).
+# The card `ferlib/recipes/fermam.yaml` holds the authors' settings per dataset (docs/papers/fermam.md §10): batch 300 (RAF-DB, AffectNet) or 200 (FERPlus), 260 / 200 / 260 epochs, basic_aug + horizontal flip + random erasing, no sampler, RAF-DB fed as BGR as the authors' loader does, FERPlus on majority-vote labels (the published FERPlus script cannot run on its soft labels).
 
 # %%
 from ferlib.engine import train
@@ -67,7 +67,7 @@ plan = train("fermam", dataset, dry_run=True, **options)
 
 # %% [markdown]
 # ## The model
-# 40,011,687 parameters as the authors build it; 12.8 M of them (the IR-50 output layer) and the landmark net's GDC head are never used in the forward pass, and the landmark branch is frozen (paper §3; spec §13).
+# 40,011,687 parameters as the authors build it; 12.8 M of them (the IR-50 output layer) and the landmark net's GDC head are never used in the forward pass, and the landmark branch is frozen (paper §3; docs/papers/fermam.md §13).
 
 # %%
 model = create_model("fermam", num_classes=plan["num_classes"], **plan["model_kwargs"])

@@ -52,7 +52,7 @@ check_parameters(globals())
 
 # %% [markdown]
 # ## The recipe
-# From `train.py`'s intent (specs/mfer.md §5): AdamW lr 1e-3 (weight decay 0.01), ExponentialLR γ 0.95 per epoch, batch 32, 100 epochs, Resize(224) and ImageNet normalisation with no augmentation, drop path 0.25. Loss: label-smoothed cross-entropy (ε 0.1) on each head, summed, plus an optional feature loss on the 1024-d feature — LGM (Wan et al., CVPR 2018) or our DSF reconstruction (the README's t-SNE figures compare no feature loss, LGM and DSF). The card marks every value as from the code, the paper, or our choice.
+# From `train.py`'s intent (docs/papers/mfer.md §5): AdamW lr 1e-3 (weight decay 0.01), ExponentialLR γ 0.95 per epoch, batch 32, 100 epochs, Resize(224) and ImageNet normalisation with no augmentation, drop path 0.25. Loss: label-smoothed cross-entropy (ε 0.1) on each head, summed, plus an optional feature loss on the 1024-d feature — LGM (Wan et al., CVPR 2018) or our DSF reconstruction (the README's t-SNE figures compare no feature loss, LGM and DSF). The card marks every value as from the code, the paper, or our choice.
 
 # %%
 from ferlib.engine import train

@@ -1,4 +1,4 @@
-"""AffectNet, manually annotated part (datasets.md §2): ``affectnet`` (7 classes) and ``affectnet8``.
+"""AffectNet, manually annotated part (docs/datasets.md §2): ``affectnet`` (7 classes) and ``affectnet8``.
 
 Layouts (auto-detected from ``root``; ``layout=`` forces one):
 
@@ -12,7 +12,7 @@ Layouts (auto-detected from ``root``; ``layout=`` forces one):
 - ``list`` — EMO-Net's ``val8.txt`` / ``val7_origin.txt``: ``<subdir>/<file> <label>`` relative to
   ``Manually_Annotated_Images/`` (``list_file=`` required). val7 uses AffectNet's native codes; val8 relabels
   the same images into RAF-DB order + contempt (``LABEL_SETS["emonet_affectnet8"]``), the order of the
-  released 8-class checkpoint (emonet.md §7, verified there against the native labels; datasets.md §2's
+  released 8-class checkpoint (docs/papers/emonet.md §7, verified there against the native labels; docs/datasets.md §2's
   reading of val8 as native is the unverified alternative, with the same val8→val7 code map).
 
 ``val`` and ``test`` both mean the validation set (papers report on it).

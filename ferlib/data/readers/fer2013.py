@@ -1,4 +1,4 @@
-"""FER2013 (datasets.md §4): 48×48 grayscale faces stored as pixel strings in a CSV, held in memory.
+"""FER2013 (docs/datasets.md §4): 48×48 grayscale faces stored as pixel strings in a CSV, held in memory.
 
 Files (in ``root`` or ``root/fer2013/``, auto-detected in this order; ``layout=`` forces one):
 ``fer2013.csv`` (``emotion,pixels,Usage``), ``icml_face_data.csv`` (``emotion, Usage, pixels``, names

@@ -1,4 +1,4 @@
-"""FERPlus (datasets.md §3): ``fer2013new.csv`` vote counts + images, 8 classes in vote-column order.
+"""FERPlus (docs/datasets.md §3): ``fer2013new.csv`` vote counts + images, 8 classes in vote-column order.
 
 Images come from the ``FER2013Train/``, ``FER2013Valid/``, ``FER2013Test/`` PNG folders written by
 microsoft/FERPlus ``generate_training_data.py`` (``layout="folders"``), from one flat folder (FERMam,
@@ -39,7 +39,7 @@ _FIX = "use microsoft/FERPlus's fer2013new.csv (header " + ",".join(CSV_COLUMNS)
 def process_votes(votes, mode: str = "majority"):
     """Target for one image from its 10 vote counts, or ``None`` when the image is dropped.
 
-    Returns float64 [8] (emotion columns, sums to 1). Steps (datasets.md §3): outlier removal (counts ≤ 1
+    Returns float64 [8] (emotion columns, sums to 1). Steps (docs/datasets.md §3): outlier removal (counts ≤ 1
     → 0); the mode's rule; drop when the processed target's argmax is unknown / NF; cut to 8 and renormalise.
     """
     raw = np.asarray(votes, dtype=np.float64)

@@ -1,4 +1,4 @@
-"""RAF-DB basic emotions (datasets.md §1): ``EmoLabel/list_patition_label.txt`` + ``Image/aligned``.
+"""RAF-DB basic emotions (docs/datasets.md §1): ``EmoLabel/list_patition_label.txt`` + ``Image/aligned``.
 
 Labels 1..7 in the file → 0..6 in RAF order (surprise, fear, disgust, happy, sad, anger, neutral).
 The split comes from the name prefix ``train_`` / ``test_``, never from the row position.
@@ -107,7 +107,7 @@ def _split_rows(root: Path, split: str, list_file: Path):
                   detect_layout=detect_layout, synthetic_format=SyntheticFormat(write_rafdb, num_classes=7))
 def load_rafdb(root, split: str = "train", variant: str = "aligned", check: str = "decode", transform=None,
                layout: str | None = None, list_file=None, **_):
-    """RAF-DB basic (datasets.md §1), RAF order (surprise, fear, disgust, happy, sad, anger, neutral).
+    """RAF-DB basic (docs/datasets.md §1), RAF order (surprise, fear, disgust, happy, sad, anger, neutral).
 
     Layouts (auto-detected, ``layout=`` forces one): ``list`` — official list + ``Image/<variant>``
     (``variant`` = ``"aligned"``, 100×100 crops, default, or ``"original"``); ``imagefolder`` — EMO-Net's

@@ -1,7 +1,7 @@
 """IR-50: the face-recognition ResNet of face.evoLVe, as POSTER / FERMam / GReFEL build it.
 
 Upstream: ``models/ir50.py`` in jxcsglr/FERMam (the same file as zczcwh/POSTER),
-``Backbone(50, 0.0, 'ir')``; spec ``specs/fermam.md`` §3. The paper models use the first three
+``Backbone(50, 0.0, 'ir')``; ``docs/papers/fermam.md`` §3. The paper models use the first three
 stages (``body.0``–``body.20``); the released MS-Celeb-1M checkpoint ``ir50.pth`` holds all four
 (``body.0``–``body.23``). Both layouts are one class here, :class:`IR50` with ``num_stages``.
 
@@ -72,7 +72,7 @@ class IR50(nn.Module):
       [B,256,14,14] (and [B,512,7,7] with 4 stages). GReFEL taps the first three.
     - ``forward_features(x)`` → the last stage's map.
     - ``forward(x)`` → what upstream returns. 3 stages: ``map.view(B,49,1024)``, a raw
-      reinterpretation of the contiguous NCHW [B,256,14,14] map (fermam.md §3.3: "tokens" are
+      reinterpretation of the contiguous NCHW [B,256,14,14] map (docs/papers/fermam.md §3.3: "tokens" are
       channel chunks, not image locations). 4 stages: the 512-d face embedding of
       ``output_layer`` (BN2d → Dropout → Flatten → Linear 25088→512 → BN1d).
     """

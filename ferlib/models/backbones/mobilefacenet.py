@@ -1,8 +1,8 @@
 """MobileFaceNet: the face-landmark network of pytorch_face_landmark, as FERMam and MMFRM use it.
 
 Upstream: ``models/mobilefacenet.py`` of cunjian/pytorch_face_landmark (copied by POSTER and
-jxcsglr/FERMam) and ``mobilefacenet.py`` of hutianhan/MMFRM; spec ``specs/fermam.md`` §2 and
-``specs/mmfrm.md`` §3. Three variants, one trunk, upstream keys:
+jxcsglr/FERMam) and ``mobilefacenet.py`` of hutianhan/MMFRM; ``docs/papers/fermam.md`` §2 and
+``docs/papers/mmfrm.md`` §3. Three variants, one trunk, upstream keys:
 
 - :class:`MobileFaceNet` ``(embedding_size=136)``: the released landmark regressor (68 points ×
   2), the layout of ``mobilefacenet_model_best.pth.tar['state_dict']``.
@@ -165,7 +165,7 @@ class MobileFaceNet(nn.Module):
 
 
 class MMFRMMobileFaceNet(MobileFaceNet):
-    """MMFRM's landmark net (``mobilefacenet.py`` of hutianhan/MMFRM; mmfrm.md §3).
+    """MMFRM's landmark net (``mobilefacenet.py`` of hutianhan/MMFRM; docs/papers/mmfrm.md §3).
 
     The 512-d GDC trunk plus ``alpha`` = Sequential(Linear 512→1, Sigmoid) and ``fc`` = Linear
     512→``num_classes``, created after the init (PyTorch defaults, as upstream). Keys:

@@ -1,4 +1,4 @@
-"""FERMam: model, its blocks, and the ``fermam`` registry entry (spec ``specs/fermam.md``).
+"""FERMam: model, its blocks, and the ``fermam`` registry entry (``docs/papers/fermam.md``).
 
 ``create_model("fermam", num_classes=7 | 8, scan_backend="auto", ...)``; the state-dict keys are the
 authors' (``ref/fermam_keys.txt``), so ``convert_upstream("fermam", sd)`` is the identity.

@@ -1,4 +1,4 @@
-"""ASFR-SS2D: the single-direction scan block of FERMam's fusion (``models/ASFR.py``; fermam.md §7).
+"""ASFR-SS2D: the single-direction scan block of FERMam's fusion (``models/ASFR.py``; docs/papers/fermam.md §7).
 
 Upstream names the class ``SS2D`` too; here it is :class:`ASFRSS2D` to tell it from the
 4-direction :class:`~ferlib.models.fermam.ss2d.SS2D`.

@@ -1,4 +1,4 @@
-"""FERMam (``pyramid_trans_expr`` in jxcsglr/FERMam ``models/emotion_hyp.py``; fermam.md §1–§8).
+"""FERMam (``pyramid_trans_expr`` in jxcsglr/FERMam ``models/emotion_hyp.py``; docs/papers/fermam.md §1–§8).
 
 Scientific Reports 2026, DOI 10.1038/s41598-026-44396-6: a frozen MobileFaceNet landmark branch
 and an IR-50 image branch (3 stages), an SS_Conv_SSM block on the image tokens, pyramid Mamba

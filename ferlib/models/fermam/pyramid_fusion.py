@@ -1,4 +1,4 @@
-"""Pyramid Mamba fusion (FERMam ``models/pyramid_mamba_fusion_block.py``; fermam.md §6)."""
+"""Pyramid Mamba fusion (FERMam ``models/pyramid_mamba_fusion_block.py``; docs/papers/fermam.md §6)."""
 from __future__ import annotations
 
 import math

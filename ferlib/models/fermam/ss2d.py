@@ -1,4 +1,4 @@
-"""4-direction SS2D (VMamba / MedMamba style) as FERMam's ``models/ss2d.py`` codes it (fermam.md §5).
+"""4-direction SS2D (VMamba / MedMamba style) as FERMam's ``models/ss2d.py`` codes it (docs/papers/fermam.md §5).
 
 Used once, inside ``ir_ssm`` (:class:`~ferlib.models.fermam.ss_conv_ssm.SSConvSSM`), with
 ``d_model=256``: ``d_inner = 512``, ``dt_rank = 16``, ``d_state = 16``, four scan directions.

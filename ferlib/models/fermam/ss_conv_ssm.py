@@ -1,4 +1,4 @@
-"""``SS_Conv_SSM`` (FERMam ``models/IR_MambaBackbone.py``; fermam.md §4): conv half ∥ SS2D half."""
+"""``SS_Conv_SSM`` (FERMam ``models/IR_MambaBackbone.py``; docs/papers/fermam.md §4): conv half ∥ SS2D half."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""IR-50 and MobileFaceNet under ARBEx's key names (specs/grefel.md §2.1–2.2).
+"""IR-50 and MobileFaceNet under ARBEx's key names (docs/papers/grefel.md §2.1–2.2).
 
 ARBEx re-wrote both backbones with the same layers as the standard networks but other module
 names (IR-50 stages ``net_1/net_2/net_3`` with units ``res``/``shortcut``; MobileFaceNet groups

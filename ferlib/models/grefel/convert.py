@@ -1,4 +1,4 @@
-"""Upstream checkpoints → GReFEL state dicts (``convert_upstream("grefel", state)``), spec §2 and §7.
+"""Upstream checkpoints → GReFEL state dicts (``convert_upstream("grefel", state)``), docs/papers/grefel.md §2 and §7.
 
 Accepted inputs (``module.`` prefixes of DataParallel are stripped):
 

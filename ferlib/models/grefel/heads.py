@@ -1,7 +1,7 @@
 """Heads on the GReFEL embedding: MLP classifier, class anchors, self-attention corrector.
 
-ARBEx ``arbex/models/head.py``, ``anchors.py``, ``attn.py``; spec ``specs/grefel.md`` §2.4–2.6;
-GReFEL pipeline (spec §9.3 geometry-aware anchors, §9.4 reliability balancing; the paper's
+ARBEx ``arbex/models/head.py``, ``anchors.py``, ``attn.py``; ``docs/papers/grefel.md`` §2.4–2.6;
+GReFEL pipeline (docs/papers/grefel.md §9.3 geometry-aware anchors, §9.4 reliability balancing; the paper's
 section numbers could not be checked, the spec had only its abstract and pipeline).
 """
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """GReFEL (Wasi et al., arXiv 2410.15927) on the structure of its predecessor's code, ARBEx.
 
-Spec ``specs/grefel.md``. No official GReFEL code exists; ARBEx (takihasan/ARBEx @ b85c37b) is
+``docs/papers/grefel.md``. No official GReFEL code exists; ARBEx (takihasan/ARBEx @ b85c37b) is
 the released predecessor. One class, two variants:
 
 - ``variant="arbex"`` reproduces the ARBEx code: same weights → same outputs as
   ``ref/grefel_output.pt``; state-dict keys = ``ref/grefel_keys.txt`` (754 entries).
 - ``variant="grefel"`` (default) applies the changes the GReFEL paper describes, as the spec
-  lists them from the paper's abstract and pipeline figure (spec §9; the paper's own section
+  lists them from the paper's abstract and pipeline figure (docs/papers/grefel.md §9; the paper's own section
   numbers were not available, so the column cites the spec items):
 
   ======================================  ==========================================  ==========
@@ -119,7 +119,7 @@ class GReFEL(nn.Module):
         return self.reduction(e) if hasattr(self, "reduction") else e
 
     def heads(self, e: torch.Tensor, delta: float | None = None, trust: float | None = None) -> dict:
-        """Everything computed from the embedding e [B,E'] (spec §1 tail and §4 steps 1–5)."""
+        """Everything computed from the embedding e [B,E'] (docs/papers/grefel.md §1 tail and §4 steps 1–5)."""
         logits = self.classifier(e)
         distances = self.anchors(e)
         attention = self.self_attn(e)

@@ -1,6 +1,6 @@
 """The multi-scale window cross-attention ViT of ARBEx / GReFEL (``arbex/models/poster.py``, ``vit.py``).
 
-Spec ``specs/grefel.md`` §1 and §2.3; GReFEL pipeline step 1 (spec §9.1:
+``docs/papers/grefel.md`` §1 and §2.3; GReFEL pipeline step 1 (docs/papers/grefel.md §9.1:
 landmark-guided multi-scale window cross-attention ViT, the POSTER++ design). Key names are ARBEx's
 (``vit.*`` inside the GReFEL container).
 """

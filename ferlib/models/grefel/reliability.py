@@ -1,7 +1,7 @@
 """Reliability balancing: confidences by normalised entropy and the corrected label distribution.
 
-ARBEx ``train.py`` / ``utils.py``; spec ``specs/grefel.md`` §4 steps 1–5; GReFEL reliability
-balancing, spec §9.4 (the primary MLP distribution is combined with the anchor and self-attention corrections,
+ARBEx ``train.py`` / ``utils.py``; ``docs/papers/grefel.md`` §4 steps 1–5; GReFEL reliability
+balancing, docs/papers/grefel.md §9.4 (the primary MLP distribution is combined with the anchor and self-attention corrections,
 each weighted by its confidence).
 """
 from __future__ import annotations

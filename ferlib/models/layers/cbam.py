@@ -1,4 +1,4 @@
-"""CBAM (Woo et al. 2018) as MMFRM's ``CBAM.py`` builds it (specs/mmfrm.md §2.3).
+"""CBAM (Woo et al. 2018) as MMFRM's ``CBAM.py`` builds it (docs/papers/mmfrm.md §2.3).
 
 Channel gate first (average- and max-pooled descriptors through one shared bias-free MLP of
 1×1 convs, summed, sigmoid), then spatial gate (7×7 conv with bias over [channel mean, channel

@@ -1,6 +1,6 @@
 """Efficient Channel Attention (ECA-Net, Wang et al. 2020) as EMO-Net uses it.
 
-EMO-Net's "local attention block" (specs/emonet.md §2.2) is an ECA module that returns the
+EMO-Net's "local attention block" (docs/papers/emonet.md §2.2) is an ECA module that returns the
 channel *gate* rather than the gated tensor; the caller multiplies.
 """
 from __future__ import annotations

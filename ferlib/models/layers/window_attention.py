@@ -1,6 +1,6 @@
 """Window-based cross-attention of POSTER++ (POSTER V2), as ARBEx / GReFEL re-write it.
 
-Spec ``specs/grefel.md`` §2.3 (GReFEL pipeline, spec §9.1: "multi-scale window-based cross-attention ViT").
+``docs/papers/grefel.md`` §2.3 (GReFEL pipeline, docs/papers/grefel.md §9.1: "multi-scale window-based cross-attention ViT").
 At every scale the image-branch map (IR-50) gives keys and values, and the landmark-branch map
 (MobileFaceNet) of the same scale is the query, without a projection. The window equals the
 whole map in GReFEL (28, 14, 7), so there is one window per image.
