@@ -74,4 +74,6 @@ def test_02_affectnet_fixture(tmp_path):
     nb = _run("02_explore_data", tmp_path, dataset="affectnet", data_root=str(FIXTURES_DIR / "affectnet"),
               per_class=2)
     text = _text(nb)
-    assert _images(nb) >= 3 and "total" in text and "24" in text and "23" in text
+    assert _images(nb) >= 3
+    # the class-balance table's last row: the fixture's 24 train and 23 validation images after the skips
+    assert re.search(r"^total\s+24\s+23\b", text, re.M), text[:2000]

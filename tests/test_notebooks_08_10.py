@@ -49,9 +49,16 @@ def test_08_ablations(env):
     assert_image(env / "results" / "figures" / "ablation_ls_synthetic.png")
 
 
-def test_09_figures_trains_the_figures_grid(env):
+@pytest.fixture(scope="module")
+def runs09(env):
+    """Notebook 09 trains its figures grid once; 10 reads the same runs (no test depends on another's order)."""
     runs_dir = env / "runs09"
     execute("09_figures", env, runs_dir=str(runs_dir), max_steps=1, dataset_kwargs=TINY, max_points=200)
+    return runs_dir
+
+
+def test_09_figures_trains_the_figures_grid(env, runs09):
+    runs_dir = runs09
     runs = sorted(str(p.parent.relative_to(runs_dir)) for p in runs_dir.glob("ablations/synthetic/*/*/summary.json"))
     assert runs == [f"ablations/synthetic/{r}" for r in (      # the baseline card + MFER's figure: true sweep
         "baseline_card/card__s0", "mfer_feature_loss/dsf__s0", "mfer_feature_loss/lgm__s0", "mfer_feature_loss/none__s0")]
@@ -64,10 +71,8 @@ def test_09_figures_trains_the_figures_grid(env):
     assert_image(figs / "tsne_mfer_synthetic__none__s0.png")
 
 
-def test_10_results_tables(env):
-    runs_dir = env / "runs09"
-    if not runs_dir.exists():
-        pytest.skip("needs the runs of test_09_figures_trains_the_figures_grid")
+def test_10_results_tables(env, runs09):
+    runs_dir = runs09
     target = {"trained_on": "synthetic", "dataset": "synthetic", "fmt": "affectnet8", **TINY}
     execute("10_results", env, runs_dir=str(runs_dir), complexity_papers=["emonet"], cross_dataset=[target], max_steps=1)
     tables = env / "results" / "tables"
