@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -x -q --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --timeout 300  # pytest-timeout: no fast test may hang the tier
 
 notebooks: $(STAMP)
 	$(PY) -m ferlib notebooks run-all
