@@ -21,3 +21,12 @@ def shared_ref():
     if d is None:
         pytest.skip("../shared/ref with *_intermediates.pt is absent (set FERLIB_SHARED_REF); CI has it")
     return d
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (the parity runs compare fp32 results whose rounding depends on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

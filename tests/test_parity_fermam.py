@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from ferlib.parity import ParityOptions, run_parity
 from ferlib.parity import fermam as parity
@@ -23,12 +22,7 @@ import upstream
 RECORD = Path(__file__).parent / "data" / "parity" / "fermam.pt"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_recording_is_small_and_replays_equal():

@@ -18,12 +18,7 @@ import upstream
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def checkout(dest: Path, edit: tuple[str, str, str] | None = None) -> Path:
