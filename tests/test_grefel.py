@@ -404,7 +404,9 @@ def test_recipe_card():
         assert r.reported["accuracy"] == acc and r.source
     syn = load_recipe("grefel", "synthetic")
     assert syn.loss == "grefel_loss" and syn.loss_kwargs["label_smoothing"] == 0.11
-    assert syn.model_kwargs == {"variant": "grefel", "num_anchors": 10}
+    # the CPU demo: GReFEL's heads and loss, a smaller ViT over trainable one-unit IR-50 stages ([ours, synthetic])
+    assert syn.model_kwargs == {"variant": "grefel", "num_anchors": 10, "depth": 1, "dim_emb": 192,
+                                "freeze_backbones": False, "ir_units": [1, 1, 1]}
     loss = create_loss(syn.loss, num_classes=7, **syn.loss_kwargs)
     assert (loss.lambda_ce, loss.lambda_anchor, loss.lambda_center) == (1.0, 1.0, 1.0)
 
