@@ -499,3 +499,17 @@ def working_dir(path):
         yield
     finally:
         os.chdir(old)
+
+def zero_dropout(module: torch.nn.Module) -> int:
+    """Dropout and stochastic depth off (p = 0) in every submodule; returns how many were switched off."""
+    n = 0
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+            n += 1
+        elif type(m).__name__ == "DropPath":  # timm's (drop_prob) and ferlib's (p)
+            for attr in ("drop_prob", "p"):
+                if hasattr(m, attr):
+                    setattr(m, attr, 0.0)
+            n += 1
+    return n

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .core import (Report, patched, upstream_code, working_dir)
+from .core import Report, patched, upstream_code, working_dir, zero_dropout
 
 #: the starting-weights file name train.py asserts and loads (not released by the authors)
 START_FILE = "mobileNet-ECA-RAFDB-0.91199.pth"
@@ -116,9 +116,7 @@ def run_authors(upstream: Path, work: Path, image_dir: Path, names: dict, start:
 
         def mobilenet(*args, **kwargs):
             net = their_model.MobileNetV2(*args, **kwargs).to(dtype)
-            for m in net.modules():
-                if isinstance(m, torch.nn.Dropout):
-                    m.p = 0.0  # dropout off, as on ferlib's side
+            zero_dropout(net)  # dropout off, as on ferlib's side
             net.register_forward_hook(lambda mod, inp, out: None if mod.training else cap.eval_logits.append(
                 out.detach().cpu()))
             cap.nets.append(net)

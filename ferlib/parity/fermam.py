@@ -32,7 +32,7 @@ import torch
 
 from . import register_parity
 from .core import (FP32_REL_TOL, Check, ParityInputError, ParityOptions, Report, compare_tensors, grey_levels, info,
-                   patched, save_record, state_digest, tensor_deviation, two_sample, upstream_code)
+                   patched, save_record, state_digest, tensor_deviation, two_sample, upstream_code, zero_dropout)
 from .fermam_upstream import code_dir, loadable_indices, run_authors_training, steps_layout, thop_standin
 
 PAPER = "fermam"
@@ -400,9 +400,7 @@ def ferlib_training(recipe, start: dict, batches, step_epochs, val_x, epochs: in
     dev = torch.device(device)
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
     model.load_state_dict(convert_upstream(PAPER, start))
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+    zero_dropout(model)
     model.to(dev)
     losses: list[float] = []
     loss = build_loss(recipe).to(dev)

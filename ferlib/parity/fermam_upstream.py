@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import patched, working_dir
+from .core import patched, working_dir, zero_dropout
 
 _VAL_LINE = re.compile(r"Val Loss: (?P<loss>[-\d.naninf]+) \| Acc: (?P<acc>[\d.]+) \| F1: (?P<f1>[\d.]+)")
 
@@ -223,9 +223,7 @@ def run_authors_training(root: Path, data_root: Path, start_state: dict, *, n_tr
             m = their_model_fn(*args, **kwargs)
         run.init_shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
         m.load_state_dict(start_state, strict=True)
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.Dropout):
-                mod.p = 0.0
+        zero_dropout(m)
         m.to(dtype)
         if run.val_batch is not None:  # the forward at the start, in eval mode
             m.eval()

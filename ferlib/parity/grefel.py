@@ -37,8 +37,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from . import register_parity
 from .core import (Check, ParityInputError, ParityOptions, Report, compare_state_dicts, compare_tensors,
-                   grey_levels, info, patched, tensor_deviation, two_sample, upstream_code, working_dir)
-from .mmfrm import FIXTURE, _levels, _n_images, _patched_module, _zero_dropout
+                   grey_levels, info, patched, tensor_deviation, two_sample, upstream_code, working_dir,
+                   zero_dropout)
+from .mmfrm import FIXTURE, _levels, _n_images, _patched_module
 
 PAPER = "grefel"
 REPO = "takihasan/ARBEx"
@@ -289,7 +290,7 @@ def _train_stage(report, up, dev, train_loader, recipe, steps, seed, device):
     def hand_over(config):
         for name in ("vit", "classifier", "anchors", "self_attn"):
             config[name].load_state_dict(_split(init)[name], strict=True)
-            _zero_dropout(config[name])
+            zero_dropout(config[name])
         captured["config"] = config
         real_train(config)
 
@@ -342,7 +343,7 @@ def _train_stage(report, up, dev, train_loader, recipe, steps, seed, device):
     # inputs (their training split), which are compared above
     loss = create_loss("arbex_loss", num_classes=NUM_CLASSES, class_weights=class_weights, trust_steps=steps)
     ours_model.load_state_dict(init)
-    _zero_dropout(ours_model)
+    zero_dropout(ours_model)
     params = [p for p in ours_model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, recipe_a)
     build_scheduler(optimizer, recipe_a, 1)

@@ -39,7 +39,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from . import register_parity
 from .core import (Check, ParityInputError, ParityOptions, Report, compare_state_dicts, compare_tensors,
                    grey_levels, info, load_record, patched, save_record, tensor_deviation, two_sample, upstream_code,
-                   working_dir)
+                   working_dir, zero_dropout)
 
 PAPER = "mmfrm"
 REPO = "hutianhan/MMFRM"
@@ -393,19 +393,6 @@ def _initial_weights(seed: int, recipe) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _zero_dropout(module: torch.nn.Module) -> int:
-    """Dropout and stochastic depth off (p = 0) in every submodule; returns how many were switched off."""
-    n = 0
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
-            m.p = 0.0
-            n += 1
-        elif type(m).__name__ == "DropPath":  # timm's (drop_prob) and ferlib's (p)
-            for attr in ("drop_prob", "p"):
-                if hasattr(m, attr):
-                    setattr(m, attr, 0.0)
-            n += 1
-    return n
 
 
 class _Loader:
@@ -461,7 +448,7 @@ def run_authors_script(upstream: Path, root: Path, plan: _Plan) -> dict:
             net, lm = _split_state(plan.init)
             g["network"].load_state_dict(net, strict=True)
             g["networkMobile"].load_state_dict(lm, strict=True)
-            notes["dropout_zeroed"] = _zero_dropout(g["network"]) + _zero_dropout(g["networkMobile"])
+            notes["dropout_zeroed"] = zero_dropout(g["network"]) + zero_dropout(g["networkMobile"])
 
             def hook(module, inputs, output):
                 if not torch.is_grad_enabled():
@@ -536,7 +523,7 @@ def run_ferlib(plan: _Plan) -> dict:
     recipe, device = plan.recipe, plan.device
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
     model.load_state_dict(plan.init, strict=True)
-    dropout = _zero_dropout(model)
+    dropout = zero_dropout(model)
     model.to(device)
     loss = build_loss(recipe).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
