@@ -4,8 +4,8 @@ Per paper (``python benchmarks/data_pipeline.py``, the default): each paper's FU
 card's RAF-DB entry, on the same synthetic RAF-DB JPEG files (official layout, 100×100 aligned crops),
 in the same run, on ONE CPU core (OMP_NUM_THREADS=1, torch.set_num_threads(1), no DataLoader workers):
 
-(a) the authors' per-sample pipeline (``authors_pipeline.AuthorsTrainSet``): decode at every access (cv2 or
-    PIL, as their code) and their torchvision transforms per item, collated into the card's batch;
+(a) the authors' per-sample pipeline (``AuthorsTrainSet`` of ``support/authors_pipeline.py``): decode at every
+    access (cv2 or PIL, as their code) and their torchvision transforms per item, collated into the card's batch;
 (b) ferlib: batches gathered from the uint8 cache at the card's ``stored_size`` and the card's train
     transform (``build_batch_transform(recipe, train=True)``: every random op drawn per image, applied to
     the whole batch) in the training process, as the engine runs it.
@@ -15,7 +15,11 @@ and (b)/(a). Writes ``results/bench/data_pipeline.json`` and ``data_pipeline.md`
 
     python benchmarks/data_pipeline.py [--papers fermam,emonet] [--images 960] [--repeat 1]
 
-``measure()`` (the resize + flip comparison with DataLoader workers) is the data step of ``gpu_check.py``.
+``--loader`` asks the other question, whether the loader feeds a device: resize + flip only, (a) per item in
+DataLoader workers vs (b) cache batches gathered in workers and flipped + normalised on ``--device`` (``measure()``);
+it writes ``data_pipeline_loader.json`` / ``.md`` (the data row of ``make gpu-check``).
+
+    python benchmarks/data_pipeline.py --loader --device cuda --workers 8 --images 1024 --size 112
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-if __name__ == "__main__":  # run as the benchmark (not imported by gpu_check): set before torch is imported
+if __name__ == "__main__":  # run as the benchmark: set before torch is imported
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # per-core numbers
     if "--thp" in sys.argv:  # PyTorch's CPU allocator: 2 MB-aligned blocks with transparent huge pages (read once)
         os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
@@ -36,12 +40,12 @@ import torch  # noqa: E402
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler  # noqa: E402
 
 from ferlib.data import load_dataset  # noqa: E402
-from ferlib.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from ferlib.data.synthetic_faces import SyntheticConfig, generate  # noqa: E402
 from ferlib.data.transforms import build_batch_transform  # noqa: E402
 from ferlib.paths import results_dir  # noqa: E402
 from ferlib.recipes import Recipe, load_recipe  # noqa: E402
 
-from authors_pipeline import MEAN, PAPERS, STD, AuthorsTrainSet, PILFolder  # noqa: E402  (sibling script module)
+from support.authors_pipeline import MEAN, PAPERS, STD, AuthorsTrainSet, PILFolder  # noqa: E402  (benchmarks/support)
 
 
 class CacheBatches(Dataset):
@@ -164,7 +168,14 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None, help="JSON path (default results/bench/data_pipeline.json)")
     p.add_argument("--thp", action="store_true", help="THP_MEM_ALLOC_ENABLE=1 for both sides: batch-sized "
                    "tensors then cost far fewer page faults (must be on the command line: read at import)")
+    p.add_argument("--loader", action="store_true", help="resize + flip with DataLoader workers, the batch "
+                   "delivered on --device (measure()), instead of the per-paper table")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (--loader: where (b) transforms the batch)")
+    p.add_argument("--workers", type=int, default=8, help="--loader: DataLoader workers of both sides")
+    p.add_argument("--size", type=int, default=112, help="--loader: image side")
     a = p.parse_args(argv)
+    if not a.loader and a.device != "cpu":
+        p.error("the per-paper table measures one CPU core; add --loader to measure feeding --device " + a.device)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     torch.set_num_threads(1)
     try:
@@ -174,6 +185,8 @@ def main(argv=None) -> dict:
     except ImportError:
         pass
     root = synthetic_rafdb(Path(a.root or "data/bench_rafdb"), a.images)
+    if a.loader:
+        return loader_main(a, root)
     files = load_dataset("rafdb", root, "train", progress=False)
     rows = []
     for run in range(a.repeat):
@@ -201,6 +214,23 @@ def main(argv=None) -> dict:
     out.write_text(json.dumps(result, indent=1))
     out.with_suffix(".md").write_text(table + "\n")
     print(table)
+    return result
+
+
+def loader_main(a, root: Path) -> dict:
+    """``--loader``: :func:`measure` on the synthetic RAF-DB files; ``data_pipeline_loader.json`` / ``.md``."""
+    files = load_dataset("rafdb", root, "train", progress=False)
+    cached = load_dataset("rafdb", root, "train", cache=root / "cache", cache_size=a.size, progress=False)
+    r = measure(files, cached, a.size, min(a.batch_size or 64, len(files)), a.workers, epochs=2, device=a.device)
+    line = (f"PIL per item {r['a_pil_per_sample_img_s']:g} img/s vs cache + batched transforms "
+            f"{r['b_cache_batched_img_s']:g} img/s = {r['ratio']:g}x ({r['images']} images at {r['size']} px, "
+            f"batch {r['batch_size']}, {r['workers']} workers, on {r['device']})")
+    result = {**r, "torch": torch.__version__, "summary": [["resize + flip, loader feeding the device", line]]}
+    out = Path(a.out) if a.out else results_dir() / "bench" / "data_pipeline_loader.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(line + "\n")
+    print(line)
     return result
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from authors_pipeline import MEAN, STD, PILFolder  # noqa: E402  (sibling script module)
+from support.authors_pipeline import MEAN, STD, PILFolder  # noqa: E402  (benchmarks/support)
 
 from ferlib.recipes import list_recipes, load_card  # noqa: E402
 
