@@ -9,7 +9,6 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long tests (papermill notebooks, training runs)")
     config.addinivalue_line("markers", "browser: drives JupyterLab in a real browser")
-    config.addinivalue_line("markers", "gpu: needs a CUDA device")
 
 
 @pytest.fixture
