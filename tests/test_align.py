@@ -10,7 +10,7 @@ import pytest
 from ferlib.data import load_dataset
 from ferlib.data.align import (ARCFACE_112, FaceAligner, MTCNNDetector, align_face, five_points,
                                similarity_transform, template)
-from ferlib.data.synthetic import SyntheticConfig, make_sample
+from ferlib.data.synthetic_faces import SyntheticConfig, make_sample
 from ferlib.testing import FIXTURES_DIR
 
 

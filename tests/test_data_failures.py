@@ -276,7 +276,7 @@ def test_duplicate_rows_in_the_rafdb_list_warn_and_count_once(raf):
 
 
 def test_synthetic_generator_draws_no_bar_into_a_log(tmp_path):
-    script = ("from ferlib.data.synthetic import generate\n"
+    script = ("from ferlib.data.synthetic_faces import generate\n"
               f"generate({str(tmp_path / 'syn')!r}, n_train=30, n_test=10)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -72,7 +72,7 @@ def test_records_hold_what_the_old_tables_held(name):
 
 
 def test_what_reads_the_records():
-    from ferlib.data import synthetic_formats
+    from ferlib.data import synthetic_writers
     from ferlib.engine.loop import preprocessing
     from ferlib.engine.run import default_data_root, eval_split
     from ferlib.evaluation import head_classes
@@ -87,8 +87,8 @@ def test_what_reads_the_records():
         ["test", "val", "val", "test"]
     assert list_synthetic_formats() == ["affectnet", "affectnet8", "fer2013", "ferplus", "imagefolder", "rafdb"]
     # affectnet8 is written by AffectNet's writer and drawn with 8 classes
-    assert dataset_info("affectnet8").synthetic_format.write is synthetic_formats.write_affectnet
-    assert dataset_info("affectnet").synthetic_format.write is synthetic_formats.write_affectnet
+    assert dataset_info("affectnet8").synthetic_format.write is synthetic_writers.write_affectnet
+    assert dataset_info("affectnet").synthetic_format.write is synthetic_writers.write_affectnet
     assert preprocessing(Recipe(paper="baseline", dataset="fer2013", model="baseline"))["face_crop"] == "grey48"
     assert preprocessing(Recipe(paper="baseline", dataset="imagefolder", model="baseline",
                                 base_recipe="affectnet"))["face_crop"] == "box"

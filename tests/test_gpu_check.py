@@ -143,7 +143,7 @@ class Refuse(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Refuse())
-import ferlib.engine, ferlib.models, ferlib.data.synthetic, ferlib.data.transforms, ferlib.data.cache, ferlib.ops
+import ferlib.engine, ferlib.models, ferlib.data.synthetic_faces, ferlib.data.transforms, ferlib.data.cache, ferlib.ops
 sys.path.insert(0, {bench!r})
 import gpu_check
 rc = gpu_check.main(["--device", "cpu", "--tiny", "--budget-s", "0", "--out", {out!r} + "/a"])

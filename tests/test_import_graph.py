@@ -229,7 +229,7 @@ def test_layers_are_acyclic(every_import):
     ("ferlib.viz", "ferlib.engine"),        # viz draws run directories; it never trains
     ("ferlib.metrics", "ferlib.engine"),
     ("ferlib.labels", "ferlib.data"),
-    ("ferlib.data.synthetic_formats", "ferlib.data.synthetic"),  # the generator hands the writers its faces
+    ("ferlib.data.synthetic_writers", "ferlib.data.synthetic_faces"),  # the renderer hands the writers its faces
     ("ferlib.runs", "ferlib.engine"),       # the run directory is a layer below everything that writes or reads it
     ("ferlib.runs", "ferlib.viz"),
     ("ferlib.runs", "ferlib.results"),

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from ferlib.data import load_dataset
-from ferlib.data.synthetic import (EXPRESSIONS, PROTOTYPES, RAFDB_ORDER, SyntheticConfig, generate, make_sample,
-                                   split_labels)
+from ferlib.data.synthetic_faces import PROTOTYPES, SyntheticConfig, generate, make_sample, split_labels
+from ferlib.labels import CANONICAL, RAFDB
 
 SMALL = dict(n_train=70, n_test=21, seed=3)
 
@@ -60,7 +60,7 @@ def test_rafdb_like_imbalance():
     labels = split_labels(SyntheticConfig(n_train=2400), "train")
     counts = np.bincount(labels, minlength=7)
     assert counts.sum() == 2400
-    names = EXPRESSIONS[:7]
+    names = CANONICAL[:7]
     assert names[int(counts.argmax())] == "happy" and names[int(counts.argmin())] == "fear"
     assert counts[names.index("happy")] / counts[names.index("fear")] > 10
 
@@ -68,7 +68,7 @@ def test_rafdb_like_imbalance():
 def test_labels_written_in_rafdb_order(small_root):
     truth = json.loads((small_root / "synthetic_truth.json").read_text())
     ds = load_dataset("rafdb", small_root, "train")
-    agree = [RAFDB_ORDER[t] == EXPRESSIONS[truth[p.name.replace("_aligned.jpg", "")]]
+    agree = [RAFDB[t] == CANONICAL[truth[p.name.replace("_aligned.jpg", "")]]
              for p, t in zip(ds.samples, ds.targets)]
     assert np.mean(agree) > 0.9  # label noise is 3% by default
 

@@ -33,7 +33,7 @@ FACE_CROPS = ("aligned", "box", "grey48")
 @dataclass(frozen=True)
 class SyntheticFormat:
     """How the synthetic generator writes a dataset's files: ``write(root, cfg, samples) -> truth`` (the
-    protocol of :mod:`ferlib.data.synthetic_formats`), drawing ``num_classes`` expressions (None: the config's)."""
+    protocol of :mod:`ferlib.data.synthetic_writers`), drawing ``num_classes`` expressions (None: the config's)."""
 
     write: Callable
     num_classes: int | None = None

@@ -27,7 +27,7 @@ from ..errors import DatasetFormatError
 from .imagefolder import build_imagefolder, find_split_dir
 from ..labels import LABEL_SETS
 from ..registry import SyntheticFormat, register_dataset
-from ..synthetic_formats import write_affectnet
+from ..synthetic_writers import write_affectnet
 
 LISTS = "Manually_Annotated_file_lists"
 IMAGES = "Manually_Annotated_Images"

@@ -16,7 +16,7 @@ from ..base import ArrayDataset, SkipReport, read_csv_rows
 from ..errors import DatasetFormatError
 from ..labels import LABEL_SETS
 from ..registry import SyntheticFormat, register_dataset
-from ..synthetic_formats import write_fer2013
+from ..synthetic_writers import write_fer2013
 
 N_PIXELS = 48 * 48
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}

@@ -23,7 +23,7 @@ from ..base import (ArrayDataset, FERDataset, SkipReport, check_utf8_start, deco
 from ..errors import DatasetFormatError
 from ..labels import LABEL_SETS
 from ..registry import SyntheticFormat, register_dataset
-from ..synthetic_formats import write_ferplus
+from ..synthetic_writers import write_ferplus
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
 CSV_COLUMNS = ("Usage", "Image name") + VOTE_COLUMNS

@@ -12,7 +12,7 @@ from ..base import FERDataset, SkipReport, decodable_indices
 from ..errors import DatasetFormatError
 from ..labels import LabelSet, canonical_name, CANONICAL
 from ..registry import SyntheticFormat, register_dataset
-from ..synthetic_formats import write_imagefolder
+from ..synthetic_writers import write_imagefolder
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 

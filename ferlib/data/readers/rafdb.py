@@ -12,7 +12,7 @@ from ..base import FERDataset, SkipReport, empty_split_error, keep_decodable, re
 from ..errors import DatasetFormatError
 from ..labels import LABEL_SETS
 from ..registry import SyntheticFormat, register_dataset
-from ..synthetic_formats import write_rafdb
+from ..synthetic_writers import write_rafdb
 
 LIST_FILE = Path("EmoLabel") / "list_patition_label.txt"
 

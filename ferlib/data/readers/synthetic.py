@@ -3,6 +3,8 @@
 ``fmt`` is any dataset whose record names a synthetic writer (``ferlib.data.list_synthetic_formats()``:
 ``rafdb`` by default, ``affectnet``, ``affectnet8`` (AffectNet's format with contempt, read with 8 classes),
 ``ferplus``, ``fer2013``, ``imagefolder``); the set is written by that writer and read by that dataset's reader.
+The faces come from :mod:`ferlib.data.synthetic_faces` (the renderer), the files from
+:mod:`ferlib.data.synthetic_writers` (one writer per official layout); this module is the dataset's reader.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from ..errors import DataNotFoundError
 from ..registry import dataset_info, list_synthetic_formats, load_dataset, register_dataset
-from ..synthetic import SyntheticConfig, generate
+from ..synthetic_faces import SyntheticConfig, generate
 
 
 def default_root() -> Path:

@@ -1,4 +1,4 @@
-"""Synthetic face-expression images driven by FACS action units (docs/design.md §6).
+"""The synthetic face renderer: face-expression images driven by FACS action units (docs/design.md §6).
 
 Each face is drawn from identity parameters (face shape, skin tone, feature placement, pose,
 position, lighting, background, noise) and an expression given by action-unit (AU) intensities.
@@ -8,7 +8,7 @@ but not trivial. Generation is deterministic: sample ``i`` of split ``s`` depend
 ``(seed, s, i)``.
 
 ``generate(root, fmt="rafdb")`` renders the faces and has the writer named by dataset ``fmt``'s record
-(:mod:`ferlib.data.synthetic_formats`) write them in its official layout (RAF-DB's basic layout by default:
+(:mod:`ferlib.data.synthetic_writers`) write them in its official layout (RAF-DB's basic layout by default:
 ``EmoLabel/list_patition_label.txt``, ``Image/aligned/*_aligned.jpg`` 100×100).
 """
 from __future__ import annotations
@@ -20,13 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlib.labels import CANONICAL, RAFDB
+from ferlib.labels import CANONICAL
 
-from . import synthetic_formats
+from . import synthetic_writers
 from .base import show_progress
-
-#: Expressions in AffectNet's native order (the canonical order of ferlib.labels).
-EXPRESSIONS = CANONICAL
 
 #: Prototypical AUs (EMFACS) with relative intensities; "12R"/"14R" are unilateral (right corner).
 PROTOTYPES: dict[str, dict[str, float]] = {
@@ -44,9 +41,6 @@ ALL_AUS = ("1", "2", "4", "5", "6", "7", "9", "12", "12R", "14R", "15", "16", "2
 #: RAF-DB's class counts (train + test) per expression, for the default imbalance (contempt: AffectNet-like share).
 RAFDB_COUNTS = {"surprise": 1619, "fear": 355, "disgust": 877, "happy": 5957, "sad": 2460,
                 "anger": 867, "neutral": 3204, "contempt": 600}
-
-#: RAF-DB file labels 1..7.
-RAFDB_ORDER = RAFDB
 
 
 @dataclass(frozen=True)
@@ -67,7 +61,8 @@ class SyntheticConfig:
 
 
 def class_names(num_classes: int = 7) -> tuple[str, ...]:
-    return EXPRESSIONS[:num_classes]
+    """The first ``num_classes`` expressions of the canonical order (AffectNet's native order, ferlib.labels)."""
+    return CANONICAL[:num_classes]
 
 
 def class_probs(cfg: SyntheticConfig) -> np.ndarray:
@@ -238,7 +233,7 @@ def make_sample(cfg: SyntheticConfig, split: str, index: int):
     """Sample ``index`` of ``split``: ``(image, landmarks, true_label, written_label, aus)`` (canonical order)."""
     true = int(split_labels(cfg, split)[index])
     rng = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, index])
-    aus = sample_aus(EXPRESSIONS[true], rng, cfg)
+    aus = sample_aus(CANONICAL[true], rng, cfg)
     img, lm = render_face(sample_identity(rng), aus, cfg.size, rng)
     label = true
     if rng.random() < cfg.label_noise:
@@ -262,9 +257,9 @@ def generate(root, fmt: str = "rafdb", cfg: SyntheticConfig | None = None, progr
     cfg = cfg or SyntheticConfig(**kw)
     root = Path(root)
     stamp = root / "synthetic.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == synthetic_formats.stamp(fmt, cfg):
+    if stamp.exists() and json.loads(stamp.read_text()) == synthetic_writers.stamp(fmt, cfg):
         return root
-    return synthetic_formats.write(root, fmt, cfg, lambda split, desc="": iter_split(cfg, split, progress, desc),
+    return synthetic_writers.write(root, fmt, cfg, lambda split, desc="": iter_split(cfg, split, progress, desc),
                                    writer)
 
 

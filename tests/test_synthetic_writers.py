@@ -4,8 +4,8 @@ import pytest
 
 from ferlib.data import load_dataset
 from ferlib.data.labels import CANONICAL
-from ferlib.data.synthetic import SyntheticConfig, generate, make_sample
-from ferlib.data.synthetic_formats import grey48, votes_for
+from ferlib.data.synthetic_faces import SyntheticConfig, generate, make_sample
+from ferlib.data.synthetic_writers import grey48, votes_for
 
 N_TRAIN, N_TEST = 24, 10
 
@@ -61,7 +61,7 @@ def _index_of(ds, k, fmt):
     if fmt == "imagefolder":
         return int(p.stem.split("_")[1])
     # affectnet: find by name
-    from ferlib.data.synthetic_formats import hex_name
+    from ferlib.data.synthetic_writers import hex_name
 
     split = "train" if ds.split == "train" else "test"
     return next(i for i in range(N_TRAIN) if hex_name(split, i, 0) == p.stem)

@@ -4,9 +4,9 @@ A writer is ``write_<format>(root, cfg, samples) -> truth``: ``samples(split, de
 landmarks, true, label, aus)`` (labels in the canonical order) and ``truth`` maps each written image name to
 its true label. A dataset offers itself as a synthetic format by naming its writer in its record
 (``register_dataset(..., synthetic_format=SyntheticFormat(write_rafdb, num_classes=7))``); a new dataset's
-writer may live in its own reader file. :func:`ferlib.data.synthetic.generate` renders the faces and calls
+writer may live in its own reader file. :func:`ferlib.data.synthetic_faces.generate` renders the faces and calls
 :func:`write` with the record's writer; this module knows file layouts, not faces, and imports nothing of
-the generator. The writers here:
+the renderer. The writers here:
 
 - ``rafdb`` — ``EmoLabel/list_patition_label.txt`` (labels 1..7) and ``Image/aligned/*_aligned.jpg``,
   plus ``synthetic_landmarks.npz``; 7 classes only.
