@@ -124,7 +124,7 @@ def model_and_loss(recipe, device):
 def authors_pipeline(recipe, files, batch, device, workers, setup=None):
     """The authors' way: per-item PIL pipeline, fp32, NCHW, torch's default optimiser implementation (not
     fused), SAM's two passes when the recipe has SAM."""
-    from ferlib.engine.optim import build_optimizer
+    from ferlib.optim import build_optimizer
 
     model, loss, params = model_and_loss(recipe, device)
     opt = build_optimizer(params, recipe.replace(optimizer_kwargs={"foreach": None}))
@@ -154,7 +154,7 @@ def ferlib_pipeline(recipe, cached, batch, device, workers, channels_last, preci
     ``torch.compile`` backend name compiles the model."""
     from ferlib.data.transforms import build_batch_transform
     from ferlib.engine.loader import EpochSampler, make_loader
-    from ferlib.engine.optim import build_optimizer
+    from ferlib.optim import build_optimizer
     from ferlib.engine.step import Stepper
 
     model, loss, params = model_and_loss(recipe, device)

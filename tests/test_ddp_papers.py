@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ferlib.engine.optim import build_optimizer
+from ferlib.optim import build_optimizer
 from ferlib.engine.run import build_loss
 from ferlib.engine.step import Stepper
 from ferlib.models import create_model

@@ -108,7 +108,7 @@ def test_metrics_against_hand_computed():
 
 from torch import nn  # noqa: E402
 
-from ferlib.engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from ferlib.optim import build_optimizer, build_scheduler  # noqa: E402
 from ferlib.engine.step import Stepper  # noqa: E402
 from ferlib.models.registry import ModelOutput  # noqa: E402
 from ferlib.recipes import load_recipe  # noqa: E402

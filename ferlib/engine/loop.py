@@ -37,6 +37,7 @@ import torch
 
 from ferlib.data.registry import face_crop
 from ferlib.data.transforms import build_batch_transform
+from ferlib.optim import apply_schedule, build_optimizer, build_scheduler
 from ferlib.runs import RUN_FILES, RunDir, save_predictions, summarise
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -46,7 +47,6 @@ from .env import (backend_flags, environment, nondeterministic_ops, resolve_devi
                   set_rng_state)
 from .loader import EpochSampler, ResumableSampler, batches_per_epoch, collate_uint8, make_loader, train_sampler
 from .metrics import classification_metrics
-from .optim import apply_schedule, build_optimizer, build_scheduler
 from .step import Stepper, autocast, resolve_precision
 from .writer import holds_run_dir
 

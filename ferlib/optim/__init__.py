@@ -1,4 +1,6 @@
-"""Optimizers that are not in torch.optim: SAM (FERMam, POSTER)."""
+"""Optimisers: the recipe's optimiser and LR schedule (:mod:`.factory`), and SAM (:mod:`.sam`, FERMam, POSTER),
+which is not in torch.optim."""
+from .factory import apply_schedule, build_optimizer, build_scheduler
 from .sam import SAM
 
-__all__ = ["SAM"]
+__all__ = ["SAM", "apply_schedule", "build_optimizer", "build_scheduler"]

@@ -10,8 +10,8 @@ The authors' side runs their own code from a checkout of ``xiayu-cell/EMO-Net``:
   ``model/emoNet.py``'s ``MobileNetV2`` with Dropout p = 0), and a stop after K optimiser steps;
   their per-step loss and lr are read from ``Tensor.backward`` and the optimiser's step hooks;
 * ferlib's side: the same starting weights through :func:`ferlib.weights.convert_upstream`, the card's
-  ``rafdb`` entry (λ 0.8 and dropout 0 for the comparison), :func:`ferlib.engine.optim.build_optimizer`,
-  :func:`~ferlib.engine.optim.build_scheduler`, :func:`ferlib.engine.run.build_loss` and
+  ``rafdb`` entry (λ 0.8 and dropout 0 for the comparison), :func:`ferlib.optim.build_optimizer`,
+  :func:`~ferlib.optim.build_scheduler`, :func:`ferlib.engine.run.build_loss` and
   :class:`ferlib.engine.step.Stepper` on the same batches.
 
 Stages: data (their Dataset + eval transform vs ferlib's reader, uint8 cache and batched eval transform; their
@@ -110,7 +110,7 @@ def ferlib_train(train_u8: torch.Tensor, labels: torch.Tensor, epochs: list[list
     loss within 3 steps, which would hide what this stage compares (the loss, optimiser, schedule and
     BatchNorm updates). ``"ferlib"``: ferlib's batch transform (the data stage measures the difference)."""
     from ferlib.data.transforms import build_batch_transform
-    from ferlib.engine.optim import build_optimizer, build_scheduler
+    from ferlib.optim import build_optimizer, build_scheduler
     from ferlib.engine.run import build_loss
     from ferlib.engine.step import Stepper
     from ferlib.models import create_model

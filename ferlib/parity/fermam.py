@@ -391,7 +391,7 @@ def start_state(seed: int, recipe) -> dict:
 def ferlib_training(recipe, start: dict, batches, step_epochs, val_x, epochs: int, device: str = "cpu") -> dict:
     """ferlib's side of stage (c): the card's model, loss, optimiser, schedule and the engine's Stepper on the
     given batches; records both SAM passes' losses, the lr of each step and the eval logits per epoch."""
-    from ferlib.engine.optim import build_optimizer, build_scheduler
+    from ferlib.optim import build_optimizer, build_scheduler
     from ferlib.engine.run import build_loss
     from ferlib.engine.step import Stepper
     from ferlib.models import create_model

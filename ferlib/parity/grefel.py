@@ -252,7 +252,7 @@ def _model_stage(report, up, seed):
 def _train_stage(report, up, dev, train_loader, recipe, steps, seed, device):
     """ARBEx's ``train.main()`` for ``steps`` iterations against ferlib's engine configured as ARBEx."""
     from ferlib.data.transforms import build_batch_transform
-    from ferlib.engine.optim import build_optimizer, build_scheduler
+    from ferlib.optim import build_optimizer, build_scheduler
     from ferlib.engine.step import Stepper
     from ferlib.losses import create_loss
 

@@ -515,7 +515,7 @@ def run_ferlib(plan: _Plan) -> dict:
     from ferlib.data.base import ArrayDataset
     from ferlib.data.labels import LABEL_SETS
     from ferlib.engine.loop import evaluate
-    from ferlib.engine.optim import build_optimizer, build_scheduler
+    from ferlib.optim import build_optimizer, build_scheduler
     from ferlib.engine.run import build_loss
     from ferlib.engine.step import Stepper
     from ferlib.models import create_model

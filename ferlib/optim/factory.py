@@ -1,9 +1,11 @@
-"""Optimisers and schedules from a recipe (Adam, AdamW, SGD; SAM as a wrapper)."""
+"""The recipe's optimiser and per-epoch LR schedule (Adam, AdamW, SGD; SAM as a wrapper), which the engine builds."""
 from __future__ import annotations
 
 import math
 
 import torch
+
+from .sam import SAM
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
@@ -26,8 +28,6 @@ def build_optimizer(params, recipe) -> torch.optim.Optimizer:
     if "betas" in kw:
         kw["betas"] = tuple(kw["betas"])
     if recipe.sam:
-        from ferlib.optim import SAM
-
         return SAM(params, _OPTIMIZERS[name], rho=recipe.sam_rho, **kw)
     return _OPTIMIZERS[name](params, **kw)
 
