@@ -31,14 +31,16 @@ notebooks: $(STAMP)
 figures: $(STAMP)
 	$(PY) -m ferlib notebooks run 09_figures 10_results
 
+# The benchmarks only, one script per question (benchmarks/*.py; what they share lives in benchmarks/support/).
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/*.py; do PYTHONPATH=. $(PY) $$b || exit 1; done
 
-# One prepared run proving the GPU path (benchmarks/gpu_check.py): < 8 minutes on a CUDA machine, no network,
-# no install step (a lent machine's own python3 when there is no venv); without CUDA it runs the CPU smoke (--tiny).
+# One prepared run proving the GPU path (benchmarks/support/gpu_check.py): pytest -m gpu tests/test_cuda.py and the
+# benchmarks, one table in results/bench/gpu_check.md, < 8 minutes on a CUDA machine, no network, no install step
+# (a lent machine's own python3, with torch and pytest, when there is no venv); without CUDA the CPU smoke (--tiny).
 GPU_PY := $(if $(or $(VIRTUAL_ENV),$(wildcard $(VENV)/bin/python)),$(PY),python3)
 gpu-check:
-	PYTHONPATH=. $(GPU_PY) benchmarks/gpu_check.py --out results/bench/
+	PYTHONPATH=. $(GPU_PY) benchmarks/support/gpu_check.py --out results/bench/
 
 # JupyterLab on the project's kernel (python3 from the venv), notebooks/ as root. LAB_IP=0.0.0.0 to reach it
 # from another machine (an SSH tunnel to 127.0.0.1 is safer); the token is printed with the URL.
