@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--iters", type=int, default=5, help="timed iterations per backend (median reported)")
+    p.add_argument("--iters", type=int, default=2, help="timed iterations per backend (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--reference-iters", type=int, default=1, help="the reference is slow: fewer iterations")
     p.add_argument("--compile", default="inductor", help="torch.compile backend of torch_compiled, or none")

@@ -58,7 +58,7 @@ def step_command(name: str, a, out: Path, seconds: float) -> tuple[list[str], di
         size = ["--images", "48", "--size", "32", "--workers", "1", "--batch-size", "8"] if a.tiny else ["--images", "1024"]
         return [py, str(BENCH / "data_pipeline.py"), "--loader", *dev, *size, "--root", str(a.work / "loader"),
                 "--out", str(out / "data_pipeline_loader.json")], {}
-    return [py, str(BENCH / "scan_backends.py"), *dev, *tiny, "--out", str(out)], {}
+    return [py, str(BENCH / "scan_backends.py"), *dev, *(tiny or ["--iters", "5"]), "--out", str(out)], {}
 
 
 def test_rows(out: Path, log_text: str) -> list[list[str]]:
