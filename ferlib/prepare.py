@@ -16,27 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferlib.data import DataNotFoundError, DatasetFormatError, dataset_info, load_dataset
-
-
-def dataset_root(dataset: str, data_root=None) -> Path | None:
-    """The folder ``dataset`` is read from: ``data_root``, else ``data/<folder>`` of its record; None for the
-    generated synthetic set. Raises :class:`ferlib.data.DataNotFoundError` (the message training gives) when the
-    folder does not exist."""
-    info = dataset_info(dataset)
-    if info.generated:
-        return Path(data_root).expanduser() if data_root else None
-    root = Path(data_root).expanduser() if data_root else info.default_root()
-    if root.exists():
-        return root
-    if dataset == "imagefolder":
-        raise DataNotFoundError(f"imagefolder: no data at {root}. Pass your own folder: data_root=<folder> (-p "
-                                f"data_root <folder>) holding train/<class>/<image> and test/<class>/<image> "
-                                f"(python -m ferlib prepare imagefolder --root <folder> --make-split 0.2 makes them).")
-    raise DataNotFoundError(
-        f"{dataset}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {dataset} "
-        f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
-        f"notebooks/01_prepare_data.ipynb (-p dataset {dataset} -p data_root <folder>).")
+from ferlib.data import DatasetFormatError, dataset_info, load_dataset
 
 
 def check_layout(dataset: str, root) -> str:

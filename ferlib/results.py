@@ -331,11 +331,12 @@ def cross_dataset_eval(run_dir, dataset: str, data_root=None, split: str | None 
                        device: str = "auto", **dataset_kwargs) -> dict:
     """Evaluate a run's best model (``best.pt``) on another dataset's evaluation split through the
     canonical label order (see :func:`cross_dataset_accuracy`)."""
-    from ferlib.data import load_eval_split
+    from ferlib.data import dataset_info, dataset_root, load_dataset
     from ferlib.engine import load_run, predict
 
     model, recipe = load_run(run_dir)
-    ds = load_eval_split(dataset, data_root, split, **dataset_kwargs)
+    ds = load_dataset(dataset, dataset_root(dataset, data_root), split or dataset_info(dataset).eval_split,
+                      **dataset_kwargs)
     source_classes = _run_classes(run_dir)
     pred = predict(model, ds, recipe, device=device, max_batches=max_batches, progress=False)
     res = cross_dataset_accuracy(pred["logits"], pred["targets"], source_classes, list(ds.classes))

@@ -3,6 +3,7 @@ label_set=..., face_crop=..., detect_layout=..., synthetic_format=...)`` beside 
 of a dataset, and a new dataset registered in one place works everywhere a name is looked up."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ from PIL import Image
 
 import ferlib.data.registry as registry
 from ferlib.data import (LABEL_SETS, DataNotFoundError, DatasetFormatError, FERDataset, LabelSet, SkipReport,
-                         SyntheticFormat, dataset_info, list_datasets, list_synthetic_formats, load_dataset,
-                         load_eval_split, load_splits, register_dataset)
+                         SyntheticFormat, dataset_info, dataset_root, list_datasets, list_synthetic_formats,
+                         load_dataset, load_splits, register_dataset)
 from ferlib.data.registry import FACE_CROPS
 from ferlib.recipes import Recipe
 
@@ -176,7 +177,7 @@ def test_a_new_dataset_is_one_registration(restored_registry, tmp_path, monkeypa
     from ferlib.engine.loop import preprocessing
     from ferlib.engine.run import default_data_root, eval_split, load_split
     from ferlib.evaluation import head_classes
-    from ferlib.prepare import check_layout, class_counts_by_split, dataset_root
+    from ferlib.prepare import check_layout, class_counts_by_split
 
     monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "data"))
     _register_toy()
@@ -187,7 +188,7 @@ def test_a_new_dataset_is_one_registration(restored_registry, tmp_path, monkeypa
     train = load_dataset("sfew_toy", root, "train")
     assert len(train) == 21 and train.classes == list(TOY_CLASSES.names) and train[0][0].shape == (3, 20, 20)
     assert {s: len(d) for s, d in load_splits("sfew_toy", root).items()} == {"train": 21, "val": 14}
-    assert load_eval_split("sfew_toy").split == "val"  # from data/<folder>, the record's evaluation split
+    assert dataset_root("sfew_toy") == root  # data/<folder> of its record
     cached = load_dataset("sfew_toy", root, "val", cache=tmp_path / "cache", cache_size=16, progress=False)
     assert len(cached) == 14 and tuple(cached[0][0].shape) == (3, 16, 16)
 
@@ -197,7 +198,6 @@ def test_a_new_dataset_is_one_registration(restored_registry, tmp_path, monkeypa
         check_layout("sfew_toy", tmp_path)
     assert class_counts_by_split("sfew_toy", root) == {"train": dict.fromkeys(TOY_CLASSES.names, 3),
                                                        "val": dict.fromkeys(TOY_CLASSES.names, 2)}
-    assert dataset_root("sfew_toy") == root
 
     # the engine: default folder, evaluation split, reading a split, the face crop a checkpoint records
     recipe = Recipe(paper="baseline", dataset="sfew_toy", model="baseline", input_size=16)
@@ -215,7 +215,30 @@ def test_a_new_dataset_is_one_registration(restored_registry, tmp_path, monkeypa
     # a missing folder says where the dataset goes
     monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "elsewhere"))
     with pytest.raises(DataNotFoundError, match=r"sfew_toy: no data at .*elsewhere.*sfew_toy"):
-        load_eval_split("sfew_toy")
+        dataset_root("sfew_toy")
+
+
+def test_a_missing_folder_says_where_the_data_goes_in_one_message(tmp_path, monkeypatch):
+    """dataset_root is the one place that says a dataset's folder is missing; training reads a split through it."""
+    from ferlib.engine.run import load_split
+    from ferlib.recipes import load_recipe
+
+    monkeypatch.setenv("FERLIB_DATA", str(tmp_path))
+    with pytest.raises(DataNotFoundError) as err:
+        dataset_root("rafdb")
+    where = tmp_path / "rafdb"
+    assert str(err.value) == (
+        f"rafdb: no data at {where}. The licensed datasets cannot ship with ferlib: obtain rafdb (data/README.md "
+        f"says from where), put it at {where} or pass data_root=..., then check it with "
+        f"notebooks/01_prepare_data.ipynb (-p dataset rafdb -p data_root <folder>).")
+    with pytest.raises(DataNotFoundError) as by_training:
+        load_split(load_recipe("baseline", "rafdb"), "test", cache=False)
+    assert str(by_training.value) == str(err.value)
+    with pytest.raises(DataNotFoundError, match=rf"^imagefolder: no data at {re.escape(str(tmp_path / 'mine'))}\. Pass"):
+        dataset_root("imagefolder", tmp_path / "mine")
+    (tmp_path / "affectnet").mkdir()
+    assert dataset_root("affectnet8") == tmp_path / "affectnet"  # the record's folder
+    assert dataset_root("synthetic") is None and dataset_root("synthetic", "~/syn") == Path.home() / "syn"
 
 
 def test_the_toy_dataset_is_gone_after_its_test():

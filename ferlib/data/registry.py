@@ -7,7 +7,7 @@ A reader module states everything ferlib knows about its dataset where it regist
                       synthetic_format=SyntheticFormat(write_rafdb, num_classes=7))
     def load_rafdb(root, split="train", **opts): ...
 
-:func:`load_dataset`, :func:`load_splits`, :func:`load_eval_split`, ``ferlib.prepare`` (layout check,
+:func:`load_dataset`, :func:`load_splits`, :func:`dataset_root`, ``ferlib.prepare`` (layout check,
 splits), the engine (default folder, evaluation split, the face crop a checkpoint records), ``ferlib.inference``
 and the synthetic generator all read that record (:func:`dataset_info`): adding a dataset is one reader file.
 """
@@ -190,19 +190,24 @@ def load_splits(name: str, root=None, splits=None, **opts) -> dict:
     return {s: load_dataset(name, root, s, **opts) for s in (splits or dataset_info(name).splits)}
 
 
-def load_eval_split(name: str, root=None, split: str | None = None, **opts):
-    """``split`` of dataset ``name`` (default: the one its papers report on, the record's ``eval_split``: RAF-DB
-    test, AffectNet val, ...), read from ``root`` (default: ``data/<folder>``) with ``load_dataset``'s ``opts``.
-
-    A real dataset whose folder does not exist raises :class:`DataNotFoundError` saying where it goes."""
+def dataset_root(name: str, root=None) -> Path | None:
+    """The folder dataset ``name`` is read from: ``root``, else ``data/<folder>`` of its record; None for a generated
+    set given no ``root`` (it uses its own). A folder that does not exist raises :class:`DataNotFoundError` saying
+    where the data goes: for a published dataset, where to obtain it; for your own folders (classes from the data,
+    ``imagefolder``), the layout to pass. Training, cross-dataset evaluation and notebook 02 resolve a dataset's
+    folder here, so ``load_dataset(name, dataset_root(name, root), split)`` fails the same way everywhere.
+    """
     info = dataset_info(name)
-    split = split or info.eval_split
     if info.generated:
-        return load_dataset(name, root, split, **opts)
+        return Path(root).expanduser() if root else None
     root = Path(root).expanduser() if root else info.default_root()
-    if not root.exists():
-        raise DataNotFoundError(
-            f"{name}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {name} "
-            f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
-            f"notebooks/01_prepare_data.ipynb (-p dataset {name} -p data_root <folder>).")
-    return load_dataset(name, root, split, **opts)
+    if root.exists():
+        return root
+    if info.label_set is None:
+        raise DataNotFoundError(f"{name}: no data at {root}. Pass your own folder: data_root=<folder> (-p "
+                                f"data_root <folder>) holding train/<class>/<image> and test/<class>/<image> "
+                                f"(python -m ferlib prepare {name} --root <folder> --make-split 0.2 makes them).")
+    raise DataNotFoundError(
+        f"{name}: no data at {root}. The licensed datasets cannot ship with ferlib: obtain {name} "
+        f"(data/README.md says from where), put it at {root} or pass data_root=..., then check it with "
+        f"notebooks/01_prepare_data.ipynb (-p dataset {name} -p data_root <folder>).")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from ferlib.data import DataNotFoundError, DatasetFormatError, dataset_info, load_dataset, load_eval_split
+from ferlib.data import DataNotFoundError, DatasetFormatError, dataset_info, dataset_root, load_dataset
 from ferlib.data.cache import CacheSpaceError
 from ferlib.losses import create_loss
 from ferlib.models import create_model
@@ -75,7 +75,7 @@ def default_cache_workers() -> int:
 
 def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True, cache="auto"):
     """One split of the recipe's dataset (label_mode applies to train only, except on the generated synthetic set),
-    read by :func:`ferlib.data.load_eval_split`; a missing real dataset raises :class:`DataNotFoundError`."""
+    read from :func:`ferlib.data.dataset_root`; a missing real dataset raises :class:`DataNotFoundError`."""
     name = recipe.dataset
     generated = dataset_info(name).generated
     opts = dict(recipe.dataset_kwargs or {})
@@ -89,14 +89,15 @@ def load_split(recipe: Recipe, split: str, data_root=None, progress: bool = True
     if recipe.label_mode and (split == "train" or generated):
         opts["label_mode"] = recipe.label_mode
     opts.setdefault("progress", progress)
+    root = dataset_root(name, data_root)
     try:
-        return load_eval_split(name, data_root, split, **opts)
+        return load_dataset(name, root, split, **opts)
     except CacheSpaceError as e:
         if not auto:
             raise
         warnings.warn(f"{e}; reading the image files instead", stacklevel=2)
         opts = {k: v for k, v in opts.items() if k not in ("cache", "cache_size", "cache_workers")}
-        return load_eval_split(name, data_root, split, **opts)
+        return load_dataset(name, root, split, **opts)
     except DatasetFormatError as e:
         if generated:
             raise
@@ -175,11 +176,7 @@ def resolve_recipe(paper: str, dataset: str, data_root=None, base_recipe: str | 
         if base_recipe is not None:
             raise ValueError(f"base_recipe applies to dataset='imagefolder' only (got dataset={dataset!r})")
         return load_recipe(paper, dataset, **overrides)
-    root = Path(data_root) if data_root else default_data_root(dataset)
-    if not root.exists():
-        raise DataNotFoundError(f"imagefolder: no such folder {root}; pass data_root=<folder holding train/<class>/ and "
-                                f"test/<class>/> (python -m ferlib prepare imagefolder --root <folder> checks it)")
-    train = load_dataset("imagefolder", root, "train", progress=False)
+    train = load_dataset("imagefolder", dataset_root(dataset, data_root), "train", progress=False)
     overrides.setdefault("num_classes", len(train.classes))
     recipe = load_recipe(paper, dataset, base_recipe=base_recipe, **overrides)
     if "stored_size" not in overrides and len(train):

@@ -28,8 +28,7 @@ per_class: int = 6  # images per class in the sample grid
 seed: int = 0  # which images the grid shows
 
 # %%
-from ferlib.data import load_splits
-from ferlib.prepare import dataset_root
+from ferlib.data import dataset_root, load_splits
 from ferlib.viz import plot_samples
 from ferlib.viz.data_plots import class_balance, image_browser, plot_class_balance
 
