@@ -88,8 +88,14 @@ def test_reuse_compares_the_settings_and_names_each_difference(tmp_path):
     """The comparison itself, on a config.yaml written by hand (no training)."""
     import yaml
 
-    from ferlib.engine.reuse import RecipeChangedError, UnfinishedRunError, reusable_run, run_settings
+    from ferlib.engine.policy import RecipeChangedError, UnfinishedRunError, decide
+    from ferlib.engine.reuse import run_settings
     from ferlib.recipes import load_recipe
+
+    def reusable_run(run_dir, settings, **kw):  # the finished run's summary when decide() reuses it, else None
+        decision = decide(run_dir, reuse=settings, **kw)
+        assert (decision.action == "reuse") == (decision.summary is not None)
+        return decision.summary
 
     recipe = load_recipe("emonet", "synthetic")
     run = tmp_path / "run"
@@ -114,6 +120,8 @@ def test_reuse_compares_the_settings_and_names_each_difference(tmp_path):
     assert "-p resume True" not in msg  # a resume refuses another learning rate: not offered
     assert err.value._render_traceback_() == [f"RecipeChangedError: {msg}"]
     assert reusable_run(run, run_settings(recipe.replace(lr=0.5), (), 0, 4), overwrite=True) is None
+    assert decide(run, overwrite=True, reuse=run_settings(recipe.replace(lr=0.5), (), 0, 4)).remove == (
+        "last.pt", "best.pt", "predictions.npz", "summary.json")
     (run / "summary.json").write_text(json.dumps({**summary, "stopped": True}))
     with pytest.raises(UnfinishedRunError):
         reusable_run(run, run_settings(recipe, (), 0, 4))

@@ -190,7 +190,7 @@ def test_a_fresh_run_never_replaces_a_previous_one_unless_asked(home, tmp_path):
               model_kwargs={"width": 8})
     train("baseline", "synthetic", **kw)
     best = (tmp_path / "run" / "best.pt").read_bytes()
-    from ferlib.engine.loop import RunExistsError
+    from ferlib.engine.policy import RunExistsError
 
     with pytest.raises(RunExistsError, match="overwrite=True"):
         train("baseline", "synthetic", resume=False, **kw)
@@ -246,7 +246,7 @@ def test_imagefolder_trains_through_the_cli_with_a_base_recipe(home, tmp_path):
 
 
 def test_resume_never_restarts_silently_nor_mixes_recipes(home, tmp_path):
-    from ferlib.engine.loop import ResumeError
+    from ferlib.engine.policy import ResumeError
 
     kw = dict(max_steps=1, epochs=1, progress=False, input_size=32, model_kwargs={"width": 8})
     with pytest.raises(ResumeError, match="holds no last.pt"):
@@ -298,7 +298,8 @@ def test_cli_validates_options_before_training_in_one_line(extra, message, home,
 
 
 def test_a_synthetic_run_never_writes_into_a_users_data_folder(home, tmp_path):
-    from ferlib.engine.run import DataNotFoundError, load_split
+    from ferlib.data import DataNotFoundError
+    from ferlib.engine.run import load_split
 
     mine = tmp_path / "my_photos"
     mine.mkdir()

@@ -25,6 +25,7 @@ same code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -37,21 +38,21 @@ import torch
 
 from ferlib.data.registry import face_crop
 from ferlib.data.transforms import build_batch_transform
+from ferlib.metrics import classification_metrics
 from ferlib.optim import apply_schedule, build_optimizer, build_scheduler
-from ferlib.runs import RUN_FILES, RunDir, save_predictions, summarise
+from ferlib.runs import RunDir
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import (BatchSplitError, all_gather_objects, all_reduce_sum, barrier, broadcast_state, is_distributed,
                           per_process_batch, rank_and_world)
 from .env import (backend_flags, environment, nondeterministic_ops, resolve_device, rng_state, seed_everything,
                   set_rng_state)
-from .loader import EpochSampler, ResumableSampler, batches_per_epoch, collate_uint8, make_loader, train_sampler
-from .metrics import classification_metrics
+from .loader import batches_per_epoch, make_loader, train_sampler
+from .policy import decide
 from .step import Stepper, autocast, resolve_precision
 from .writer import holds_run_dir
 
-__all__ = ["RUN_FILES", "EpochSampler", "FitOptions", "ResumableSampler", "collate_uint8", "evaluate", "fit",
-           "predict", "save_predictions", "summarise"]  # RUN_FILES, save_predictions, summarise: from ferlib.runs
+__all__ = ["FitOptions", "evaluate", "fit", "predict"]
 
 
 @dataclasses.dataclass
@@ -77,41 +78,6 @@ class FitOptions:
     overwrite: bool = False          # a fresh run may replace a previous run in the same directory
 
 
-class RunExistsError(FileExistsError):
-    """A fresh run was pointed at a directory holding a previous run (nothing was touched)."""
-
-
-class ResumeError(RuntimeError):
-    """``resume`` was asked for but nothing usable can be resumed, or the recipe differs from the stored one."""
-
-
-#: Recipe fields a resume may change: more (or fewer) epochs extend (or end) the same run; provenance text.
-SAFE_ON_RESUME = ("epochs", "notes", "source", "reported", "pretrained_note")
-
-
-def check_same_recipe(stored: dict, recipe, run_dir) -> None:
-    """Refuse to resume with a recipe that differs from the checkpoint's outside :data:`SAFE_ON_RESUME`."""
-    new = json.loads(json.dumps(recipe.to_dict(), default=str))
-    old = json.loads(json.dumps(stored, default=str))
-    diffs = [f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now" for k in sorted(set(new) | set(old))
-             if k not in SAFE_ON_RESUME and old.get(k) != new.get(k) and k in old]
-    if diffs:
-        raise ResumeError(f"cannot resume {run_dir} with another recipe ({'; '.join(diffs)}). Resume with the run's "
-                          f"own settings, or start a new run (another run directory, or overwrite=True).")
-
-
-def check_run_dir(run_dir, resume: bool, overwrite: bool) -> list[str]:
-    """The previous run's files in ``run_dir`` that a fresh run would replace; raises :class:`RunExistsError`
-    when there are some and neither ``resume`` nor ``overwrite`` is set. Touches nothing."""
-    previous = RunDir(run_dir).files
-    if previous and not resume and not overwrite:
-        raise RunExistsError(
-            f"{run_dir} holds a previous run ({', '.join(previous)}); nothing was changed. Continue it with resume=True "
-            f"(--resume, -p resume True), replace it with overwrite=True (--overwrite, -p overwrite True), or choose "
-            f"another run directory (run_name / --run-dir).")
-    return previous
-
-
 def _progress_enabled(flag: bool | None) -> bool:
     if flag is not None:
         return flag
@@ -121,10 +87,6 @@ def _progress_enabled(flag: bool | None) -> bool:
 def _unwrap(model):
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return model.module if hasattr(model, "module") else model
-
-
-def _autocast(device: torch.device, precision: str):
-    return autocast(device, precision)
 
 
 @torch.no_grad()
@@ -197,9 +159,9 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     ``val`` is the evaluation split the model is selected on (the test split in the authors' code,
     recorded as ``test_selected``; pass a held-out split and ``selected_on="val"`` to select honestly).
     ``resume``: ``True``/``"auto"`` continue from ``run_dir/last.pt`` (or ``last.pt.prev`` when that one is damaged)
-    when there is one, else start afresh in an empty directory; ``"must"`` raises :class:`ResumeError` when
-    nothing usable is there; a different recipe (except :data:`SAFE_ON_RESUME`) is refused. Resuming
-    continues mid-epoch. Keyword options are :class:`FitOptions` fields.
+    when there is one, else start afresh in an empty directory; ``"must"`` raises ``ResumeError`` when nothing
+    usable is there; a different recipe (except ``SAFE_ON_RESUME``) is refused: :func:`ferlib.engine.policy.decide`
+    says which. Resuming continues mid-epoch. Keyword options are :class:`FitOptions` fields.
     ``callbacks``: ``cb(row, result)`` after each epoch on rank 0. ``start``: the starting-weights items the
     model was loaded from (recorded in config.yaml). summary.json says whether the run is ``complete``
     (every epoch of the recipe, whole evaluation split) or was cut short (``max_steps``, a stop, fewer epochs
@@ -210,28 +172,85 @@ def fit(model, loss, recipe, train, val, run_dir, resume: bool = True, options: 
     ``data.source``. config.yaml (by a fresh run) and summary.json are each written once, complete.
     """
     opts = dataclasses.replace(options or FitOptions(), **option_kw)
+    run_dir = Path(run_dir)
+    device, precision = device_and_precision(opts, recipe)
+    batch_size = per_process_batch(recipe.batch_size, rank_and_world()[1])  # the recipe's batch is the global batch
+    with backend_flags(device, precision, opts.deterministic):  # TF32, cuDNN, determinism: restored on return
+        parts = build_parts(model, loss, recipe, train, opts, device, precision, batch_size)
+        state = start_run(parts, recipe, run_dir, resume, opts, train, val, start, data_source)
+        save_last = functools.partial(save, parts, state, recipe, run_dir / "last.pt")
+        show = _progress_enabled(opts.progress) and parts.rank == 0
+        end = "done" if opts.max_steps is not None and state["step"] >= opts.max_steps else None
+        while state["epoch"] < recipe.epochs and end is None:
+            train_stats, end = train_one_epoch(parts, state, recipe, opts, save_last, show)
+            if end == "stopped":
+                save_last()
+                if parts.rank == 0:
+                    print(f"stopped at step {state['step']} (epoch {state['epoch'] + 1}, batch "
+                          f"{state['batch_in_epoch']}); resume=True continues from {run_dir / 'last.pt'}", flush=True)
+                break
+            with warnings.catch_warnings():  # SAM steps through first_step/second_step, which the scheduler cannot see
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                parts.scheduler.step()
+            row, result = evaluate_and_select(parts, state, recipe, opts, val, train_stats, run_dir, show,
+                                              done=end == "done")
+            save_last()
+            if parts.rank == 0:
+                for cb in callbacks:
+                    cb(row, result)
+            barrier()
+        tested = None
+        if test is not None and end != "stopped":  # the test split, with the checkpoint chosen on the held-out split
+            tested = _test_selected(parts, run_dir, test, recipe, opts.max_steps, show)
+        if parts.rank != 0:
+            return {"selected_on": opts.selected_on, **({"test_at_val_selected": tested} if tested is not None else {})}
+        return write_summary(state, recipe, opts, run_dir, parts, end == "stopped", tested, card_epochs)
+
+
+def device_and_precision(opts: FitOptions, recipe) -> tuple[torch.device, str]:
+    """The torch device of ``opts.device`` and the precision to train in (``auto``: the recipe's; fp16 needs CUDA)."""
     device = resolve_device(opts.device)
     precision = resolve_precision(device, getattr(recipe, "precision", "fp32") if opts.precision == "auto"
                                   else opts.precision)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision fp16 (with GradScaler) needs a CUDA device, not {device}; use fp32 (or bf16)")
-    bs = per_process_batch(recipe.batch_size, rank_and_world()[1])  # the recipe's batch is the global batch
-    with backend_flags(device, precision, opts.deterministic):  # TF32, cuDNN, determinism: restored on return
-        return _fit(model, loss, recipe, train, val, Path(run_dir), resume, opts, callbacks, start, test, data_source,
-                    card_epochs, device, precision, bs)
+    return device, precision
 
 
-def _fit(model, loss, recipe, train, val, run_dir: Path, resume, opts: FitOptions, callbacks, start, test, data_source,
-         card_epochs, device: torch.device, precision: str, bs: int) -> dict:
-    """:func:`fit` under its backend flags; ``bs`` is this process's share of the global batch."""
-    from tqdm.auto import tqdm
+@dataclasses.dataclass
+class FitParts:
+    """What :func:`fit` trains with, built by :func:`build_parts`: the bare ``model`` (what checkpoints hold) and
+    ``net`` (what runs forward: DDP-wrapped and/or compiled), the optimiser, its scheduler, the :class:`Stepper`,
+    the EMA (or None), the batch ``transform`` on the device, the train ``sampler`` and ``loader``; ``batch_size``
+    is this process's share of the global batch, ``steps_planned`` the optimiser steps of the whole recipe,
+    ``classes`` the train split's (stored in checkpoints)."""
 
-    rd = RunDir(run_dir)
+    model: torch.nn.Module
+    loss: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    stepper: Stepper
+    ema: object
+    transform: torch.nn.Module
+    sampler: object
+    loader: object
+    device: torch.device
+    precision: str
+    channels_last: bool
+    batch_size: int
+    steps_planned: int
+    classes: list
+    rank: int = 0
+    world: int = 1
+
+
+def build_parts(model, loss, recipe, train, opts: FitOptions, device: torch.device, precision: str,
+                batch_size: int) -> FitParts:
+    """Seed this rank, move ``model`` and ``loss`` to ``device`` and build everything :func:`fit` trains with."""
     rank, world = rank_and_world()
-    is_main = rank == 0
     seed_everything(opts.seed + rank)
     channels_last = device.type == "cuda" if opts.channels_last is None else opts.channels_last
-
     model = model.to(device)
     loss = loss.to(device)
     if channels_last:
@@ -253,52 +272,32 @@ def _fit(model, loss, recipe, train, val, run_dir: Path, resume, opts: FitOption
     if opts.compile:
         net = torch.compile(net)
     stepper = Stepper(net, loss, optimizer, model_params + loss_params, loss_params, device, precision,
-                      opts.accumulate, bs, recipe.grad_clip, ema, model)
-    train_tf = build_batch_transform(recipe, train=True).to(device)
+                      opts.accumulate, batch_size, recipe.grad_clip, ema, model)
+    transform = build_batch_transform(recipe, train=True).to(device)
     sampler = train_sampler(recipe, train, opts.seed, rank, world)
-    loader = make_loader(train, bs, sampler, opts.num_workers, pin_memory=device.type == "cuda",
+    loader = make_loader(train, batch_size, sampler, opts.num_workers, pin_memory=device.type == "cuda",
                          seed=opts.seed, persistent=True)
-    sel = recipe.selection_metric
-    steps_planned = recipe.epochs * -(-batches_per_epoch(sampler, bs) // max(1, opts.accumulate))
+    steps_planned = recipe.epochs * -(-batches_per_epoch(sampler, batch_size) // max(1, opts.accumulate))
+    return FitParts(model, loss, net, optimizer, scheduler, stepper, ema, transform, sampler, loader, device,
+                    precision, channels_last, batch_size, steps_planned, list(train.classes), rank, world)
+
+
+def start_run(parts: FitParts, recipe, run_dir: Path, resume, opts: FitOptions, train, val, start=(),
+              data_source: dict | None = None) -> dict:
+    """The run's state, as :func:`ferlib.engine.policy.decide` says: the checkpoint's (weights, optimiser, RNG
+    restored by :func:`restore`) or a fresh one (rank 0 writes config.yaml and an empty metrics.jsonl, after
+    removing the previous run's files when ``overwrite`` said so). Every rank reads; rank 0 writes."""
     state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": -math.inf, "best_epoch": None,
              "epoch_stats": {"loss": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}}
-
-    if is_main:
-        previous = check_run_dir(run_dir, resume, opts.overwrite)
+    decision = decide(run_dir, resume, opts.overwrite, recipe=recipe)
+    barrier()  # every rank has read the folder before rank 0 changes it
+    rd = RunDir(run_dir)
+    if parts.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:  # a fresh run never mixes with an older one in the same folder (overwrite=True said so)
-            rd.remove(previous)
-    barrier()
-    refused: list = []
-    ckpt = load_checkpoint(run_dir / "last.pt", refused=refused) if resume else None
-    if resume and ckpt is None:
-        found = [n for n in RUN_FILES if (rd / n).exists()]
-        if resume == "must" or (found and not opts.overwrite):
-            why = "; ".join(str(e) for e in refused) or "it holds no last.pt or last.pt.prev"
-            raise ResumeError(
-                f"cannot resume {run_dir}: {why}. Found: {', '.join(found) or 'no run files'}. Start afresh with "
-                f"overwrite=True (--overwrite, -p overwrite True)" + (", or resume='auto' (--resume auto) to resume "
-                "only when there is something to resume" if resume == "must" and not found else "") + ".")
-        if is_main:  # overwrite=True: the unusable run is replaced, as the caller asked
-            rd.remove(found)
-    if ckpt is not None:
-        check_same_recipe(ckpt.get("recipe") or {}, recipe, run_dir)
-        model.load_state_dict(ckpt["model"])
-        loss.load_state_dict(ckpt["loss"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        apply_schedule(scheduler)  # the lr of this run's schedule (epochs may have been raised)
-        if ckpt.get("scaler"):
-            stepper.scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        state.update(ckpt["state"])
-        ranks = ckpt.get("rng_ranks")
-        same_world = bool(ranks) and len(ranks) == world
-        set_rng_state(ranks[rank] if same_world else ckpt["rng"])
-        if same_world and ckpt.get("epoch_stats_ranks"):
-            state["epoch_stats"] = dict(ckpt["epoch_stats_ranks"][rank])
-        if is_main:
+        rd.remove(decision.remove)  # a fresh run never mixes with an older one in the same folder
+    if decision.checkpoint is not None:
+        restore(parts, decision.checkpoint, state)
+        if parts.rank == 0:
             rd.truncate_metrics(state["epoch"])
             if state["epoch"] >= recipe.epochs:
                 print(f"{run_dir} is already complete ({state['epoch']} of {recipe.epochs} epochs); nothing to train",
@@ -306,140 +305,207 @@ def _fit(model, loss, recipe, train, val, run_dir: Path, resume, opts: FitOption
             else:
                 print(f"resumed {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
                       f"(batch {state['batch_in_epoch']} of the epoch)", flush=True)
-    elif is_main:
-        rd.write_config(_config(recipe, opts, device, model, train, val, precision, channels_last, world, bs,
-                                {"start": [dict(i) for i in start], "steps_planned": steps_planned,
+    elif parts.rank == 0:
+        rd.write_config(_config(recipe, opts, parts.device, parts.model, train, val, parts.precision,
+                                parts.channels_last, parts.world, parts.batch_size,
+                                {"start": [dict(i) for i in start], "steps_planned": parts.steps_planned,
                                  "max_steps": opts.max_steps, "complete_planned": opts.max_steps is None},
                                 data_source))
         rd.start_metrics()
+    return state
 
-    def checkpoint(path: Path):
-        """Collective (gathers every rank's RNG state); rank 0 writes."""
-        gathered = all_gather_objects((rng_state(), dict(state["epoch_stats"])))
-        if not is_main:
-            return
-        rngs = [g[0] for g in gathered]
-        save_checkpoint({
-            "model": model.state_dict(), "loss": loss.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": stepper.scaler.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None, "state": json.loads(json.dumps(state)),
-            "rng": rngs[0], "rng_ranks": rngs,
-            "epoch_stats_ranks": [g[1] for g in gathered], "world_size": world, "recipe": recipe.to_dict(),
-            "classes": list(train.classes), "preprocessing": preprocessing(recipe),
-        }, path)
 
-    show = _progress_enabled(opts.progress) and is_main
-    done = opts.max_steps is not None and state["step"] >= opts.max_steps
-    stopped = False
-    total_updates = None  # for losses with set_progress(fraction of the run), e.g. GReFEL's trust ramp
-    while state["epoch"] < recipe.epochs and not done and not stopped:
-        epoch = state["epoch"]
-        sampler.set_epoch(epoch, start=state["batch_in_epoch"] * bs)
-        n_batches = batches_per_epoch(sampler, bs)
-        if total_updates is None:
-            total_updates = recipe.epochs * -(-n_batches // stepper.k)
-            if opts.max_steps is not None:
-                total_updates = min(total_updates, opts.max_steps)
-        loader.generator.manual_seed(opts.seed * 100003 + epoch)
-        if hasattr(loss, "set_epoch"):
-            loss.set_epoch(epoch)
-        net.train()
-        meter = _EpochMeter(state["epoch_stats"], device)
-        t0 = time.time() - meter.time_s
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not show,
-                   initial=state["batch_in_epoch"], total=n_batches)
-        for x, y in bar:
-            x = train_tf(x.to(device, non_blocking=True))
-            y = y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            b = state["batch_in_epoch"]
-            boundary = (b + 1) % stepper.k == 0 or b + 1 == n_batches
-            if hasattr(loss, "set_progress"):
-                loss.set_progress(state["step"] / max(1, total_updates))
-            try:
-                value, out, updated = stepper.micro(x, y, boundary)
-            except ValueError as e:  # torch's BatchNorm refuses one value per channel: say which batch to pass
-                if "Expected more than 1 value per channel" not in str(e) or x.shape[0] > 1:
-                    raise
-                raise BatchSplitError(
-                    f"{recipe.model}'s BatchNorm cannot train on 1 image per process (global batch "
-                    f"{recipe.batch_size} over {world} process(es), batch {b} of epoch {epoch + 1} has {x.shape[0]}); "
-                    f"pass --batch-size {2 * world} or more (batch_size=…, the global batch)") from e
-            # checks the previous batch's loss: the device keeps one step queued instead of syncing every step
-            meter.add(value, out.logits, y, (epoch + 1, state["step"], b))
-            state["batch_in_epoch"] += 1
-            if show and (b % 10 == 0 or b + 1 == n_batches):
-                bar.set_postfix(**meter.postfix())
-            if not updated:
-                continue
-            state["step"] += 1
-            meter.time_s = time.time() - t0
-            if opts.max_steps is not None and state["step"] >= opts.max_steps:
-                done = True
-                break
-            if opts.stop_after_steps is not None and state["step"] >= opts.stop_after_steps:
-                stopped = True
-                break
-            if opts.checkpoint_every_steps and state["step"] % opts.checkpoint_every_steps == 0:
-                state["epoch_stats"] = meter.as_dict()
-                checkpoint(run_dir / "last.pt")
-        state["epoch_stats"] = stats = meter.as_dict()
-        bar.close()
-        if stopped:
-            checkpoint(run_dir / "last.pt")
-            if is_main:
-                print(f"stopped at step {state['step']} (epoch {epoch + 1}, batch {state['batch_in_epoch']}); "
-                      f"resume=True continues from {run_dir / 'last.pt'}", flush=True)
+def restore(parts: FitParts, ckpt: dict, state: dict) -> None:
+    """Load a ``last.pt`` into ``parts`` and ``state``: weights, loss, optimiser, scheduler (at this run's
+    schedule), scaler, EMA, this rank's RNG and, with the same world size, its part of the epoch's statistics."""
+    parts.model.load_state_dict(ckpt["model"])
+    parts.loss.load_state_dict(ckpt["loss"])
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    parts.scheduler.load_state_dict(ckpt["scheduler"])
+    apply_schedule(parts.scheduler)  # the lr of this run's schedule (epochs may have been raised)
+    if ckpt.get("scaler"):
+        parts.stepper.scaler.load_state_dict(ckpt["scaler"])
+    if parts.ema is not None and ckpt.get("ema") is not None:
+        parts.ema.load_state_dict(ckpt["ema"])
+    state.update(ckpt["state"])
+    ranks = ckpt.get("rng_ranks")
+    same_world = bool(ranks) and len(ranks) == parts.world
+    set_rng_state(ranks[parts.rank] if same_world else ckpt["rng"])
+    if same_world and ckpt.get("epoch_stats_ranks"):
+        state["epoch_stats"] = dict(ckpt["epoch_stats_ranks"][parts.rank])
+
+
+def save(parts: FitParts, state: dict, recipe, path: Path) -> None:
+    """Write the resumable checkpoint ``path`` (``last.pt``): collective (gathers every rank's RNG state and
+    epoch statistics); rank 0 writes."""
+    gathered = all_gather_objects((rng_state(), dict(state["epoch_stats"])))
+    if parts.rank != 0:
+        return
+    rngs = [g[0] for g in gathered]
+    save_checkpoint({
+        "model": parts.model.state_dict(), "loss": parts.loss.state_dict(), "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(), "scaler": parts.stepper.scaler.state_dict(),
+        "ema": parts.ema.state_dict() if parts.ema is not None else None, "state": json.loads(json.dumps(state)),
+        "rng": rngs[0], "rng_ranks": rngs,
+        "epoch_stats_ranks": [g[1] for g in gathered], "world_size": parts.world, "recipe": recipe.to_dict(),
+        "classes": parts.classes, "preprocessing": preprocessing(recipe),
+    }, path)
+
+
+def train_one_epoch(parts: FitParts, state: dict, recipe, opts: FitOptions, save_last=lambda: None,
+                    show: bool = False) -> tuple[dict | None, str | None]:
+    """Train the rest of epoch ``state["epoch"]`` (all of it, or from ``state["batch_in_epoch"]`` after a resume).
+
+    Advances ``state`` (``step``, ``batch_in_epoch``, ``epoch_stats``) and calls ``save_last()`` every
+    ``opts.checkpoint_every_steps`` optimiser steps. Returns ``(stats, end)``: ``stats`` = the epoch's
+    ``{"loss": Σ loss·n, "correct", "seen"}`` summed over ranks and ``started`` (its start time), None when
+    stopped; ``end`` = None (the epoch ran whole), ``"done"`` (``max_steps`` reached) or ``"stopped"``
+    (``stop_after_steps`` reached: the caller checkpoints and returns).
+    """
+    from tqdm.auto import tqdm
+
+    epoch, stepper = state["epoch"], parts.stepper
+    parts.sampler.set_epoch(epoch, start=state["batch_in_epoch"] * parts.batch_size)
+    n_batches = batches_per_epoch(parts.sampler, parts.batch_size)
+    total_updates = parts.steps_planned if opts.max_steps is None else min(parts.steps_planned, opts.max_steps)
+    parts.loader.generator.manual_seed(opts.seed * 100003 + epoch)
+    if hasattr(parts.loss, "set_epoch"):
+        parts.loss.set_epoch(epoch)
+    parts.net.train()
+    meter = _EpochMeter(state["epoch_stats"], parts.device)
+    started = time.time() - meter.time_s
+    bar = tqdm(parts.loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not show,
+               initial=state["batch_in_epoch"], total=n_batches)
+    end = None
+    for x, y in bar:
+        x, y = _to_device(parts, x, y)
+        b = state["batch_in_epoch"]
+        if hasattr(parts.loss, "set_progress"):  # the fraction of the run, e.g. GReFEL's trust ramp
+            parts.loss.set_progress(state["step"] / max(1, total_updates))
+        value, out, updated = _micro_step(parts, recipe, x, y, (b + 1) % stepper.k == 0 or b + 1 == n_batches, epoch, b)
+        # checks the previous batch's loss: the device keeps one step queued instead of syncing every step
+        meter.add(value, out.logits, y, (epoch + 1, state["step"], b))
+        state["batch_in_epoch"] += 1
+        if show and (b % 10 == 0 or b + 1 == n_batches):
+            bar.set_postfix(**meter.postfix())
+        if not updated:
+            continue
+        state["step"] += 1
+        meter.time_s = time.time() - started
+        end = _step_limit(state["step"], opts)
+        if end is not None:
             break
-        with warnings.catch_warnings():  # SAM steps through first_step/second_step, which the scheduler cannot see
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-            scheduler.step()
-        train_stats = all_reduce_sum({k: stats[k] for k in ("loss", "correct", "seen")}, device)
-        eval_model = ema.module if ema is not None else model
-        broadcast_state(eval_model)
-        result = evaluate(eval_model, val, recipe, device, tta=opts.eval_tta, max_batches=opts.max_steps,
-                          progress=show, precision=precision, channels_last=channels_last, batch_size=bs)
-        state["epoch"] += 1
-        state["batch_in_epoch"] = 0
-        state["epoch_stats"] = {"loss": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
-        if is_main:
-            row = {"epoch": state["epoch"], "step": state["step"], "lr": optimizer.param_groups[0]["lr"],
-                   "train_loss": train_stats["loss"] / max(1, train_stats["seen"]),
-                   "train_accuracy": train_stats["correct"] / max(1, train_stats["seen"]),
-                   "time_s": round(time.time() - t0, 2), "eval_split": getattr(val, "split", None),
-                   "selected_on": opts.selected_on,
-                   **{f"eval_{k}": v for k, v in result.items()
-                      if k not in ("predictions", "confusion_matrix", "per_class_accuracy")}}
-            rd.append_metrics(row)
-            print(f"epoch {state['epoch']}/{recipe.epochs}: train loss {row['train_loss']:.4f} "
-                  f"acc {row['train_accuracy']:.3f} | eval acc {result['accuracy']:.3f} "
-                  f"mean-class {result['mean_class_accuracy']:.3f} ({row['time_s']}s)", flush=True)
-            # epochs before select_from_epoch are not candidates, unless the run ends before it
-            # (a smoke run): then its last epoch is selected so that best.pt exists
-            last_epoch = done or state["epoch"] >= recipe.epochs
-            eligible = state["epoch"] >= recipe.select_from_epoch or (last_epoch and state["best_epoch"] is None)
-            if eligible and result[sel] > state["best"]:
-                state["best"], state["best_epoch"] = result[sel], state["epoch"]
-                save_predictions(run_dir, result, val)
-                save_checkpoint({"model": eval_model.state_dict(), "classes": list(train.classes),
-                                 "preprocessing": preprocessing(recipe),
-                                 "state": json.loads(json.dumps(state)), "recipe": recipe.to_dict(),
-                                 "metrics": {k: v for k, v in result.items() if k != "predictions"}},
-                                run_dir / "best.pt", keep_previous=False)
-        state["best"], state["best_epoch"] = all_gather_objects((state["best"], state["best_epoch"]))[0]
-        checkpoint(run_dir / "last.pt")
-        if is_main:
-            for cb in callbacks:
-                cb(row, result)
-        barrier()
+        if opts.checkpoint_every_steps and state["step"] % opts.checkpoint_every_steps == 0:
+            state["epoch_stats"] = meter.as_dict()
+            save_last()
+    state["epoch_stats"] = stats = meter.as_dict()
+    bar.close()
+    if end == "stopped":
+        return None, end
+    return {**all_reduce_sum({k: stats[k] for k in ("loss", "correct", "seen")}, parts.device), "started": started}, end
 
-    tested = None
-    if test is not None and not stopped:  # the test split, with the checkpoint chosen on the held-out split
-        tested = _test_selected(model, run_dir, test, recipe, device, opts.max_steps, show, precision, channels_last)
-    if not is_main:
-        return {"selected_on": opts.selected_on, **({"test_at_val_selected": tested} if tested is not None else {})}
-    summary = rd.summarise(sel, opts.selected_on, recipe.select_from_epoch)
+
+def _to_device(parts: FitParts, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 batch through the train transform on the device (channels-last when asked), its targets moved."""
+    x = parts.transform(x.to(parts.device, non_blocking=True))
+    y = y.to(parts.device, non_blocking=True)
+    if parts.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _micro_step(parts: FitParts, recipe, x, y, boundary: bool, epoch: int, batch: int):
+    """:meth:`Stepper.micro`, with torch's BatchNorm refusal of one image per process said as the batch to pass."""
+    try:
+        return parts.stepper.micro(x, y, boundary)
+    except ValueError as e:
+        if "Expected more than 1 value per channel" not in str(e) or x.shape[0] > 1:
+            raise
+        raise BatchSplitError(
+            f"{recipe.model}'s BatchNorm cannot train on 1 image per process (global batch {recipe.batch_size} over "
+            f"{parts.world} process(es), batch {batch} of epoch {epoch + 1} has {x.shape[0]}); "
+            f"pass --batch-size {2 * parts.world} or more (batch_size=…, the global batch)") from e
+
+
+def _step_limit(step: int, opts: FitOptions) -> str | None:
+    """``"done"`` at ``max_steps``, ``"stopped"`` at ``stop_after_steps``, else None."""
+    if opts.max_steps is not None and step >= opts.max_steps:
+        return "done"
+    if opts.stop_after_steps is not None and step >= opts.stop_after_steps:
+        return "stopped"
+    return None
+
+
+def evaluate_and_select(parts: FitParts, state: dict, recipe, opts: FitOptions, val, train_stats: dict, run_dir: Path,
+                        show: bool = False, done: bool = False) -> tuple[dict | None, dict]:
+    """Evaluate the epoch's weights (the EMA's when there is one) on ``val`` and close the epoch in ``state``.
+
+    Rank 0 appends the epoch's row to metrics.jsonl, prints it, and keeps the epoch when it is the best so far by
+    ``recipe.selection_metric``: its weights as ``best.pt``, its predictions as ``predictions.npz``. Epochs before
+    ``recipe.select_from_epoch`` are not candidates, unless the run ends (``done``, or the last epoch) with none
+    selected (a smoke run): then its last epoch is, so that ``best.pt`` exists. Returns ``(row, result)``
+    (``row`` None on other ranks), ``result`` as :func:`evaluate`'s.
+    """
+    eval_model = parts.ema.module if parts.ema is not None else parts.model
+    broadcast_state(eval_model)
+    result = evaluate(eval_model, val, recipe, parts.device, tta=opts.eval_tta, max_batches=opts.max_steps,
+                      progress=show, precision=parts.precision, channels_last=parts.channels_last,
+                      batch_size=parts.batch_size)
+    state["epoch"] += 1
+    state["batch_in_epoch"] = 0
+    state["epoch_stats"] = {"loss": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
+    row = None
+    if parts.rank == 0:
+        row = _record_epoch(state, recipe, opts, val, train_stats, result, parts.optimizer, run_dir)
+        ends = done or state["epoch"] >= recipe.epochs
+        eligible = state["epoch"] >= recipe.select_from_epoch or (ends and state["best_epoch"] is None)
+        if eligible and result[recipe.selection_metric] > state["best"]:
+            state["best"], state["best_epoch"] = result[recipe.selection_metric], state["epoch"]
+            RunDir(run_dir).save_predictions(result["predictions"], val.classes)
+            save_checkpoint({"model": eval_model.state_dict(), "classes": parts.classes,
+                             "preprocessing": preprocessing(recipe),
+                             "state": json.loads(json.dumps(state)), "recipe": recipe.to_dict(),
+                             "metrics": {k: v for k, v in result.items() if k != "predictions"}},
+                            run_dir / "best.pt", keep_previous=False)
+    state["best"], state["best_epoch"] = all_gather_objects((state["best"], state["best_epoch"]))[0]
+    return row, result
+
+
+def _record_epoch(state: dict, recipe, opts: FitOptions, val, train_stats: dict, result: dict, optimizer,
+                  run_dir: Path) -> dict:
+    """The epoch's metrics.jsonl row (``eval_*`` = the evaluation split), appended and printed in one line."""
+    seen = max(1, train_stats["seen"])
+    row = {"epoch": state["epoch"], "step": state["step"], "lr": optimizer.param_groups[0]["lr"],
+           "train_loss": train_stats["loss"] / seen, "train_accuracy": train_stats["correct"] / seen,
+           "time_s": round(time.time() - train_stats["started"], 2), "eval_split": getattr(val, "split", None),
+           "selected_on": opts.selected_on,
+           **{f"eval_{k}": v for k, v in result.items()
+              if k not in ("predictions", "confusion_matrix", "per_class_accuracy")}}
+    RunDir(run_dir).append_metrics(row)
+    print(f"epoch {state['epoch']}/{recipe.epochs}: train loss {row['train_loss']:.4f} "
+          f"acc {row['train_accuracy']:.3f} | eval acc {result['accuracy']:.3f} "
+          f"mean-class {result['mean_class_accuracy']:.3f} ({row['time_s']}s)", flush=True)
+    return row
+
+
+def _test_selected(parts: FitParts, run_dir: Path, test, recipe, max_steps, progress) -> dict:
+    """Metrics of ``best.pt`` on ``test`` (collective under DDP); rank 0 saves them as predictions.npz."""
+    best = load_checkpoint(run_dir / "best.pt")
+    parts.model.load_state_dict(best["model"])
+    res = evaluate(parts.model, test, recipe, parts.device, max_batches=max_steps, progress=progress,
+                   precision=parts.precision, channels_last=parts.channels_last)
+    if parts.rank == 0:
+        RunDir(run_dir).save_predictions(res["predictions"], test.classes)
+    return {k: v for k, v in res.items() if k != "predictions"}
+
+
+def write_summary(state: dict, recipe, opts: FitOptions, run_dir: Path, parts: FitParts, stopped: bool,
+                  tested: dict | None = None, card_epochs: int | None = None) -> dict:
+    """summary.json, written once, complete: the last and selected epochs (from metrics.jsonl, or from ``best.pt``
+    when metrics.jsonl lost the selected epoch), whether the run is complete and why not, the test split's metrics
+    with a held-out selection (``test_at_val_selected``); printed in one line and returned."""
+    rd = RunDir(run_dir)
+    summary = rd.summarise(recipe.selection_metric, opts.selected_on, recipe.select_from_epoch)
     if stopped:
         summary.update(stopped=True, stopped_at_step=state["step"])
     if state["best_epoch"] is not None and summary.get("selected_epoch") != state["best_epoch"]:
@@ -448,7 +514,7 @@ def _fit(model, loss, recipe, train, val, run_dir: Path, resume, opts: FitOption
             sel_metrics = {k: v for k, v in best["metrics"].items() if not isinstance(v, (list, dict))}
             split = "test" if opts.selected_on == "test_selected" else "val"
             summary.update(selected=sel_metrics, selected_epoch=state["best_epoch"], **{f"{split}_selected": sel_metrics})
-    summary.update(_completeness(state, recipe, opts, stopped, steps_planned, precision))
+    summary.update(_completeness(state, recipe, opts, stopped, parts.steps_planned, parts.precision))
     if summary["complete"] and card_epochs is not None and recipe.epochs < card_epochs:  # not the paper's run
         summary.update(complete=False, limited_by=[f"epochs {recipe.epochs} < the card's {card_epochs}"])
     if tested is not None:
@@ -456,17 +522,6 @@ def _fit(model, loss, recipe, train, val, run_dir: Path, resume, opts: FitOption
     rd.write_summary(summary)
     _print_summary(run_dir, summary)
     return summary
-
-
-def _test_selected(model, run_dir: Path, test, recipe, device, max_steps, progress, precision, channels_last) -> dict:
-    """Metrics of ``best.pt`` on ``test`` (collective under DDP); rank 0 saves them as predictions.npz."""
-    best = load_checkpoint(run_dir / "best.pt")
-    model.load_state_dict(best["model"])
-    res = evaluate(model, test, recipe, device, max_batches=max_steps, progress=progress, precision=precision,
-                   channels_last=channels_last)
-    if rank_and_world()[0] == 0:
-        save_predictions(run_dir, res, test)
-    return {k: v for k, v in res.items() if k != "predictions"}
 
 
 class _EpochMeter:

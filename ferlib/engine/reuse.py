@@ -4,11 +4,8 @@ can run again).
 A run directory holds a *finished* run when its ``summary.json`` exists, the run was not stopped, and it ran
 what it planned: every epoch of its recipe, or ``max_steps`` optimiser steps for a smoke run. Such a run is
 reused when its settings equal the ones asked for now: the resolved recipe (provenance text aside), the seed,
-the step budget, the selection split and the starting weights (:func:`run_settings`). When they differ,
-:class:`RecipeChangedError` names each differing setting and the choices, in one line.
-
-Both errors here render as that one line in a notebook (IPython's ``_render_traceback_``), not as a traceback:
-the message is the whole answer.
+the step budget, the selection split and the starting weights (:func:`run_settings`). Whether to reuse, and the
+refusal naming each differing setting, is :func:`ferlib.engine.policy.decide`'s.
 """
 from __future__ import annotations
 
@@ -17,28 +14,11 @@ from pathlib import Path
 
 from ferlib.runs import RunDir
 
-from .loop import SAFE_ON_RESUME, RunExistsError
-
 #: Recipe fields that are provenance text: a card's wording changing does not make another run.
 PROVENANCE = ("notes", "source", "reported", "pretrained_note")
 
 #: The fit settings (config.yaml ``fit``) that make another run.
 FIT_SETTINGS = ("seed", "max_steps", "selected_on", "accumulate", "ema", "eval_tta")
-
-
-class _OneLine:
-    """In a notebook, IPython shows ``_render_traceback_()`` instead of the traceback."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"{type(self).__name__}: {self}"]
-
-
-class RecipeChangedError(_OneLine, RunExistsError):
-    """The run directory holds a finished run made with other settings (nothing was touched)."""
-
-
-class UnfinishedRunError(_OneLine, RunExistsError):
-    """The run directory holds a run that did not finish (nothing was touched)."""
 
 
 def _plain(obj):
@@ -86,41 +66,6 @@ def is_finished(summary: dict) -> bool:
         return True
     budget = summary.get("max_steps")
     return budget is not None and int(summary.get("steps_run") or summary.get("steps") or 0) >= int(budget)
-
-
-def _summary(rd: RunDir) -> dict:
-    try:
-        return rd.summary()
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def reusable_run(run_dir, settings: dict, resume: bool = False, overwrite: bool = False) -> dict | None:
-    """The summary of the finished run in ``run_dir`` when its settings equal ``settings``; None when the folder
-    holds no run, or when ``resume`` / ``overwrite`` decide what happens to it. Raises
-    :class:`RecipeChangedError` (a finished run with other settings) or :class:`UnfinishedRunError` (a run that
-    did not finish) otherwise. Reads only."""
-    rd = RunDir(run_dir)
-    if not rd.files:
-        return None
-    summary = _summary(rd)
-    finished = is_finished(summary) and (rd / "predictions.npz").exists() and (rd / "best.pt").exists()
-    diffs = differences(stored_settings(run_dir), settings) if finished else None
-    if finished and not diffs:
-        return summary
-    if resume or overwrite:
-        return None
-    if not finished:
-        raise UnfinishedRunError(
-            f"{run_dir} holds a run that did not finish; nothing was changed. Choose: continue it with "
-            f"-p resume True (resume=True), replace it with -p overwrite True (overwrite=True), or train into "
-            f"another -p run_name.")
-    said = "; ".join(f"{k}: {a!r} in that run, {b!r} now" for k, a, b in diffs)
-    resumable = all(k in SAFE_ON_RESUME or k == "max_steps" for k, _, _ in diffs)
-    choices = (["continue it with -p resume True (resume=True)"] if resumable else []) + [
-        "replace it with -p overwrite True (overwrite=True)", "keep it and train into another -p run_name"]
-    raise RecipeChangedError(f"{run_dir} holds a finished run with other settings ({said}); nothing was changed. "
-                             f"Choose: {', '.join(choices[:-1])}, or {choices[-1]}.")
 
 
 def reuse_message(run_dir, summary: dict) -> str:

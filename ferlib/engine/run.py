@@ -19,7 +19,8 @@ from ferlib.paths import results_dir
 from ferlib.recipes import Recipe, load_recipe
 from ferlib.runs import RunDir
 
-from .loop import FitOptions, ResumeError, check_run_dir, fit
+from .loop import FitOptions, fit
+from .policy import ResumeError, decide
 from .checkpoint import load_checkpoint
 from .env import seed_everything
 from .writer import holds_run_dir
@@ -110,7 +111,7 @@ def holdout(dataset, fraction: float, seed: int):
     Each class gives round(fraction · its count) items to validation (a class with one item keeps it in
     train), drawn with ``numpy.random.default_rng(seed)``.
     """
-    from .metrics import hard_targets
+    from ferlib.metrics import hard_targets
 
     if not 0 < fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
@@ -267,21 +268,15 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     if dry_run:
         return plan_run(recipe, items, data_root, _run_dir(paper, dataset, run_dir, run_name), max_steps, device,
                         val_fraction, cache)
-    if reuse and (run_dir is not None or run_name is not None):
-        reused = _reuse(recipe, items, _run_dir(paper, dataset, run_dir, run_name), max_steps, seed, val_fraction,
-                        fit_options, resume, overwrite, callbacks)
-        if reused is not None:
-            return reused
+    if run_dir is not None or run_name is not None:  # a named folder may hold a run: decided before any data is read
+        target = _run_dir(paper, dataset, run_dir, run_name)
+        settings = _settings(recipe, items, max_steps, seed, val_fraction, fit_options) if reuse else None
+        decision = decide(target, resume, overwrite, reuse=settings, load=False)
+        if decision.action == "reuse":
+            return _reused(target, recipe, decision.summary, callbacks)
     check_device(device, recipe.precision)
     require_start_files(items, f"{paper} on {dataset}")
     _warn_start(recipe, items, pretrained)
-    if run_dir is not None or run_name is not None:
-        target = _run_dir(paper, dataset, run_dir, run_name)
-        if not resume:
-            check_run_dir(target, False, overwrite)
-        elif resume == "must" and not any((target / n).exists() for n in ("last.pt", "last.pt.prev")):
-            raise ResumeError(f"cannot resume {target}: it holds no last.pt or last.pt.prev (was the run started "
-                              f"there?). Start it afresh without resume, or use resume='auto' (--resume auto).")
 
     init_distributed(device)  # torchrun: join the process group (no-op for one process)
     rank, _ = rank_and_world()
@@ -317,16 +312,18 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     return RunResult(Path(run_dir), recipe, summary)
 
 
-def _reuse(recipe: Recipe, items, target: Path, max_steps, seed, val_fraction, fit_options, resume, overwrite,
-           callbacks) -> RunResult | None:
-    """``train(reuse=True)``: the finished run in ``target`` when its settings are these (see :mod:`.reuse`)."""
-    from .reuse import reusable_run, reuse_message, run_settings
+def _settings(recipe: Recipe, items, max_steps, seed, val_fraction, fit_options) -> dict:
+    """What makes this run this run, compared with a finished run's by ``reuse`` (:mod:`.reuse`)."""
+    from .reuse import run_settings
 
-    settings = run_settings(recipe, [i.to_dict() for i in items], seed, max_steps,
-                            "val" if val_fraction else "test_selected", fit_options)
-    summary = reusable_run(target, settings, resume, overwrite)
-    if summary is None:
-        return None
+    return run_settings(recipe, [i.to_dict() for i in items], seed, max_steps,
+                        "val" if val_fraction else "test_selected", fit_options)
+
+
+def _reused(target: Path, recipe: Recipe, summary: dict, callbacks) -> RunResult:
+    """``train(reuse=True)`` found its run finished in ``target``: say so, replay its rows to ``callbacks``."""
+    from .reuse import reuse_message
+
     print(reuse_message(target, summary), flush=True)
     for row in RunDir(target).metrics():
         for cb in callbacks:
