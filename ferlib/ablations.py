@@ -282,11 +282,6 @@ def spec_digest(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def is_complete(run_dir, epochs: int, max_steps: int | None = None) -> bool:
-    """``summary.json`` exists and shows ``epochs`` epochs run, or at least ``max_steps`` steps."""
-    return _runs.RunDir(run_dir).is_complete(epochs, max_steps)
-
-
 def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_root=None, epochs: int | None = None,
               max_steps: int | None = None, val_fraction: float | None = None, dataset_kwargs: dict | None = None,
               progress: bool = False, run_dir=None) -> tuple[Path, str]:
@@ -310,7 +305,7 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
     rd = _runs.RunDir(run_dir)
     with rd.lock():
         same = rd.ablation_spec().get("digest") == spec_digest(spec)
-        if same and is_complete(run_dir, expected, max_steps):
+        if same and rd.is_complete(expected, max_steps):
             return run_dir, "skipped"
         status = "resumed" if same and (run_dir / "last.pt").exists() else "ran"
         rd.write_ablation_spec({**spec, "digest": spec_digest(spec), "sweep": entry.sweep, "variant": entry.variant,
@@ -376,16 +371,6 @@ def run_record(run_dir) -> dict:
     return {**row, **baseline_rates(run_dir)}
 
 
-def aggregate(runs: pd.DataFrame, keys=("sweep", "paper", "variant"), metrics=None) -> pd.DataFrame:
-    """Mean and sample standard deviation (ddof 1; NaN for one seed) of each metric over seeds.
-
-    Adds ``<metric>_mean``, ``<metric>_std`` and a text column ``<metric>`` = ``"0.8125 ± 0.0442"``
-    (``"0.8125"`` alone for one seed); ``n_seeds`` counts the runs. Row order = first appearance.
-    Metrics absent or all NaN are left out. The one aggregator, :func:`ferlib.runs.aggregate`.
-    """
-    return _runs.aggregate(runs, keys, metrics or RUN_METRICS, sort=False, drop_empty=True)
-
-
 #: p-value under which a sweep's variants are said to differ (one-way ANOVA over seeds, :func:`seed_verdict`).
 ALPHA = 0.05
 
@@ -418,6 +403,19 @@ def seed_verdict(sub: pd.DataFrame, metric: str) -> tuple[str, float]:
     p = float(f_oneway(*groups).pvalue)
     word = "variants differ" if p < ALPHA else "no difference beyond seed variance"
     return f"{word} (one-way ANOVA p = {p:.2g})", p
+
+
+def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (sweep, paper, variant) of a grid's runs (one row per run and seed, :data:`RUN_METRICS`
+    columns): ``n_seeds``, each metric's mean ± sample std over seeds (:func:`ferlib.runs.aggregate`, metrics
+    absent or NaN everywhere left out, rows in order of first appearance) and the sweep's ``verdict``
+    (:func:`seed_verdict` on :func:`plotted_metric`), the figure title's words beside the numbers they are about."""
+    if not len(runs):
+        return pd.DataFrame(columns=["sweep", "paper", "variant", "n_seeds"])
+    table = _runs.aggregate(runs, ("sweep", "paper", "variant"), RUN_METRICS, drop_empty=True)
+    verdicts = {n: seed_verdict(sub, plotted_metric(sub)[0])[0] for n, sub in runs.groupby("sweep", sort=False)}
+    table["verdict"] = table["sweep"].map(verdicts)
+    return table
 
 
 def plot_sweep(runs: pd.DataFrame, sweep: Sweep | str, dataset: str = "", ax=None):
@@ -499,10 +497,7 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
     columns = ["sweep", "paper", "dataset", "variant", "value", "seed", "status", "epochs_run", "steps", "selected_on",
                "selected_epoch", *RUN_METRICS, "majority", "chance", "overrides", "run_dir"]
     runs = pd.DataFrame(rows, columns=columns)
-    table = aggregate(runs) if len(runs) else pd.DataFrame(columns=["sweep", "paper", "variant", "n_seeds"])
-    if len(runs):  # the figure title's verdict, beside the numbers it is about
-        verdicts = {n: seed_verdict(sub, plotted_metric(sub)[0])[0] for n, sub in runs.groupby("sweep", sort=False)}
-        table["verdict"] = table["sweep"].map(verdicts)
+    table = sweep_table(runs)
     files = []
     for sweep in sweeps:
         if not len(runs) or not (runs["sweep"] == sweep.name).any():

@@ -30,16 +30,11 @@ class ClassMismatchError(ValueError):
     """The dataset's classes cannot be matched by name to the classes of a checkpoint's head."""
 
 
-#: Errors of evaluate / predict reported as one ``error: …`` line (exit 2) beside ``ferlib.errors``' known ones.
+#: Errors of evaluate / predict reported as one ``error: …`` line (exit 2) beside ``ferlib.error_report``' known ones.
 CLI_ERRORS = (ClassMismatchError, KeyError, ValueError, FileNotFoundError)
 
 
 # --- run directories ---------------------------------------------------------------------------------
-
-
-def run_config(run_dir) -> dict:
-    """The run's ``config.yaml`` as a dict (empty when the run has none)."""
-    return RunDir(run_dir).config()
 
 
 def run_classes(run_dir, checkpoint: dict | None = None) -> list[str] | None:
@@ -47,7 +42,7 @@ def run_classes(run_dir, checkpoint: dict | None = None) -> list[str] | None:
     else ``config.yaml`` ``data.train.classes``, else None."""
     if checkpoint and checkpoint.get("classes"):
         return [str(c) for c in checkpoint["classes"]]
-    classes = ((run_config(run_dir).get("data") or {}).get("train") or {}).get("classes")
+    classes = ((RunDir(run_dir).config().get("data") or {}).get("train") or {}).get("classes")
     return [str(c) for c in classes] if classes else None
 
 
@@ -59,7 +54,7 @@ def run_data_root(run_dir, recipe, data_root=None) -> Path | None:
     Raises :class:`ferlib.data.DataNotFoundError` naming the folder looked in and how to pass another."""
     from ferlib.data import DataNotFoundError, dataset_info
 
-    source = (run_config(run_dir).get("data") or {}).get("source") or {}
+    source = (RunDir(run_dir).config().get("data") or {}).get("source") or {}
     if dataset_info(recipe.dataset).generated:
         return Path(data_root or source["data_root"]) if (data_root or source.get("data_root")) else None
     if data_root:
@@ -100,12 +95,12 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
 def _evaluate_run(run_dir, split, tta, checkpoint, data_root, device, batch_size, precision, progress,
                   write: bool = True) -> dict:
     from ferlib.engine.loop import evaluate
-    from ferlib.engine.metrics import per_class_report
+    from ferlib.metrics import per_class_report
     from ferlib.engine.run import eval_split, load_run, load_split
 
     run_dir = Path(run_dir)
     model, recipe = load_run(run_dir, checkpoint)
-    source = (run_config(run_dir).get("data") or {}).get("source") or {}
+    source = (RunDir(run_dir).config().get("data") or {}).get("source") or {}
     split = split or eval_split(recipe)
     root = run_data_root(run_dir, recipe, data_root)
     classes = run_classes(run_dir)
@@ -122,7 +117,7 @@ def _evaluate_run(run_dir, split, tta, checkpoint, data_root, device, batch_size
         return res
     rd = RunDir(run_dir)
     rd.write_evaluation(tag, res)
-    rd.save_predictions(pred["logits"], pred["targets"], pred["features"], ds.classes, f"predictions_{tag}.npz")
+    rd.save_predictions(pred, ds.classes, f"predictions_{tag}.npz")
     return res
 
 
@@ -209,7 +204,8 @@ def weights_recipe(entry, model: str, dataset: str):
 
 def head_classes(entry, dataset: str) -> list[str]:
     """Class names of a checkpoint's outputs: the entry's ``categories``, else ``dataset``'s native order."""
-    from ferlib.data import LABEL_SETS, dataset_info, list_datasets
+    from ferlib.data import dataset_info, list_datasets
+    from ferlib.labels import LABEL_SETS
 
     if entry is not None and entry.categories is not None:
         return list(entry.categories)
@@ -243,10 +239,11 @@ def model_from_weights(weights, model: str | None = None, dataset: str | None = 
 
 def match_classes(ds, classes) -> None:
     """Re-index ``ds``'s targets into ``classes`` (a checkpoint's output order), matching names through
-    ``ferlib.data.labels`` (synonyms such as happiness / happy accepted); in place.
+    ``ferlib.data.relabel`` (synonyms such as happiness / happy accepted); in place.
 
     Raises :class:`ClassMismatchError` when a class of the dataset has no output in the checkpoint."""
-    from ferlib.data.labels import LabelSet, relabel_dataset
+    from ferlib.data.relabel import relabel_dataset
+    from ferlib.labels import LabelSet
 
     try:
         relabel_dataset(ds, LabelSet("checkpoint", tuple(classes)))
@@ -272,7 +269,7 @@ def evaluate_weights(weights, dataset: str | None = None, data_root=None, model:
     the metrics, ``reported`` (the authors' accuracy in %, None when they report none for ``dataset``),
     ``measured`` (ours, %), ``weights``, ``dataset``, ``split``, ``classes``, ``n``."""
     from ferlib.engine.loop import evaluate
-    from ferlib.engine.metrics import per_class_report
+    from ferlib.metrics import per_class_report
     from ferlib.engine.run import eval_split, load_split
 
     net, recipe, classes, entry = model_from_weights(weights, model, dataset)
@@ -295,7 +292,7 @@ def evaluate_weights(weights, dataset: str | None = None, data_root=None, model:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(res, indent=2))
     os.replace(tmp, path)
-    RunDir(path.parent).save_predictions(pred["logits"], pred["targets"], pred["features"], classes, path.stem + ".npz")
+    RunDir(path.parent).save_predictions(pred, classes, path.stem + ".npz")
     res["json"] = str(path)
     return res
 

@@ -1,7 +1,7 @@
 """Label sets without data: every dataset's native class order, the canonical order, synonyms and
 each paper's display order for figures (docs/datasets.md §5). Pure Python, no ferlib imports: the
 weights registry, metrics and figures use it without loading the dataset readers
-(:mod:`ferlib.data.labels` re-exports all of it and adds the functions that relabel datasets).
+(:mod:`ferlib.data.relabel` re-indexes a dataset's targets from one label set into another).
 
 Canonical order = AffectNet's native codes: 0 neutral, 1 happy, 2 sad, 3 surprise, 4 fear,
 5 disgust, 6 anger, 7 contempt (the 7-class set is the prefix 0..6).

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ferlib.metrics import cross_dataset_accuracy, per_class_accuracy
-from ferlib.runs import RunDir, aggregate, find_runs, load_metrics, load_predictions, read_config  # noqa: F401
+from ferlib.runs import RunDir, aggregate, find_runs
 
 ACCURACY_COLUMNS = ("accuracy_last", "accuracy_test_selected", "accuracy_val_selected")
 #: Recipe fields that do not change what is trained (provenance) or have their own column.
@@ -34,7 +34,7 @@ _NOT_A_VARIANT = {"reported", "source", "notes", "epochs", "paper", "dataset", "
 
 
 # ---------------------------------------------------------------------------------------------
-# Runs (read through ferlib.runs: find_runs, read_config, load_metrics, load_predictions)
+# Runs (read through ferlib.runs: find_runs, RunDir)
 # ---------------------------------------------------------------------------------------------
 
 def recipe_variant(recipe: dict) -> str:
@@ -298,7 +298,7 @@ def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
     frames = []
     for d in run_dirs:
         rec = read_run(d)
-        p = load_predictions(d)
+        p = RunDir(d).predictions()
         classes = [str(c) for c in p["classes"]]
         df = per_class_accuracy(p["logits"], p["targets"], classes)
         if order_by_paper and rec["paper"]:

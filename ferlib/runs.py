@@ -42,8 +42,7 @@ import yaml
 from ferlib.metrics import format_mean_std
 
 __all__ = ["CONFIG", "LOCK", "METRICS", "PLAN", "PREDICTIONS", "RUN_FILES", "SUMMARY", "LockHolder", "RunDir",
-           "RunLock", "RunLockedError", "aggregate", "find_runs", "load_metrics", "load_predictions", "read_config",
-           "save_predictions", "summarise"]
+           "RunLock", "RunLockedError", "aggregate", "find_runs"]
 
 CONFIG, METRICS, SUMMARY, PREDICTIONS, PLAN = "config.yaml", "metrics.jsonl", "summary.json", "predictions.npz", "plan.json"
 ABLATION = "ablation.json"
@@ -304,11 +303,13 @@ class RunDir:
         if len(keep) != len(lines):
             self._replace(METRICS, "".join(line + "\n" for line in keep))
 
-    def save_predictions(self, logits, targets, features, classes, name: str = PREDICTIONS) -> Path:
-        """``name`` (default ``predictions.npz``): logits [N,C], targets, features [N,D], class names."""
+    def save_predictions(self, predictions: dict, classes, name: str = PREDICTIONS) -> Path:
+        """``name`` (default ``predictions.npz``): an evaluation's ``predictions`` (``logits`` [N,C], ``targets``
+        [N] or [N,C], ``features`` [N,D]) and the class names."""
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / f".{name}.tmp.npz"
-        np.savez_compressed(tmp, logits=logits, targets=targets, features=features, classes=np.array(list(classes)))
+        np.savez_compressed(tmp, logits=predictions["logits"], targets=predictions["targets"],
+                            features=predictions["features"], classes=np.array(list(classes)))
         os.replace(tmp, self.path / name)
         return self.path / name
 
@@ -401,10 +402,6 @@ class RunDir:
                 f"{split}_last": last, f"{split}_selected": selected}
 
 
-# ---------------------------------------------------------------------------------------------
-# Function forms (the names the engine, viz and results have always used)
-# ---------------------------------------------------------------------------------------------
-
 def find_runs(root, in_progress: bool = False) -> list[Path]:
     """Every run directory (holding ``summary.json`` and ``config.yaml``) under ``root``, sorted;
     ``in_progress``: also those a live process is writing that have no ``summary.json`` yet."""
@@ -415,31 +412,6 @@ def find_runs(root, in_progress: bool = False) -> list[Path]:
     if in_progress:
         found |= {p.parent for p in root.rglob(LOCK) if (p.parent / CONFIG).exists() and RunDir(p.parent).in_progress()}
     return sorted(found)
-
-
-def read_config(run_dir) -> dict:
-    return RunDir(run_dir).config()
-
-
-def load_metrics(run_dir) -> list[dict]:
-    """``metrics.jsonl`` of a run: one dict per epoch."""
-    return RunDir(run_dir).metrics()
-
-
-def load_predictions(run_dir) -> dict:
-    """``predictions.npz`` of a run: logits, targets, features and class names."""
-    return RunDir(run_dir).predictions()
-
-
-def save_predictions(run_dir, result: dict, dataset, name: str = PREDICTIONS) -> None:
-    """``name`` in ``run_dir`` from an evaluation ``result`` (its ``predictions``) and ``dataset.classes``."""
-    p = result["predictions"]
-    RunDir(run_dir).save_predictions(p["logits"], p["targets"], p["features"], dataset.classes, name)
-
-
-def summarise(run_dir, sel: str, selected_on: str = "test_selected", select_from_epoch: int = 1) -> dict:
-    """:meth:`RunDir.summarise` of ``run_dir``."""
-    return RunDir(run_dir).summarise(sel, selected_on, select_from_epoch)
 
 
 # ---------------------------------------------------------------------------------------------

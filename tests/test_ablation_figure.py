@@ -82,7 +82,8 @@ def test_select_variants_keeps_card_order_and_names_unknowns():
 
 def test_baseline_rates_from_the_saved_predictions(tmp_path):
     targets = np.array([0, 0, 0, 1, 2, 2, 3, 0])
-    RunDir(tmp_path).save_predictions(np.zeros((8, 7)), targets, np.zeros((8, 2)), [f"c{i}" for i in range(7)])
+    RunDir(tmp_path).save_predictions({"logits": np.zeros((8, 7)), "targets": targets, "features": np.zeros((8, 2))},
+                                      [f"c{i}" for i in range(7)])
     assert A.baseline_rates(tmp_path) == {"majority": 4 / 8, "chance": 1 / 7}
     rates = A.baseline_rates(tmp_path / "absent")
     assert np.isnan(rates["majority"]) and np.isnan(rates["chance"])

@@ -273,26 +273,18 @@ def test_grid_spec_forms():
         A.resolve_sweeps({"paper": "baseline"})
 
 
-def test_is_complete(tmp_path):
-    assert not A.is_complete(tmp_path, 3)
-    (tmp_path / "summary.json").write_text(json.dumps({"epochs_run": 2, "steps": 5}))
-    assert not A.is_complete(tmp_path, 3)
-    assert A.is_complete(tmp_path, 2)
-    assert A.is_complete(tmp_path, 3, max_steps=5)
-    assert not A.is_complete(tmp_path, 3, max_steps=6)
-
-
-def test_aggregate_mean_std_exact():
+def test_sweep_table_mean_std_exact_and_verdict():
     runs = pd.DataFrame({"sweep": ["s"] * 4, "paper": ["p"] * 4, "variant": ["b", "b", "a", "b"],
                          "seed": [0, 1, 0, 2], "accuracy_last": [0.5, 0.7, 0.4, 0.6],
                          "accuracy_selected": [0.6, 0.8, 0.45, 0.7]})
-    t = A.aggregate(runs).set_index("variant")
+    t = A.sweep_table(runs).set_index("variant")
     assert list(t.index) == ["b", "a"]                           # first-appearance order
     assert t.loc["b", "n_seeds"] == 3
     assert t.loc["b", "accuracy_last_mean"] == pytest.approx(0.6)
     assert t.loc["b", "accuracy_last_std"] == pytest.approx(0.1)  # sample std (ddof 1)
     assert t.loc["b", "accuracy_selected"] == "0.7000 ± 0.1000"
     assert math.isnan(t.loc["a", "accuracy_last_std"]) and t.loc["a", "accuracy_last"] == "0.4000"
+    assert set(t["verdict"]) == {"fewer than 2 seeds per variant: no test of a difference"}  # variant a: one seed
     assert "accuracy_test_at_val_selected" not in t              # absent metrics are left out
 
 

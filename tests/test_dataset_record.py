@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 import ferlib.data.registry as registry
-from ferlib.data import (LABEL_SETS, DataNotFoundError, DatasetFormatError, FERDataset, LabelSet, SkipReport,
+from ferlib.data import (DataNotFoundError, DatasetFormatError, FERDataset, SkipReport,
                          SyntheticFormat, dataset_info, dataset_root, list_datasets, list_synthetic_formats,
                          load_dataset, load_splits, register_dataset)
 from ferlib.data.registry import FACE_CROPS
+from ferlib.labels import LABEL_SETS, LabelSet
 from ferlib.recipes import Recipe
 
 #: The values of the tables the records replace (registry.DEFAULT_SPLITS, engine.run.EVAL_SPLIT / DEFAULT_FOLDER,

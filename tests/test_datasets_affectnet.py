@@ -133,7 +133,7 @@ def test_unknown_layout_hint(tmp_path):
 def test_emonet_lists_val8_and_val7(tmp_path):
     """EMO-Net's val7_origin.txt (AffectNet's native codes) and val8.txt (RAF-DB order + contempt, docs/papers/emonet.md §7)
     name the same images with the same emotions."""
-    from ferlib.data.labels import LABEL_SETS
+    from ferlib.labels import LABEL_SETS
 
     csv = load_dataset("affectnet8", F, "val", check="none")
     rel = [str(p.relative_to(F / "Manually_Annotated_Images")) for p in csv.samples]
@@ -167,7 +167,7 @@ def test_empty_csv_is_an_empty_split(tmp_path):
 @pytest.mark.parametrize("cache", [False, True])
 def test_relabel_into_emonet_order(tmp_path, cache):
     """EMO-Net's AffectNet-8 card reads the official CSV in RAF-DB order + contempt (its checkpoint's order)."""
-    from ferlib.data.labels import LABEL_SETS
+    from ferlib.labels import LABEL_SETS
     from ferlib.engine.run import load_split
     from ferlib.recipes import load_recipe
 

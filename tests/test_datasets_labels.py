@@ -2,7 +2,8 @@
 import pytest
 
 from ferlib.data import load_dataset
-from ferlib.data.labels import CANONICAL, LABEL_SETS, remap
+from ferlib.data.relabel import remap
+from ferlib.labels import LABEL_SETS
 from ferlib.recipes import class_order, paper_order
 
 # docs/datasets.md §5: native index -> canonical index, row by row

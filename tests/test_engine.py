@@ -6,8 +6,10 @@ import pytest
 import torch
 import yaml
 
-from ferlib.engine import DataNotFoundError, classification_metrics, load_run, predict, train
+from ferlib.data import DataNotFoundError
+from ferlib.engine import load_run, predict, train
 from ferlib.engine.checkpoint import load_checkpoint, save_checkpoint
+from ferlib.metrics import classification_metrics
 
 TINY = dict(dataset_kwargs={"n_train": 48, "n_test": 24, "progress": False}, batch_size=16,
             model_kwargs={"width": 8}, input_size=32, progress=False)
@@ -386,10 +388,10 @@ def test_selection_starts_at_the_recipes_epoch(syn_root, tmp_path):
 
 
 def test_summary_selects_only_eligible_epochs(tmp_path):
-    from ferlib.engine.loop import summarise
+    from ferlib.runs import RunDir
 
     rows = [{"epoch": e, "step": 10 * e, "eval_accuracy": a} for e, a in ((1, 0.9), (2, 0.5), (3, 0.6))]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert summarise(tmp_path, "accuracy")["selected_epoch"] == 1
-    assert summarise(tmp_path, "accuracy", select_from_epoch=2)["selected_epoch"] == 3
-    assert summarise(tmp_path, "accuracy", select_from_epoch=6)["selected_epoch"] == 3   # run ended before 6
+    assert RunDir(tmp_path).summarise("accuracy")["selected_epoch"] == 1
+    assert RunDir(tmp_path).summarise("accuracy", select_from_epoch=2)["selected_epoch"] == 3
+    assert RunDir(tmp_path).summarise("accuracy", select_from_epoch=6)["selected_epoch"] == 3   # run ended before 6

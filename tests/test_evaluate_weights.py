@@ -9,11 +9,10 @@ import yaml
 from PIL import Image
 from torchvision.transforms import v2
 
-from ferlib.data import load_dataset
-from ferlib.data.labels import RAFDB
-from ferlib.engine.run import DataNotFoundError
 from ferlib.cli.evaluate import main
+from ferlib.data import DataNotFoundError, load_dataset
 from ferlib.evaluation import ClassMismatchError, evaluate_run, evaluate_weights, released_checkpoints_table
+from ferlib.labels import RAFDB
 from ferlib.models import create_model
 from ferlib.recipes import load_recipe
 from ferlib.testing import FIXTURES_DIR

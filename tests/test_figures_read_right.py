@@ -53,7 +53,7 @@ def write_run(run_dir: Path, paper="emonet", dataset="synthetic", seed=0, n_per_
                       "limited_by": [] if complete else ["max_steps"], "steps_run": 20,
                       "steps_planned": 20 if complete else 375, "epochs_planned": 2, "max_steps": fit["max_steps"],
                       "precision": "fp32"})
-    rd.save_predictions(logits.astype(np.float32), y, features, classes)
+    rd.save_predictions({"logits": logits.astype(np.float32), "targets": y, "features": features}, classes)
     return run_dir
 
 

@@ -9,7 +9,7 @@ import torch
 import yaml
 from PIL import Image
 
-from ferlib.data.labels import RAFDB
+from ferlib.labels import RAFDB
 from ferlib.models import create_model
 from ferlib.cli.predict import main
 from ferlib.inference import Predictor, crop_face, read_photo

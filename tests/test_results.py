@@ -10,7 +10,7 @@ import yaml
 from torch import nn
 
 from ferlib import metrics, results
-from ferlib.data.labels import FER2013, RAFDB
+from ferlib.labels import FER2013, RAFDB
 from ferlib.recipes import load_recipe
 
 SYN7 = list(RAFDB)

@@ -40,7 +40,7 @@ def test_round_trips(tmp_path):
     assert rd.summary() == summary
     logits, targets = np.arange(12, dtype=np.float32).reshape(4, 3), np.array([0, 1, 2, 1])
     feats = np.ones((4, 5), dtype=np.float32)
-    rd.save_predictions(logits, targets, feats, ["a", "b", "c"])
+    rd.save_predictions({"logits": logits, "targets": targets, "features": feats}, ["a", "b", "c"])
     p = rd.predictions()
     np.testing.assert_array_equal(p["logits"], logits)
     np.testing.assert_array_equal(p["targets"], targets)
@@ -50,9 +50,6 @@ def test_round_trips(tmp_path):
     assert json.loads((rd / R.PLAN).read_text()) == {"run_dir": str(tmp_path), "epochs": 3}
     assert sorted(rd.files) == sorted([R.METRICS, R.PREDICTIONS, R.SUMMARY])
     assert _no_temporaries(rd.path) == []
-    # the function forms the viz and results modules use read the same files
-    assert R.read_config(rd.path) == rd.config() and R.load_metrics(rd.path) == rows
-    assert list(R.load_predictions(rd.path)["classes"]) == ["a", "b", "c"]
 
 
 def test_writes_are_atomic_and_leave_no_temporary(tmp_path, monkeypatch):
@@ -69,7 +66,7 @@ def test_writes_are_atomic_and_leave_no_temporary(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", spy)
     rd.write_summary({"epochs_run": 2})
     rd.write_config({"a": 1})
-    rd.save_predictions(np.zeros((1, 2)), np.zeros(1), np.zeros((1, 2)), ["x", "y"])
+    rd.save_predictions({"logits": np.zeros((1, 2)), "targets": np.zeros(1), "features": np.zeros((1, 2))}, ["x", "y"])
     assert [dst for _, dst in replaced] == [R.SUMMARY, R.CONFIG, R.PREDICTIONS]
     assert all(src != dst for src, dst in replaced)          # written elsewhere first, then renamed
     assert _no_temporaries(tmp_path) == []
@@ -125,7 +122,7 @@ def test_summarise_labels_the_split_and_respects_select_from_epoch(tmp_path):
         rd.append_metrics({"epoch": e, "step": 2 * e, "eval_accuracy": acc})
     s = rd.summarise("accuracy", "val", select_from_epoch=2)
     assert s["selected_epoch"] == 3 and s["val_selected"] == {"accuracy": 0.7} and s["val_last"] == {"accuracy": 0.7}
-    assert R.summarise(tmp_path, "accuracy")["test_selected"] == {"accuracy": 0.9}
+    assert rd.summarise("accuracy")["test_selected"] == {"accuracy": 0.9}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +159,7 @@ def test_results_and_ablations_share_the_aggregator(monkeypatch):
     monkeypatch.setattr(R, "aggregate", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     monkeypatch.setattr(results, "aggregate", R.aggregate)
     runs = pd.DataFrame({"sweep": ["s"], "paper": ["p"], "variant": ["v"], "accuracy_last": [0.5]})
-    ablations.aggregate(runs)
+    ablations.sweep_table(runs)
     table = pd.DataFrame({"paper": ["p"], "dataset": ["d"], "data": [""], "variant": ["card"], "epochs": [1],
                           "precision": ["fp32"], "status": ["smoke"], "accuracy_last": [0.5],
                           "accuracy_test_selected": [0.6], "accuracy_val_selected": [np.nan],

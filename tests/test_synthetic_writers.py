@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from ferlib.data import load_dataset
-from ferlib.data.labels import CANONICAL
 from ferlib.data.synthetic_faces import SyntheticConfig, generate, make_sample
 from ferlib.data.synthetic_writers import grey48, votes_for
+from ferlib.labels import CANONICAL
 
 N_TRAIN, N_TEST = 24, 10
 

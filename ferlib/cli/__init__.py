@@ -16,7 +16,7 @@ command        what it does                                                 libr
 Each command is a module here with ``build_parser()`` (where it has options) and ``main(argv) -> int``;
 the library modules hold no argument parsing, so ``ferlib.engine.train`` (a function) is the only
 ``train`` in the library. A known error (missing data or weights, a bad option) prints one ``error: …``
-line with the fix and exits 2 (:func:`ferlib.errors.report`).
+line with the fix and exits 2 (:func:`ferlib.error_report.report`).
 """
 from __future__ import annotations
 

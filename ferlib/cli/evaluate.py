@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     if a.run_dir and (a.model or a.dataset or a.out):
         p.error("--model, --dataset and --out go with --weights")
     from ferlib.engine.env import configure_threads
-    from ferlib.errors import report
+    from ferlib.error_report import report
 
     configure_threads(a.threads)
     try:

@@ -47,7 +47,7 @@ def stopped_on_users_error(err: BaseException) -> str | None:
     """The one line to print when a notebook cell stopped on an error whose message is the whole answer (a run
     directory holding another run, a mistyped parameter, missing data or weights); None for anything else,
     which keeps its traceback."""
-    from ferlib.errors import known_error_types
+    from ferlib.error_report import known_error_types
     from ferlib.notebooks import ParameterError
 
     ename = getattr(err, "ename", None)  # papermill.PapermillExecutionError: the cell's exception

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    from ferlib.errors import report
+    from ferlib.error_report import report
     from ferlib.parity import ParityInputError, ParityOptions, run_parity
 
     opts = ParityOptions(upstream=a.upstream, data_root=a.data_root, n_images=a.n_images, seed=a.seed,

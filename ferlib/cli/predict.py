@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     from ferlib.engine.env import configure_threads
-    from ferlib.errors import report
+    from ferlib.error_report import report
     from ferlib.evaluation import CLI_ERRORS
     from ferlib.paths import results_dir
 

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         caches = prepare(a.dataset, a.root, a.split, a.size, a.align, a.cache_dir, progress=not a.quiet,
                          workers=a.workers, **opts)
     except Exception as e:  # noqa: BLE001 - re-raised unless it is a user's error
-        from ferlib.errors import report
+        from ferlib.error_report import report
 
         if not report(e):
             raise

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ferlib.errors import exit_on_known_errors
+    from ferlib.error_report import exit_on_known_errors
 
     with exit_on_known_errors():
         return _main(args)

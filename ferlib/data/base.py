@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .labels import LabelSet
+from ferlib.labels import LabelSet
 
 
 class SkipWarning(UserWarning):

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferlib.labels import LABEL_SETS, LabelSet
+
 from .base import DECODE_ERRORS, FERDataset, SkipReport, show_progress, skip_reason
-from .labels import LABEL_SETS, LabelSet
 
 VERSION = 2  # 2: aligned crops fill the warped border with a constant (1 mirrored it)
 #: reader options that do not change the cached pixels or targets

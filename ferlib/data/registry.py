@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict
 
+from ferlib.labels import LABEL_SETS, LabelSet
 from ferlib.paths import data_dir
 
 from .base import SkipWarning, require_usable
 from .errors import DataNotFoundError, DatasetFormatError
-from .labels import LABEL_SETS, LabelSet
 
 SPLITS = ("train", "val", "test")
 #: How a dataset's faces were cropped from their photos, which ``ferlib.inference`` reproduces on a new photo:
@@ -140,7 +140,7 @@ def load_dataset(name: str, root=None, split: str = "train", *, cache=None, cach
     """
     ds = _load(dataset_info(name), root, split, cache, cache_size, align, progress, cache_workers, opts)
     if relabel is not None:
-        from .labels import relabel_dataset
+        from .relabel import relabel_dataset
 
         if relabel not in LABEL_SETS:
             raise KeyError(f"relabel: unknown label set {relabel!r}; available: {sorted(LABEL_SETS)}")

@@ -3,9 +3,8 @@ from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from .distributed import init_distributed
 from .loader import EpochSampler, ResumableSampler
 from .loop import FitOptions, evaluate, fit, predict
-from .metrics import classification_metrics
-from .run import DataNotFoundError, RunResult, load_run, load_recipe_splits, train
+from .run import RunResult, load_run, load_recipe_splits, train
 
-__all__ = ["DataNotFoundError", "EpochSampler", "FitOptions", "ResumableSampler", "RunResult", "atomic_save",
-           "classification_metrics", "evaluate", "fit", "init_distributed", "load_checkpoint", "load_run",
+__all__ = ["EpochSampler", "FitOptions", "ResumableSampler", "RunResult", "atomic_save",
+           "evaluate", "fit", "init_distributed", "load_checkpoint", "load_run",
            "load_recipe_splits", "predict", "save_checkpoint", "train"]

@@ -152,8 +152,6 @@ class EmoNet(nn.Module):
 
 
 @register_model
-def emonet(num_classes: int = 7, lam: float = LAMBDA_AS_CODED, shortcut_weight: float | None = None, **kwargs) -> EmoNet:
-    """EMO-Net; ``lam`` (alias ``shortcut_weight``) is the fusion-branch weight λ (0.8 as coded)."""
-    if shortcut_weight is not None:
-        lam = shortcut_weight
+def emonet(num_classes: int = 7, lam: float = LAMBDA_AS_CODED, **kwargs) -> EmoNet:
+    """EMO-Net; ``lam`` is the fusion-branch weight λ (0.8 as coded)."""
     return EmoNet(num_classes=num_classes, lam=lam, **kwargs)

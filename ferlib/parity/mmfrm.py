@@ -513,7 +513,7 @@ def run_ferlib(plan: _Plan) -> dict:
     """The card's recipe by ferlib's engine pieces on the plan: per-step (epoch, loss, lr), final state,
     validation logits and metrics per visited epoch."""
     from ferlib.data.base import ArrayDataset
-    from ferlib.data.labels import LABEL_SETS
+    from ferlib.labels import LABEL_SETS
     from ferlib.engine.loop import evaluate
     from ferlib.optim import build_optimizer, build_scheduler
     from ferlib.engine.run import build_loss

@@ -1,9 +1,9 @@
 """Figures from run directories: confusion matrices, t-SNE, curves (PNG + SVG)."""
 from .confusion import confusion, plot_confusion
 from .curves import plot_curves
-from .io import load_metrics, load_predictions, save_figure
+from .io import save_figure
 from .samples import plot_samples
 from .tsne import plot_tsne, tsne_embedding
 
-__all__ = ["confusion", "load_metrics", "load_predictions", "plot_confusion", "plot_curves", "plot_samples", "plot_tsne",
+__all__ = ["confusion", "plot_confusion", "plot_curves", "plot_samples", "plot_tsne",
            "save_figure", "tsne_embedding"]

@@ -8,8 +8,9 @@ import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
 from ferlib.metrics import hard_targets
+from ferlib.runs import RunDir
 
-from .io import load_predictions, save_figure
+from .io import save_figure
 
 
 def confusion(y_true, y_pred, n_classes: int, order: list[int] | None = None, normalize: bool = True) -> np.ndarray:
@@ -38,7 +39,7 @@ def plot_confusion(run_dir=None, *, logits=None, targets=None, classes=None, ord
     from .captions import run_caption, wrap
 
     if run_dir is not None:
-        p = load_predictions(run_dir)
+        p = RunDir(run_dir).predictions()
         logits, targets, classes = p["logits"], p["targets"], [str(c) for c in p["classes"]]
         caption = run_caption(run_dir) if caption is None else caption
     classes = list(classes)

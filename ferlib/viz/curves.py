@@ -4,13 +4,15 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from ferlib.runs import RunDir
+
 from .captions import run_caption, wrap
-from .io import load_metrics, save_figure
+from .io import save_figure
 
 
 def plot_curves(run_dir, save_to=None):
     """Loss and accuracy per epoch (train accuracy and evaluation accuracy)."""
-    rows = load_metrics(run_dir)
+    rows = RunDir(run_dir).metrics()
     ep = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     a.plot(ep, [r["train_loss"] for r in rows], marker="o")

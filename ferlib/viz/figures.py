@@ -21,11 +21,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ferlib.metrics import hard_targets
+from ferlib.runs import RunDir, find_runs
 
 from .captions import run_caption, runs_caption, wrap
 from .confusion import plot_confusion
 from .curves import plot_curves
-from .io import load_predictions, save_figure
+from .io import save_figure
 from .tsne import plot_tsne
 
 #: Panel titles of MFER's feature-loss comparison (README figures), keyed by ``loss_kwargs.feature_loss``.
@@ -67,7 +68,7 @@ def class_order(paper: str, dataset: str, classes) -> list[int]:
 def confusion_in_paper_order(run_dir, out_dir=None) -> tuple[plt.Figure, list[Path]]:
     """Confusion matrix of a run's best model, classes in its paper's order, saved under ``out_dir``."""
     info = run_info(run_dir)
-    p = load_predictions(run_dir)
+    p = RunDir(run_dir).predictions()
     classes = [str(c) for c in p["classes"]]
     order = class_order(info["paper"], info["dataset"], classes)
     acc = float((p["logits"].argmax(1) == hard_targets(p["targets"])).mean())
@@ -94,7 +95,7 @@ def tsne_panels(runs: dict, path, title: str | None = None, seed: int = 0, max_p
     caption (seed, smoke/complete, selection); saved to ``path`` (.png/.svg)."""
     fig, axes = plt.subplots(1, len(runs), figsize=(5.6 * len(runs), 5.6), squeeze=False, sharex=True, sharey=True)
     for ax, (label, run_dir) in zip(axes[0], runs.items()):
-        p = load_predictions(run_dir)
+        p = RunDir(run_dir).predictions()
         plot_tsne(features=p["features"], targets=p["targets"], classes=[str(c) for c in p["classes"]],
                   title=label, ax=ax, seed=seed, max_points=max_points, caption=run_caption(run_dir),
                   normalise=len(runs) > 1)
@@ -108,13 +109,11 @@ def tsne_panels(runs: dict, path, title: str | None = None, seed: int = 0, max_p
 def mfer_feature_loss_runs(runs_dir, dataset: str | None = None) -> dict:
     """One MFER run per feature loss (none / LGM / DSF), lowest seed first, all from runs trained alike but for the
     feature loss (the same recipe and step budget: one sweep): ``{panel title: run_dir}``."""
-    from ferlib.results import find_runs, read_config
-
     import json
 
     groups: dict = {}  # runs trained alike but for the feature loss (one sweep): {budget: {feature loss: (seed, dir)}}
     for d in find_runs(runs_dir):
-        cfg = read_config(d)
+        cfg = RunDir(d).config()
         recipe = cfg.get("recipe", {})
         if recipe.get("paper") != "mfer" or (dataset and recipe.get("dataset") != dataset):
             continue

@@ -1,12 +1,9 @@
-"""Saving figures as PNG + SVG; the run readers the plots use (kept here under their old names) are
-:mod:`ferlib.runs`', the module that owns the run directory."""
+"""Saving figures as PNG + SVG (the plots read run directories through :class:`ferlib.runs.RunDir`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ferlib.runs import load_metrics, load_predictions
-
-__all__ = ["load_metrics", "load_predictions", "save_figure"]
+__all__ = ["save_figure"]
 
 
 def save_figure(fig, path) -> list[Path]:

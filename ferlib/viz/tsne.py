@@ -8,8 +8,9 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from ferlib.metrics import hard_targets
+from ferlib.runs import RunDir
 
-from .io import load_predictions, save_figure
+from .io import save_figure
 
 
 def tsne_embedding(features: np.ndarray, seed: int = 0, max_points: int = 5000, perplexity: float = 30.0):
@@ -52,7 +53,7 @@ def plot_tsne(run_dir=None, *, features=None, targets=None, classes=None, title:
     from .captions import run_caption, wrap
 
     if run_dir is not None:
-        p = load_predictions(run_dir)
+        p = RunDir(run_dir).predictions()
         features, targets, classes = p["features"], p["targets"], [str(c) for c in p["classes"]]
         caption = run_caption(run_dir) if caption is None else caption
     targets = np.asarray(targets)

@@ -21,7 +21,7 @@
 # - ours next to each paper's reported accuracy (the cards' `reported:` fields, with their source) and the gap in percentage points, with the selection honestly labelled: **last epoch**, **best epoch selected on the test split** (`test_selected`, what the authors' code reports) and **test accuracy at the epoch selected on a held-out validation split** (`val_selected`, when a run held one out);
 # - parameters and GMACs per image measured by ferlib (`torch.utils.flop_counter`, MACs = FLOPs / 2) next to the papers' numbers;
 # - per-class accuracy in each paper's class order;
-# - cross-dataset accuracy: a run's best model on another dataset's evaluation split, classes matched through the canonical label order (`ferlib.data.labels`), classes one side lacks dropped.
+# - cross-dataset accuracy: a run's best model on another dataset's evaluation split, classes matched through the canonical label order (`ferlib.labels`), classes one side lacks dropped.
 #
 # A run cut short (`max_steps`, a stop, fewer epochs than its card: `complete: false` in its `summary.json`) has `status` `smoke`: its numbers are a smoke test, never averaged with complete runs nor compared with a paper's number (no gap is computed). Each row states its training precision.
 

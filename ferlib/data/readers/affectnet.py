@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ferlib.labels import LABEL_SETS
+
 from ..base import (CroppedDataset, FERDataset, SkipReport, decodable_indices, empty_split_error, read_csv_rows,
                    read_text)
 from ..errors import DatasetFormatError
 from .imagefolder import build_imagefolder, find_split_dir
-from ..labels import LABEL_SETS
 from ..registry import SyntheticFormat, register_dataset
 from ..synthetic_writers import write_affectnet
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ferlib.labels import LABEL_SETS
+
 from ..base import ArrayDataset, SkipReport, read_csv_rows
 from ..errors import DatasetFormatError
-from ..labels import LABEL_SETS
 from ..registry import SyntheticFormat, register_dataset
 from ..synthetic_writers import write_fer2013
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferlib.labels import LABEL_SETS
+
 from ..base import (ArrayDataset, FERDataset, SkipReport, check_utf8_start, decodable_indices, empty_split_error,
                    read_csv_rows, text_decode_error)
 from ..errors import DatasetFormatError
-from ..labels import LABEL_SETS
 from ..registry import SyntheticFormat, register_dataset
 from ..synthetic_writers import write_ferplus
 

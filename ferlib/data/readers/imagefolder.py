@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ferlib.labels import CANONICAL, LabelSet, canonical_name
+
 from ..base import FERDataset, SkipReport, decodable_indices
 from ..errors import DatasetFormatError
-from ..labels import LabelSet, canonical_name, CANONICAL
 from ..registry import SyntheticFormat, register_dataset
 from ..synthetic_writers import write_imagefolder
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ferlib.labels import LABEL_SETS
+
 from ..base import FERDataset, SkipReport, empty_split_error, keep_decodable, read_text
 from ..errors import DatasetFormatError
-from ..labels import LABEL_SETS
 from ..registry import SyntheticFormat, register_dataset
 from ..synthetic_writers import write_rafdb
 

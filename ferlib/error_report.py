@@ -18,7 +18,7 @@ def known_error_types() -> tuple[type, ...]:
     from ferlib.data import DataNotFoundError, DatasetFormatError
     from ferlib.data.cache import CacheSpaceError
     from ferlib.engine.distributed import BatchSplitError
-    from ferlib.engine.loop import ResumeError, RunExistsError
+    from ferlib.engine.policy import ResumeError, RunExistsError
     from ferlib.engine.run import DeviceError
     from ferlib.recipes import RecipeError
     from ferlib.runs import RunLockedError

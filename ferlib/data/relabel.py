@@ -1,21 +1,10 @@
-"""Label sets of the datasets (docs/datasets.md §5): the constants live in the leaf :mod:`ferlib.labels`
-(re-exported here under their old names); this module adds what relabels a dataset's targets.
-"""
+"""Relabelling a dataset's targets into another label set's class order (docs/datasets.md §5); the label sets
+themselves are :mod:`ferlib.labels`' (a leaf without data)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ferlib.labels import (  # noqa: F401  (the public names of ferlib.data.labels)
-    AFFECTNET8_ALPHA,
-    CANONICAL,
-    EMONET_AFFECTNET8,
-    FER2013,
-    FERPLUS,
-    LABEL_SETS,
-    RAFDB,
-    LabelSet,
-    canonical_name,
-)
+from ferlib.labels import LabelSet
 
 
 def relabel_dataset(ds, dest: LabelSet):
