@@ -142,7 +142,8 @@ def entry_dataset(entry) -> str | None:
 
 
 def resolve_weights(weights, model: str | None = None):
-    """``(entry or None, what to pass as pretrained, model name)`` for an entry name or a checkpoint file.
+    """``(entry or None, what ``create_model(weights=…)`` loads, model name)`` for an entry name or a checkpoint
+    file.
 
     A file the registry knows by its name gets that entry; another file needs ``model``."""
     import os
@@ -218,13 +219,13 @@ def head_classes(entry, dataset: str) -> list[str]:
 
 def model_from_weights(weights, model: str | None = None, dataset: str | None = None):
     """``(model, recipe, classes, entry)`` for an entry name or a checkpoint file: the model built as the entry
-    describes (``create_model(entry.model, num_classes, pretrained=…, **entry.model_kwargs)``), in eval mode.
+    describes (``create_model(entry.model, num_classes, weights=…, **entry.model_kwargs)``), in eval mode.
 
     ``dataset`` picks the card entry supplying the eval resize / crop (default: the dataset the authors report
     the file on, else ``rafdb``)."""
     from ferlib.models import create_model
 
-    entry, pretrained, model_name = resolve_weights(weights, model)
+    entry, to_load, model_name = resolve_weights(weights, model)
     dataset = dataset or entry_dataset(entry) or "rafdb"
     recipe = weights_recipe(entry, model_name, dataset)
     classes = head_classes(entry, dataset)
@@ -233,7 +234,7 @@ def model_from_weights(weights, model: str | None = None, dataset: str | None = 
         kwargs.update({k: v for k, v in entry.model_kwargs.items() if k != "num_classes"})
     if recipe.num_classes != len(classes):
         recipe = recipe.replace(num_classes=len(classes))
-    net = create_model(model_name, num_classes=len(classes), pretrained=pretrained, **kwargs)
+    net = create_model(model_name, num_classes=len(classes), weights=to_load, **kwargs)
     return net.eval(), recipe, classes, entry
 
 

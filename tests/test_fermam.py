@@ -241,7 +241,7 @@ def test_card_starting_weights_load_into_both_branches(tmp_path, monkeypatch):
     # A checkpoint with foreign key names fails loudly instead of loading nothing (upstream's silence).
     torch.save({"state_dict": {"backbone." + k: v for k, v in lm_state.items()}}, tmp_path / "renamed.pth")
     with pytest.raises(Exception, match="no key|does not fit"):
-        create_model("fermam", pretrained=[{"weights": str(tmp_path / "renamed.pth"), "into": "face_landback"}])
+        create_model("fermam", weights=[{"weights": str(tmp_path / "renamed.pth"), "into": "face_landback"}])
 
 
 def test_fermam_loss_matches_reference():

@@ -260,7 +260,7 @@ def test_card_starting_weights_load_the_standard_backbone_files(tmp_path, monkey
     assert all(not p.requires_grad for p in model.vit.ir.parameters())          # frozen, as ARBEx
     # a whole GReFEL state saved by ferlib loads back as a file
     torch.save(model.state_dict(), tmp_path / "grefel_start.pt")
-    again = create_model("grefel", num_anchors=2, pretrained=str(tmp_path / "grefel_start.pt"))
+    again = create_model("grefel", num_anchors=2, weights=str(tmp_path / "grefel_start.pt"))
     assert torch.equal(again.state_dict()["vit.ir.input_layer.0.weight"], ir50["input_layer.0.weight"])
 
 

@@ -183,7 +183,7 @@ def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkey
     monkeypatch.delenv("FERLIB_DATA", raising=False)
     card = [{"weights": "mobilefacenet_landmark", "into": "landmark"}]
     with pytest.raises(WeightsNotFoundError, match="mobilefacenet_model_best.pth.tar"):
-        create_model("mmfrm", pretrained=card)
+        create_model("mmfrm", weights=card)
     state = reference_state("mobilefacenet_keys.txt", model="mobilefacenet")
     path = tmp_path / "pretrained" / "mobilefacenet_model_best.pth.tar"
     path.parent.mkdir()
@@ -191,7 +191,7 @@ def test_pretrained_landmark_loads_the_face_landmark_checkpoint(tmp_path, monkey
     entry = dataclasses.replace(get_weights("mobilefacenet_landmark"), size=path.stat().st_size, sha256=sha256_of(path))
     monkeypatch.setitem(registry._WEIGHTS, "mobilefacenet_landmark", entry)
     with pytest.warns(DroppedKeysWarning):
-        model = create_model("mmfrm", pretrained=card, landmark_mode="eval")
+        model = create_model("mmfrm", weights=card, landmark_mode="eval")
     torch.testing.assert_close(model.landmark.conv_23.conv.conv.weight, state["conv_23.conv.conv.weight"])
     with torch.no_grad():
         taps = model.landmark.forward_taps(load_ref("mobilefacenet_input.pt"))

@@ -182,16 +182,16 @@ def test_full_ir50_into_three_stages_reports_dropped_keys(home, monkeypatch, ir5
 def test_full_ir50_loads_completely_into_four_stages_via_create_model(home, monkeypatch, ir50_full_file, recwarn):
     src, state = ir50_full_file
     _register_for(monkeypatch, "ir50_ms1m", _place(home, src))
-    model = create_model("ir50_full", pretrained="ir50_ms1m")
+    model = create_model("ir50_full", weights="ir50_ms1m")
     assert not [w for w in recwarn if issubclass(w.category, DroppedKeysWarning)]
     torch.testing.assert_close(model.state_dict()["body.23.res_layer.4.running_var"], state["body.23.res_layer.4.running_var"])
 
 
-def test_create_model_pretrained_true_finds_the_models_single_entry(home, monkeypatch, ir50_full_file):
+def test_create_model_weights_true_finds_the_models_single_entry(home, monkeypatch, ir50_full_file):
     src, _ = ir50_full_file
     _register_for(monkeypatch, "ir50_ms1m", _place(home, src))
     with pytest.warns(DroppedKeysWarning):
-        model = create_model("ir50", pretrained=True)
+        model = create_model("ir50", weights=True)
     assert model.pretrained_entry.name == "ir50_ms1m"
 
 
@@ -236,7 +236,7 @@ def test_module_prefixed_checkpoint_in_a_container(home, monkeypatch):
     wrapped = OrderedDict(("module." + k, v) for k, v in _emonet_state().items())
     torch.save({"epoch": 18, "model_state_dict": wrapped, "optimizer_state_dict": {}}, dst)
     _register_for(monkeypatch, "emonet_rafdb_lam0.5", dst)
-    model = create_model("emonet", num_classes=7, lam=0.5, pretrained="emonet_rafdb_lam0.5")
+    model = create_model("emonet", num_classes=7, lam=0.5, weights="emonet_rafdb_lam0.5")
     with torch.no_grad():
         out = model.eval()(load_ref("emonet_input.pt"))
     torch.testing.assert_close(out.logits, load_ref("emonet_output.pt")["logits_lambda_0.5"], **TOL)

@@ -39,11 +39,12 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(name: str, num_classes: int | None = None, pretrained=False, **kwargs) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, weights=False, **kwargs) -> nn.Module:
     """Build a registered model, optionally from starting weights (``ferlib.weights.start``).
 
-    ``pretrained``: False (random init), True (the model's one released entry), a ``ferlib.weights``
-    entry name, a file path, or a list of starting-weights items (entry → submodule). Like
+    ``weights``: False (random init), True (the model's one released entry), a ``ferlib.weights``
+    entry name, a file path, or a list of starting-weights items (entry → submodule). (``pretrained`` is the
+    word of cards, ``train()``, the CLI and notebooks: the card's starting weights; ``ferlib.weights.start``.) Like
     torchvision's builders, a whole-model entry supplies the arguments its file needs
     (``model_kwargs``: e.g. EMO-Net's ``lam``; ``num_classes`` from its categories) unless given here.
     """
@@ -52,8 +53,8 @@ def create_model(name: str, num_classes: int | None = None, pretrained=False, **
         hint = f" Did you mean {close}?" if close else ""
         raise KeyError(f"unknown model {name!r}; registered: {list_models()}.{hint}")
     items = ()
-    if pretrained is not False and pretrained is not None:
-        items = resolve_start(name if pretrained is True else pretrained, (), model=name)
+    if weights is not False and weights is not None:
+        items = resolve_start(name if weights is True else weights, (), model=name)
         for item in items:
             entry = item.entry
             if entry is not None and not item.into and entry.model == name:

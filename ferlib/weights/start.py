@@ -1,4 +1,6 @@
-"""Starting weights: the one meaning of ``pretrained`` for models, cards, ``train()``, the CLI and notebooks.
+"""Starting weights: the one meaning of ``pretrained`` for cards, ``train()``, the CLI and notebooks (where a
+training starts; ``True`` = the card's items), and the values ``create_model(weights=…)`` loads (``True`` there =
+the model's own released entry).
 
 A paper's card says where its training starts (``pretrained:`` in ``ferlib/recipes/<paper>.yaml``)
 as a list of :class:`StartItem` — which registry entry (or file) loads into which submodule, with

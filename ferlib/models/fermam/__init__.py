@@ -24,6 +24,6 @@ def fermam(num_classes: int = 7, **kwargs) -> FERMam:
 
     Its training starts from the MS-Celeb-1M IR-50 (``ir_back``) and the landmark MobileFaceNet
     (``face_landback``): the card's ``pretrained`` items, loaded by ``train()`` or by
-    ``create_model("fermam", pretrained=[{"weights": "ir50_ms1m", "into": "ir_back"}, ...])``.
+    ``create_model("fermam", weights=[{"weights": "ir50_ms1m", "into": "ir_back"}, ...])``.
     """
     return FERMam(num_classes=num_classes, **kwargs)
