@@ -7,6 +7,11 @@ handing on ``ferlib.runs``' readers, ``data/labels.py`` passing on nine names of
 exception is a package's own ``__init__``, which may gather the names defined inside that package (its public
 API: ``from ferlib.data import load_dataset``), never another package's. Every module is imported
 (``pkgutil.walk_packages``), then its source is read with ``ast`` to see what it does with each imported name.
+
+The users hold to the same path: every ``from ferlib.x import name`` in ferlib, the tests, the benchmarks and the
+notebooks names the module that defines ``name`` (or the ``__init__`` of a package holding that module), never a
+module that merely imports it for its own use (``from ferlib.results import find_runs``, ``from ferlib.engine.run
+import DataNotFoundError``).
 """
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ import ast
 import importlib
 import importlib.util
 import inspect
+import json
 import pkgutil
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -145,6 +152,36 @@ def reexports(module, root: str) -> list[str]:
     return found
 
 
+def _notebook_code(path: Path) -> str:
+    """The code cells of a notebook, IPython magics and shell lines left out."""
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return re.sub(r"^\s*[%!].*$", "", code, flags=re.M)
+
+
+def indirect_imports(sources: dict[str, str], root: str) -> list[str]:
+    """``file:line`` for each ``from <root module> import name`` (anywhere, inside functions too) whose module
+    neither defines ``name`` nor is a package holding the module that does, or lacks ``name`` altogether."""
+    found = []
+    for where, source in sources.items():
+        for node in ast.walk(ast.parse(source, where)):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == root):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if alias.name == "*" or _is_submodule(node.module, alias.name):
+                    continue
+                if not hasattr(module, alias.name):
+                    found.append(f"{where}:{node.lineno} imports {alias.name} from {node.module}, "
+                                 "which has no such name")
+                    continue
+                home = defined_in(node.module, alias.name, root)
+                if home != node.module and not (_is_package(module) and _inside(home, node.module)):
+                    found.append(f"{where}:{node.lineno} imports {alias.name} from {node.module}; "
+                                 f"it is defined in {home}: import it from there")
+    return found
+
+
 def check(root: str) -> tuple[list[str], dict]:
     """Every re-export in package ``root`` and the modules left out for want of an optional package."""
     walked = walk(root)
@@ -163,6 +200,24 @@ def ferlib_check() -> tuple[list[str], dict]:
 
 def test_every_ferlib_name_has_one_import_path(ferlib_check):
     found, _ = ferlib_check
+    assert found == [], "\n".join(found)
+
+
+def _user_sources() -> dict[str, str]:
+    repo = Path(__file__).resolve().parents[1]
+    files = [*sorted((repo / "ferlib").rglob("*.py")), *sorted((repo / "tests").rglob("*.py")),
+             *sorted((repo / "benchmarks").rglob("*.py"))]
+    sources = {str(f.relative_to(repo)): f.read_text() for f in files}
+    for nb in sorted((repo / "notebooks").glob("*.ipynb")):
+        sources[str(nb.relative_to(repo))] = _notebook_code(nb)
+    return sources
+
+
+def test_every_user_imports_a_ferlib_name_from_its_one_path(ferlib_check):
+    _, optional = ferlib_check
+    sources = {where: src for where, src in _user_sources().items()
+               if not any(f"import {m}" in src or f"from {m} import" in src for m in optional)}
+    found = indirect_imports(sources, "ferlib")
     assert found == [], "\n".join(found)
 
 
@@ -268,6 +323,18 @@ def test_a_package_init_may_gather_its_own_names_but_not_another_packages(make_p
     found, _ = check(pkg)
     assert len(found) == 1 and found[0].startswith(
         f"{pkg}.engine: re-exports DataNotFoundError (defined in {pkg}.data.errors; imported from {pkg}.engine.run,")
+
+
+def test_a_user_importing_through_a_module_that_only_uses_the_name_is_reported(make_package):
+    """``from ferlib.results import find_runs``: results uses find_runs, but it is ferlib.runs' name."""
+    pkg = make_package({**BASE, "data/errors.py": "class DataNotFoundError(FileNotFoundError):\n    pass\n",
+                        "data/__init__.py": "from .errors import DataNotFoundError\n"})
+    user = (f"from {pkg}.engine.loop import fit, accuracy\n"     # fit: loop's own; accuracy: the leaf's
+            f"from {pkg}.data import DataNotFoundError\n"         # the package holding data/errors.py: fine
+            f"def later():\n    from {pkg}.engine import nothing_here\n")
+    assert indirect_imports({"notebook.ipynb": user}, pkg) == [
+        f"notebook.ipynb:1 imports accuracy from {pkg}.engine.loop; it is defined in {pkg}.leaf: import it from there",
+        f"notebook.ipynb:4 imports nothing_here from {pkg}.engine, which has no such name"]
 
 
 def test_a_star_import_is_reported(make_package):

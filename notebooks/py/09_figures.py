@@ -42,7 +42,8 @@ from IPython.display import Image, display
 
 from ferlib.ablations import figure_sweeps, run_grid
 from ferlib.paths import results_dir
-from ferlib.results import find_runs, runs_table
+from ferlib.results import runs_table
+from ferlib.runs import find_runs
 from ferlib.viz.figures import make_figures
 
 runs_dir = runs_dir or str(results_dir() / "runs")
