@@ -273,64 +273,6 @@ def demo_photo() -> Path:
     return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
-def quickstart_run(max_steps: int | None = None, device: str = "auto", run_name: str = "quickstart") -> Path:
-    """The quickstart's run directory (``results/runs/quickstart``, written by notebook 00 or ``make demo``); when
-    it has no ``best.pt`` yet, the quickstart's model is trained here by the same call the quickstart makes
-    (``ferlib.engine.train("baseline", "synthetic", …)``; ``max_steps`` makes it a smoke run)."""
-    from ferlib.paths import results_dir
-
-    run = results_dir() / "runs" / run_name
-    if (run / "best.pt").is_file():
-        return run
-    from ferlib.engine import train
-
-    print(f"no trained quickstart model at {run}: training it now (as notebooks/00_quickstart.ipynb does)", flush=True)
-    return train("baseline", "synthetic", run_name=run_name, device=device, max_steps=max_steps, seed=0,
-                 resume=True).run_dir  # an interrupted run continues where it stopped
-
-
-def upload_widget(predictor: Predictor):
-    """An ipywidgets box: a FileUpload button; each uploaded photo is classified and shown annotated, with the
-    probability bars of every face. Returns the widget (display it as a cell's last expression)."""
-    import io
-
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-    from PIL import Image
-
-    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload a photo")
-    status = widgets.HTML("Choose a photo with one or more faces.")
-    photo_out, bars_out = widgets.Output(), widgets.Output()
-    photo_out.add_class("ferlib-photo")
-    bars_out.add_class("ferlib-bars")
-
-    def on_upload(change):
-        files = change["new"]
-        if not files:
-            return
-        f = files[-1] if isinstance(files, (list, tuple)) else list(files.values())[-1]
-        name = f.get("name", "upload") if hasattr(f, "get") else getattr(f, "name", "upload")
-        content = f["content"] if hasattr(f, "__getitem__") else f.content
-        photo_out.clear_output()
-        bars_out.clear_output()
-        try:
-            res = predictor(Image.open(io.BytesIO(bytes(content))))
-        except Exception as e:  # noqa: BLE001 - shown to the person who uploaded, not raised in a callback
-            status.value = f"<b>{name}</b>: cannot classify it ({type(e).__name__}: {e})"
-            return
-        res.path = name
-        faces = ", ".join(f"{x.label} {x.confidence:.0%}" for x in res) or "no face found"
-        status.value = f"<b>{name}</b>: {len(res)} face(s): {faces}"
-        for out, fig in ((photo_out, draw_predictions(res)), (bars_out, plot_probabilities(res))):
-            with out:
-                display(fig)
-            plt.close(fig)
-
-    upload.observe(on_upload, names="value")
-    return widgets.VBox([upload, status, photo_out, bars_out])
-
-
 # --- drawing -------------------------------------------------------------------------------------------
 
 

@@ -229,6 +229,8 @@ def test_layers_are_acyclic(every_import):
     ("ferlib.viz", "ferlib.engine"),        # viz draws run directories; it never trains
     ("ferlib.metrics", "ferlib.engine"),
     ("ferlib.optim", "ferlib.engine"),      # the engine builds its optimiser from ferlib.optim, never the reverse
+    ("ferlib.inference", "ferlib.quickstart"),  # prediction never trains (the quickstart's model is trained there)
+    ("ferlib.inference", "ferlib.widgets"),     # nor builds notebook widgets
     ("ferlib.labels", "ferlib.data"),
     ("ferlib.data.synthetic_writers", "ferlib.data.synthetic_faces"),  # the renderer hands the writers its faces
     ("ferlib.runs", "ferlib.engine"),       # the run directory is a layer below everything that writes or reads it

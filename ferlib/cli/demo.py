@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ferlib.paths import results_dir
+from ferlib.quickstart import quickstart_dir
 
 
 def main(argv=None) -> int:
@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     print("generating the synthetic RAF-DB-format set under data/synthetic/ (first run only) ...", flush=True)
     load_dataset("synthetic", None, "train")
     out = execute("00_quickstart")
-    run = results_dir() / "runs" / "quickstart"
+    run = quickstart_dir()
     print(f"\ndone in {time.time() - t0:.0f}s")
     print(f"executed notebook : {out}")
     print(f"metrics           : {run / METRICS}, {run / SUMMARY}")

@@ -47,7 +47,9 @@ max_steps: Optional[int] = None  # only if the quickstart model must be trained 
 import pandas as pd
 
 from ferlib.notebooks import check_parameters
-from ferlib.inference import Predictor, demo_photo, draw_predictions, plot_probabilities, quickstart_run, upload_widget
+from ferlib.inference import Predictor, demo_photo, draw_predictions, plot_probabilities
+from ferlib.quickstart import quickstart_run
+from ferlib.widgets import upload_widget
 
 check_parameters(globals())  # a mistyped -p value stops here, naming the parameter
 if weights:
