@@ -18,6 +18,7 @@ so a run cut off keeps what it measured) and ``paper_throughput.md`` in ``--out`
 variant raised.
 
     python benchmarks/paper_throughput.py --device cuda                   # every paper, the cards' batches
+    python benchmarks/paper_throughput.py                 # the same on CUDA; without CUDA the --tiny CPU smoke
     python benchmarks/paper_throughput.py --device cpu --tiny --papers emonet   # toy sizes: the CPU smoke
 """
 from __future__ import annotations
@@ -292,7 +293,8 @@ def summary(result: dict) -> list[list[str]]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cuda:N or cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else the --tiny CPU smoke), cuda, "
+                   "cuda:N or cpu (the cards' sizes on the CPU: slow)")
     p.add_argument("--papers", default=",".join(PAPERS), help="comma-separated subset of " + ",".join(PAPERS))
     p.add_argument("--tiny", action="store_true", help="toy sizes, batch 2, one timed step, aot_eager compile of emonet")
     p.add_argument("--budget-s", type=float, default=None, help="seconds for the whole run (default: no limit)")
@@ -306,6 +308,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work-dir", default=None, help="synthetic set and caches (default: a temporary folder, removed)")
     p.add_argument("--out", default="results/bench", help="folder for paper_throughput.json / .md")
     a = p.parse_args(argv)
+    if a.device == "auto" and not torch.cuda.is_available() and not a.tiny:
+        log("no CUDA device: running the CPU smoke version (--tiny); its numbers measure no GPU")
+        a.tiny = True
     cores = os.cpu_count() or 1
     defaults = ({"workers": min(1, cores), "steps": 1, "warmup": 0, "images": 48, "max_batch": 2} if a.tiny else
                 {"workers": min(8, cores), "steps": 8, "warmup": 2, "images": 1024, "max_batch": None})

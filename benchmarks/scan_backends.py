@@ -3,8 +3,8 @@ sequential reference (docs/design.md §4, §8).
 
 SS2D scan (docs/papers/fermam.md §5): batch B, 4 directions × d_inner 512 = 2048 channels, L = 49 (7×7),
 d_state 16, B/C grouped per direction, delta bias + softplus, D skip. Backends: ``reference`` (sequential
-loop), ``torch`` (ferlib's scan), ``torch_compiled`` (the same under ``torch.compile``; ``--compile none``
-skips it) and ``mamba_ssm`` (its CUDA kernel, only on a GPU with the package). Each backend's output and input
+loop), ``torch`` (ferlib's scan), ``torch_compiled`` (the same under ``torch.compile``, on CUDA or with
+``--compile``) and ``mamba_ssm`` (its CUDA kernel, only on a GPU with the package). Each backend's output and input
 gradients are compared with the reference's (TF32 off); they agree when max |difference| / max |reference| is
 below 1e-3. Fusion scan (§7): the ASFR recurrence of ``fusion.ssm1`` (d_inner 1024, L 49, one shared A [16]),
 reference vs torch.
@@ -200,14 +200,16 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=2, help="timed iterations per backend (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--reference-iters", type=int, default=1, help="the reference is slow: fewer iterations")
-    p.add_argument("--compile", default="inductor", help="torch.compile backend of torch_compiled, or none")
+    p.add_argument("--compile", default=None, help="torch.compile backend of torch_compiled, or none (default: "
+                   "inductor on CUDA, none on the CPU, where inductor compiles for minutes; aot_eager with --tiny)")
     p.add_argument("--no-fusion", action="store_true", help="skip the fusion scan")
     p.add_argument("--tiny", action="store_true", help="toy shapes (batch 1, d_inner 16, L 16), aot_eager compile")
     p.add_argument("--out", type=Path, default=None, help="folder (default results/bench)")
     a = p.parse_args(argv)
     device = torch.device(a.device)
     d_inner, length, batch = (16, 16, 1) if a.tiny else (512, 49, a.batch)
-    compile_backend = None if a.compile == "none" else ("aot_eager" if a.tiny else a.compile)
+    compile_backend = a.compile or ("aot_eager" if a.tiny else "inductor" if device.type == "cuda" else "none")
+    compile_backend = None if compile_backend == "none" else compile_backend
     x = ss2d_inputs(batch, device, d_inner=d_inner, length=length)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
               "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": batch, "tiny": a.tiny,
