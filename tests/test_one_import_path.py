@@ -11,7 +11,7 @@ API: ``from ferlib.data import load_dataset``), never another package's. Every m
 The users hold to the same path: every ``from ferlib.x import name`` in ferlib, the tests, the benchmarks and the
 notebooks names the module that defines ``name`` (or the ``__init__`` of a package holding that module), never a
 module that merely imports it for its own use (``from ferlib.results import find_runs``, ``from ferlib.engine.run
-import DataNotFoundError``).
+import DataNotFoundError``). Nor does a module give one object a second name (``RAFDB_ORDER = RAFDB``).
 """
 from __future__ import annotations
 
@@ -152,6 +152,38 @@ def reexports(module, root: str) -> list[str]:
     return found
 
 
+def aliases(module, root: str) -> list[str]:
+    """One line per public module-level ``NAME = other`` where ``other`` (a name or ``a.b`` chain) is a name the
+    module defines or takes from ``root``: a second name for one object (``RAFDB_ORDER = RAFDB``)."""
+    tree = _parse(module)
+    own = set()
+    for node in _module_level(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), module.__package__ or "")
+            own |= {a.asname or a.name for a in node.names} if base.split(".")[0] == root else set()
+        elif isinstance(node, ast.Import):
+            own |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] == root}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            own.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            own |= {t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(t, ast.Name)}
+    found = []
+    for node in _module_level(tree):
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or not isinstance(node.value, (ast.Name, ast.Attribute)):
+            continue
+        head = node.value
+        while isinstance(head, ast.Attribute):
+            head = head.value
+        if not (isinstance(head, ast.Name) and head.id in own):
+            continue
+        for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+            if isinstance(target, ast.Name) and not target.id.startswith("_"):
+                found.append(f"{module.__name__}:{node.lineno}: {target.id} = {ast.unparse(node.value)} is a second "
+                             f"name for one object; use {ast.unparse(node.value)}")
+    return found
+
+
 def _notebook_code(path: Path) -> str:
     """The code cells of a notebook, IPython magics and shell lines left out."""
     cells = json.loads(path.read_text())["cells"]
@@ -185,7 +217,8 @@ def indirect_imports(sources: dict[str, str], root: str) -> list[str]:
 def check(root: str) -> tuple[list[str], dict]:
     """Every re-export in package ``root`` and the modules left out for want of an optional package."""
     walked = walk(root)
-    found = [line for name in sorted(walked.modules) for line in reexports(walked.modules[name], root)]
+    found = [line for name in sorted(walked.modules)
+             for line in reexports(walked.modules[name], root) + aliases(walked.modules[name], root)]
     return found, walked.optional
 
 
@@ -335,6 +368,14 @@ def test_a_user_importing_through_a_module_that_only_uses_the_name_is_reported(m
     assert indirect_imports({"notebook.ipynb": user}, pkg) == [
         f"notebook.ipynb:1 imports accuracy from {pkg}.engine.loop; it is defined in {pkg}.leaf: import it from there",
         f"notebook.ipynb:4 imports nothing_here from {pkg}.engine, which has no such name"]
+
+
+def test_an_alias_is_reported(make_package):
+    """data/synthetic.py's ``RAFDB_ORDER = RAFDB`` kind: a second module-level name for a name already there."""
+    pkg = make_package({**BASE, "faces.py": "from . import leaf\nfrom .leaf import SETS\nimport math\n"
+                                            "ORDER = SETS\nscore = leaf.accuracy\nTAU = math.tau\n"})
+    assert check(pkg)[0] == [f"{pkg}.faces:4: ORDER = SETS is a second name for one object; use SETS",
+                             f"{pkg}.faces:5: score = leaf.accuracy is a second name for one object; use leaf.accuracy"]
 
 
 def test_a_star_import_is_reported(make_package):
