@@ -132,3 +132,39 @@ def test_parallel_build_equals_serial(tmp_path):
     b = load_dataset("rafdb", RAF, "train", cache=tmp_path / "b", cache_size=48, progress=False, cache_workers=2)
     assert np.array_equal(np.asarray(a.images), np.asarray(b.images)) and a.targets == b.targets
     assert dict(b.skip_report.counts) == {"unreadable": 1}
+
+
+def _load_after(barrier, cache_root, done_file):
+    barrier.wait(timeout=60)
+    c = load_dataset("rafdb", RAF, "test", cache=cache_root, progress=False)
+    with open(done_file, "a") as f:
+        f.write(f"{len(c)}\n")
+
+
+def test_processes_needing_one_cache_build_it_once(tmp_path, monkeypatch):
+    """Two processes (notebooks run side by side) asking for the same missing cache at once: one builds it, the
+    other waits on ``<folder>.lock`` and reads it; neither fails on the other's renames."""
+    import multiprocessing
+    import time
+
+    builds = tmp_path / "builds.txt"
+    real = cache_mod.build_cache
+
+    def slow_build(*a, **k):  # long enough that the second process asks while the first still builds
+        with open(builds, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        return real(*a, **k)
+
+    monkeypatch.setattr(cache_mod, "build_cache", slow_build)
+    ctx = multiprocessing.get_context("fork")  # the children keep the patched build_cache
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_load_after, args=(barrier, tmp_path / "c", tmp_path / "done.txt")) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(builds.read_text().split()) == 1
+    n = len(load_dataset("rafdb", RAF, "test"))
+    assert (tmp_path / "done.txt").read_text().split() == [str(n), str(n)]

@@ -5,7 +5,7 @@ Layout of one cache folder (``<cache_root>/<dataset>-<split>-s<size>[-aligned]-<
 report, the source fingerprint, the shape). The folder is written under a temporary name and renamed, so a
 crash never leaves a half-written cache behind. A cache is *valid* when its fingerprint — sizes and mtimes
 of every source image and annotation file, plus the reader options — equals the dataset's; otherwise it is
-rebuilt in place.
+rebuilt in place. Processes that need the same folder at once take turns building it (``<folder>.lock``).
 """
 from __future__ import annotations
 
@@ -368,6 +368,27 @@ def first_size(ds: FERDataset, default: int = 112) -> int:
     return default
 
 
+def _is_valid(out: Path, key: str) -> bool:
+    index = read_index(out)
+    return index is not None and index.get("key") == key and index.get("version") == VERSION \
+        and (out / "images.npy").is_file()
+
+
+def _open_valid(out: Path, ds: FERDataset) -> CachedDataset:
+    c = CachedDataset(out, transform=ds.transform)
+    c.report_skips()
+    return c
+
+
+def _build_lock(out: Path):
+    """An OS lock on ``<cache folder>.lock`` beside the cache (``filelock.FileLock``: released when its process
+    ends, however it ends)."""
+    from filelock import FileLock
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(out.with_name(out.name + ".lock"))
+
+
 def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, size: int | None = None,
            align: bool = False, progress: bool = True, rebuild: bool = False, detector=None,
            workers: int = 0) -> CachedDataset:
@@ -381,15 +402,16 @@ def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, 
     out = cache_dir(name, root, split, opts, size, align, cache_root)
     remove_leftovers(out.parent, LEFTOVER_PATTERN)
     key = fingerprint(ds)
-    index = read_index(out)
-    if not rebuild and index is not None and index.get("key") == key and index.get("version") == VERSION \
-            and (out / "images.npy").is_file():
-        c = CachedDataset(out, transform=ds.transform)
-        c.report_skips()
-        return c
-    check_free_space(out, len(ds), size)
+    if not rebuild and _is_valid(out, key):
+        return _open_valid(out, ds)
     try:
-        return build_cache(ds, out, size, align, key, progress, detector, workers)
+        # One builder per cache folder: processes that need the same cache at once (notebooks run side by side by
+        # ``notebooks run-all --jobs``) wait here, and the later ones find it built instead of racing renames.
+        with _build_lock(out):
+            if not rebuild and _is_valid(out, key):
+                return _open_valid(out, ds)
+            check_free_space(out, len(ds), size)
+            return build_cache(ds, out, size, align, key, progress, detector, workers)
     except CacheSpaceError:
         raise
     except OSError as err:
