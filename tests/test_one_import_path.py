@@ -44,16 +44,21 @@ def walk(root: str) -> Walk:
     recorded in ``optional``; a failing import of the package's own modules is an error and raises."""
     package = importlib.import_module(root)
     modules, optional = {root: package}, {}
-    for info in pkgutil.walk_packages(package.__path__, root + ".", onerror=lambda name: None):
+
+    def set_aside(name: str) -> None:  # also walk_packages' onerror, which would otherwise hide a failing package
+        err = sys.exc_info()[1]
+        missing = getattr(err, "name", None) or ""
+        if not isinstance(err, ImportError) or not missing or missing.split(".")[0] == root:
+            raise err
+        optional[name] = missing
+
+    for info in pkgutil.walk_packages(package.__path__, root + ".", onerror=set_aside):
         if info.name.rpartition(".")[2] in NOT_IMPORTED:
             continue
         try:
             modules[info.name] = importlib.import_module(info.name)
-        except ImportError as e:
-            missing = e.name or ""
-            if missing.split(".")[0] == root or not missing:
-                raise
-            optional[info.name] = missing
+        except ImportError:
+            set_aside(info.name)
     return Walk(modules, optional)
 
 
@@ -392,3 +397,9 @@ def test_a_broken_module_of_the_package_itself_fails_the_walk(make_package):
     pkg = make_package({**BASE, "broken.py": "from .gone import thing\n"})
     with pytest.raises(ImportError, match="gone"):
         check(pkg)
+
+
+def test_a_subpackage_needing_an_optional_package_is_set_aside_and_not_walked_into(make_package):
+    pkg = make_package({**BASE, "kernels/__init__.py": "import not_installed_kernels_xyz\n",
+                        "kernels/scan.py": "from ..leaf import accuracy\n__all__ = ['accuracy']\n"})
+    assert check(pkg) == ([], {f"{pkg}.kernels": "not_installed_kernels_xyz"})
