@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ferlib.engine
+from ferlib.engine import RunDirOptions
 from ferlib.quickstart import RUN_NAME, quickstart_dir, quickstart_run
 
 
@@ -26,11 +27,11 @@ def test_a_missing_quickstart_run_is_trained_by_the_quickstarts_call(tmp_path, m
 
     def train(*args, **kwargs):
         calls.append((args, kwargs))
-        return _Trained(tmp_path / "runs" / kwargs["run_name"])
+        return _Trained(tmp_path / "runs" / args[2].run_name)
 
     monkeypatch.setattr(ferlib.engine, "train", train)
     assert quickstart_run(max_steps=2, device="cpu", run_name="qs") == tmp_path / "runs" / "qs"
-    assert calls == [(("baseline", "synthetic"), {"run_name": "qs", "device": "cpu", "max_steps": 2, "seed": 0,
-                                                  "resume": True})]
+    assert calls == [(("baseline", "synthetic", RunDirOptions(run_name="qs", resume=True)),
+                      {"device": "cpu", "max_steps": 2, "seed": 0})]
     assert capsys.readouterr().out == (f"no trained quickstart model at {tmp_path / 'runs' / 'qs'}: training it now "
                                        "(as notebooks/00_quickstart.ipynb does)\n")

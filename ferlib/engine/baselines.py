@@ -7,7 +7,7 @@ from torchvision.transforms.v2 import functional as TF
 
 
 def _pixels(dataset, size: int) -> tuple[np.ndarray, np.ndarray]:
-    from .metrics import hard_targets
+    from ferlib.metrics import hard_targets
 
     x = np.stack([TF.resize(dataset[i][0], [size, size], antialias=True).float().flatten().numpy() / 255.0
                   for i in range(len(dataset))])
