@@ -16,13 +16,13 @@ from pathlib import Path
 
 
 def run_pair(paper: str, seed: int, device: str, runs: Path) -> list[dict]:
-    from ferlib.engine import train
+    from ferlib.engine import RunDirOptions, train
 
     rows = []
     for precision in ("fp32", "bf16"):
         t0 = time.time()
-        run = train(paper, "synthetic", run_dir=runs / f"{paper}_{precision}", precision=precision, seed=seed,
-                    device=device, progress=False, resume=False)
+        run = train(paper, "synthetic", RunDirOptions(runs / f"{paper}_{precision}", resume=False),
+                    precision=precision, seed=seed, device=device, progress=False)
         s = run.summary
         rows.append({"paper": paper, "precision": precision, "epochs": s.get("epochs_run"), "steps": s.get("steps_run"),
                      "complete": s.get("complete"), "accuracy_selected": s["selected"]["accuracy"],

@@ -291,7 +291,7 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
     held from the completeness check to the end of training, so that two processes running one grid never train
     an entry twice: :class:`ferlib.runs.RunLockedError` when another process holds it (:func:`run_grid` then
     comes back to the entry later)."""
-    from ferlib.engine import train
+    from ferlib.engine import DataOptions, RunDirOptions, train
     from ferlib.paths import results_dir
     from ferlib.recipes import load_recipe
 
@@ -310,8 +310,8 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
         status = "resumed" if same and (run_dir / "last.pt").exists() else "ran"
         rd.write_ablation_spec({**spec, "digest": spec_digest(spec), "sweep": entry.sweep, "variant": entry.variant,
                                 "value": entry.value})
-        train(entry.paper, dataset, data_root=data_root, run_dir=run_dir, epochs=epochs, max_steps=max_steps,
-              seed=entry.seed, resume="auto" if same else False, overwrite=not same, val_fraction=val_fraction,
+        train(entry.paper, dataset, RunDirOptions(run_dir, resume="auto" if same else False, overwrite=not same),
+              DataOptions(data_root, val_fraction=val_fraction), epochs=epochs, max_steps=max_steps, seed=entry.seed,
               progress=progress, **overrides)
     return run_dir, status
 

@@ -4,6 +4,8 @@ Outputs go to ``results/notebooks/<name>.ipynb``; the stored notebooks stay outp
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +57,180 @@ def kernel_config():
     return config
 
 
+# --- run-all --jobs N: notebooks side by side, each in its own process ------------------------------------------
+
+#: What each numbered notebook reads that other notebooks write, so ``run-all --jobs N`` (N > 1) starts it only
+#: after those have finished. A notebook missing here waits for every notebook numbered before it.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "00_quickstart": (),
+    # caches the synthetic set 00 generates: it must exist before processes start in parallel, so that two of
+    # them never write it at once (the generator has no lock)
+    "01_prepare_data": ("00_quickstart",),
+    "02_explore_data": ("00_quickstart",),  # reads 00's synthetic set
+    # 03–08 train on 00's synthetic set, from the caches 01 builds at 112 px (FERMam, GReFEL) or 00 at 100 px
+    # (MFER); caches first built here (EMO-Net's 64 px, read by 05 and 08) are built once: ferlib.data.cache
+    # builds one folder at a time (<folder>.lock). Each writes only its own run directory under results/runs
+    # (locked by ferlib.runs' run.lock): 08's are results/runs/ablations/<dataset>/<sweep>/<variant>/…, not 05's
+    # emonet_synthetic or 07's mfer_synthetic_none, so 08 runs beside them.
+    "03_train_fermam": ("01_prepare_data",),
+    "04_train_mmfrm": ("01_prepare_data",),
+    "05_train_emonet": ("01_prepare_data",),
+    "06_train_grefel": ("01_prepare_data",),
+    "07_train_mfer": ("01_prepare_data",),
+    "08_ablations": ("01_prepare_data",),
+    # draws every run under results/runs (00's and 03–08's) into results/figures, and its gallery indexes the
+    # figures 08 wrote there
+    "09_figures": ("00_quickstart", "03_train_fermam", "04_train_mmfrm", "05_train_emonet", "06_train_grefel",
+                   "07_train_mfer", "08_ablations"),
+    # tabulates every run into results/tables (08 writes its sweep tables there first); it writes no figure and
+    # no run, so it runs beside 09
+    "10_results": ("00_quickstart", "03_train_fermam", "04_train_mmfrm", "05_train_emonet", "06_train_grefel",
+                   "07_train_mfer", "08_ablations"),
+    "11_predict": ("00_quickstart",),  # predicts with 00's run (it trains one only when 00's is missing)
+}
+
+#: The order in which ``run-all --jobs N`` starts the notebooks whose needs are met: 01 first (every training
+#: waits for it), then the short 02 and 11, then the trainings longest first at the synthetic defaults (issue 24's
+#: budgets), so that the longest does not start last and run alone. A stale order costs idle time, never results.
+#: Notebooks missing here start after these, in numbered order.
+START_ORDER = ("00_quickstart", "01_prepare_data", "02_explore_data", "11_predict", "03_train_fermam",
+               "06_train_grefel", "08_ablations", "04_train_mmfrm", "05_train_emonet", "07_train_mfer",
+               "09_figures", "10_results")
+
+#: The default ``--jobs`` is the cores this process may use, at most this many: each job is a Jupyter kernel
+#: holding a whole training (a model, its optimiser state and a data cache in memory), and the widest stage of
+#: :data:`NEEDS` has six trainings whose longest bounds the run however many lanes there are.
+MAX_DEFAULT_JOBS = 4
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_jobs() -> int:
+    return max(1, min(available_cores(), MAX_DEFAULT_JOBS))
+
+
+def job_environment(jobs: int, environ=None, cores: int | None = None) -> dict:
+    """The environment of each of ``jobs`` notebook processes: ``environ`` (default ``os.environ``) with
+    ``OMP_NUM_THREADS`` = max(1, cores // jobs) when it is unset, kept when set. Without it every kernel's torch
+    would take one thread per core, and ``jobs`` of them oversubscribe the cores (5–10× slower on 2 cores)."""
+    env = dict(os.environ if environ is None else environ)
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (cores or available_cores()) // jobs))
+    return env
+
+
+def prerequisites(name: str, names: list[str], needs: dict) -> set[str]:
+    """The notebooks of ``names`` that ``name`` waits for: its :data:`NEEDS` entry, else every notebook of
+    ``names`` numbered (sorted) before it."""
+    if name in needs:
+        return set(needs[name]) & set(names)
+    return {n for n in names if n < name}
+
+
+class NotebookProcess:
+    """One notebook run in its own process group: ``python -m ferlib notebooks run NAME -p NAME VALUE …`` with
+    environment ``env``. Its stdout and stderr go to temporary files and are handed back whole when it ends, so
+    the lines of notebooks running side by side do not interleave."""
+
+    def __init__(self, name: str, parameter_args, env: dict):
+        import subprocess
+        import tempfile
+
+        self.name = name
+        self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        command = [sys.executable, "-m", "ferlib", "notebooks", "run", str(name)]
+        for key, value in parameter_args:
+            command += ["-p", str(key), str(value)]
+        self.process = subprocess.Popen(command, env=env, stdout=self._out, stderr=self._err,
+                                        start_new_session=True)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def output(self) -> tuple[str, str]:
+        """(stdout, stderr) of the finished process."""
+        texts = []
+        for f in (self._out, self._err):
+            f.seek(0)
+            texts.append(f.read())
+            f.close()
+        return texts[0], texts[1]
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM to its process group, SIGKILL after ``grace_s``. Its kernel (in a session of its own) sees its
+        parent gone and exits within a second (ipykernel's parent poller); a run lock it held is taken over by the
+        next run, as the lock of any dead process."""
+        import signal
+        import subprocess
+
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.output()
+
+
+def run_parallel(names: list[str], parameter_args=(), jobs: int = 2, needs: dict = NEEDS,
+                 order: tuple = START_ORDER, start=NotebookProcess, poll_s: float = 0.2) -> int:
+    """Run the notebooks ``names`` (stems, or paths of .ipynb files) in up to ``jobs`` processes at once, each
+    started when its :func:`prerequisites` have finished, in ``order`` (then numbered order), each with
+    :func:`job_environment`. ``parameter_args`` are ``(name, text)`` pairs passed as ``-p name text`` (parsed by
+    the child as the ``run`` command parses them).
+
+    Each finished notebook's output is printed when it ends (``execute``'s one line). The first that fails
+    stops the rest: queued ones do not start, running ones get :meth:`NotebookProcess.stop`. Returns 0, the
+    failed process's 2 for a user's error (its one ``error:`` line printed), or 1 (its traceback printed)."""
+    names = [str(n) for n in names]
+    rank = {n: (order.index(Path(n).stem) if Path(n).stem in order else len(order), i) for i, n in enumerate(names)}
+    queue = sorted(names, key=rank.get)
+    waits = {n: prerequisites(n, names, needs) for n in names}
+    env = job_environment(jobs)
+    running: dict = {}
+    done: set = set()
+    try:
+        while queue or running:
+            for n in [n for n in queue if waits[n] <= done][:max(0, jobs - len(running))]:
+                queue.remove(n)
+                running[n] = start(n, parameter_args, env)
+            if not running:
+                raise RuntimeError(f"notebooks {queue} wait for each other: check ferlib.notebooks.NEEDS")
+            time.sleep(poll_s)
+            for n, job in list(running.items()):
+                rc = job.poll()
+                if rc is None:
+                    continue
+                del running[n]
+                out, err = job.output()
+                print(out, end="", flush=True)
+                print(err, end="", file=sys.stderr, flush=True)
+                if rc == 0:
+                    done.add(n)
+                    continue
+                for other, other_job in running.items():
+                    print(f"stopping {Path(other).stem}: {Path(n).stem} failed", file=sys.stderr, flush=True)
+                    other_job.stop()
+                running.clear()
+                if rc != 2:
+                    print(f"error: {Path(n).stem} exited with status {rc}", file=sys.stderr, flush=True)
+                return 2 if rc == 2 else 1
+    finally:  # an interrupted run-all (Ctrl-C) leaves no notebook running
+        for job in running.values():
+            job.stop()
+    return 0
+
+
 class ParameterError(ValueError):
     """A notebook parameter has the wrong type or range (the message is one line naming it)."""
 
@@ -89,19 +265,30 @@ def check_parameters(namespace: dict, minimum: dict | None = None) -> None:
             raise ParameterError(f"parameter {name} must be at least {bounds[name]}, got {value!r}")
 
 
-#: The parameters every training notebook shares, passed to ``ferlib.engine.train`` under the same names.
-TRAIN_PARAMETERS = ("data_root", "base_recipe", "epochs", "batch_size", "pretrained", "precision", "max_steps",
-                    "device", "seed", "threads", "reuse")
+#: The parameters every training notebook shares, passed to ``ferlib.engine.train`` under the same names:
+#: its own, the run directory's (``run=RunDirOptions(…)``) and the data's (``data=DataOptions(…)``).
+TRAIN_PARAMETERS = ("epochs", "batch_size", "pretrained", "precision", "max_steps", "device", "seed", "threads")
+RUN_PARAMETERS = ("run_name", "resume", "overwrite", "reuse")
+DATA_PARAMETERS = ("data_root", "base_recipe")
 
 
 def train_options(namespace: dict, **paper_options) -> dict:
     """The keyword arguments of ``ferlib.engine.train`` from a training notebook's parameters: the shared
-    :data:`TRAIN_PARAMETERS`, ``run_name`` with its ``{fields}`` filled from the parameters (None as
-    ``none``), then ``paper_options`` (the paper's own switches as ``model_kwargs`` / ``loss_kwargs``)."""
+    :data:`TRAIN_PARAMETERS`, ``run`` from :data:`RUN_PARAMETERS` (``run_name`` with its ``{fields}`` filled from
+    the parameters, None as ``none``), ``data`` from :data:`DATA_PARAMETERS`, then ``paper_options`` (the paper's
+    own switches as ``model_kwargs`` / ``loss_kwargs``)."""
+    from ferlib.engine import DataOptions, RunDirOptions
+
     values = {k: namespace[k] for k in (namespace.get("__annotations__") or {}) if k in namespace}
     options = {k: values[k] for k in TRAIN_PARAMETERS if k in values}
-    if "run_name" in values:
-        options["run_name"] = values["run_name"].format(**{k: "none" if v is None else v for k, v in values.items()})
+    run = {k: values[k] for k in RUN_PARAMETERS if k in values}
+    if "run_name" in run:
+        run["run_name"] = run["run_name"].format(**{k: "none" if v is None else v for k, v in values.items()})
+    if run:
+        options["run"] = RunDirOptions(**run)
+    data = {k: values[k] for k in DATA_PARAMETERS if k in values}
+    if data:
+        options["data"] = DataOptions(**data)
     return {**options, **paper_options}
 
 

@@ -22,8 +22,8 @@ def quickstart_run(max_steps: int | None = None, device: str = "auto", run_name:
     run = quickstart_dir(run_name)
     if (run / "best.pt").is_file():
         return run
-    from ferlib.engine import train
+    from ferlib.engine import RunDirOptions, train
 
     print(f"no trained quickstart model at {run}: training it now (as notebooks/00_quickstart.ipynb does)", flush=True)
-    return train("baseline", "synthetic", run_name=run_name, device=device, max_steps=max_steps, seed=0,
-                 resume=True).run_dir  # an interrupted run continues where it stopped
+    return train("baseline", "synthetic", RunDirOptions(run_name=run_name, resume=True), device=device,
+                 max_steps=max_steps, seed=0).run_dir  # an interrupted run continues where it stopped

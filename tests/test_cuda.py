@@ -51,7 +51,7 @@ class Bench:
     def train(self, paper: str, name: str, precision: str, deterministic: bool = True,
               stop_after_steps: int | None = None, resume: bool = False):
         """One short ``ferlib.engine.train`` of ``paper``'s synthetic card into ``work/runs/<paper>/<name>``."""
-        from ferlib.engine import train
+        from ferlib.engine import DataOptions, RunDirOptions, train
 
         s = self.size
         fit_options = {"precision": precision, "deterministic": deterministic}
@@ -62,9 +62,10 @@ class Bench:
         if card.sampler == "subset":  # the demo entries draw a part of their 2,400 faces; this set may be smaller
             kw = card.sampler_kwargs or {}
             overrides["sampler_kwargs"] = {**kw, "num_samples": min(s["n_train"], kw.get("num_samples", s["n_train"]))}
-        return train(paper, "synthetic", data_root=self.data_root, run_dir=self.work / "runs" / paper / name,
-                     device=str(self.device), batch_size=s["batch"], epochs=1, max_steps=s["steps"], seed=0,
-                     resume=resume, progress=False, fit_options=fit_options, cache=self.work / "cache",
+        return train(paper, "synthetic", RunDirOptions(self.work / "runs" / paper / name, resume=resume),
+                     DataOptions(self.data_root, cache=self.work / "cache"), device=str(self.device),
+                     batch_size=s["batch"], epochs=1, max_steps=s["steps"], seed=0, progress=False,
+                     fit_options=fit_options,
                      dataset_kwargs={"n_train": s["n_train"], "n_test": s["n_test"], "progress": False}, **overrides)
 
     def main_run(self, paper: str):

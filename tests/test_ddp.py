@@ -96,7 +96,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     data = tmp_path / "data"
     sets = {"input_size": 64, "model_kwargs": {"width": 8}, "train_transforms": [],
             "dataset_kwargs": {"n_train": 48, "n_test": 24, "progress": False}}
-    train("baseline", "synthetic", data_root=data, run_dir=tmp_path / "one", epochs=2, batch_size=16,
+    train("baseline", "synthetic", data=data, run=tmp_path / "one", epochs=2, batch_size=16,
           device="cpu", progress=False, fit_options={"deterministic": True}, **sets)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "ferlib", "train", "--model", "baseline", "--dataset", "synthetic", "--data-root", str(data),

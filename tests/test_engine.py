@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from ferlib.data import DataNotFoundError
-from ferlib.engine import load_run, predict, train
+from ferlib.engine import DataOptions, load_run, predict, train
 from ferlib.engine.checkpoint import load_checkpoint, save_checkpoint
 from ferlib.metrics import classification_metrics
 
@@ -21,7 +21,7 @@ def syn_root(tmp_path_factory):
 
 
 def test_run_dir_holds_every_file_of_the_contract(syn_root, tmp_path):
-    run = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "r", epochs=2, **TINY)
+    run = train("baseline", "synthetic", data=syn_root, run=tmp_path / "r", epochs=2, **TINY)
     d = run.run_dir
     for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "predictions.npz", "summary.json"):
         assert (d / name).is_file(), name
@@ -46,7 +46,7 @@ def test_run_dir_holds_every_file_of_the_contract(syn_root, tmp_path):
 
 
 def test_checkpoint_reloads_to_the_same_predictions(syn_root, tmp_path):
-    run = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "r", epochs=1, **TINY)
+    run = train("baseline", "synthetic", data=syn_root, run=tmp_path / "r", epochs=1, **TINY)
     model, recipe = load_run(run.run_dir)
     from ferlib.data import load_dataset
 
@@ -57,9 +57,9 @@ def test_checkpoint_reloads_to_the_same_predictions(syn_root, tmp_path):
 
 
 def test_resume_equals_uninterrupted(syn_root, tmp_path):
-    full = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "full", epochs=2, **TINY)
-    train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "part", epochs=1, **TINY)
-    part = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "part", epochs=2, **TINY)
+    full = train("baseline", "synthetic", data=syn_root, run=tmp_path / "full", epochs=2, **TINY)
+    train("baseline", "synthetic", data=syn_root, run=tmp_path / "part", epochs=1, **TINY)
+    part = train("baseline", "synthetic", data=syn_root, run=tmp_path / "part", epochs=2, **TINY)
     a = load_checkpoint(full.run_dir / "last.pt")["model"]
     b = load_checkpoint(part.run_dir / "last.pt")["model"]
     for k in a:
@@ -68,8 +68,7 @@ def test_resume_equals_uninterrupted(syn_root, tmp_path):
 
 
 def test_validation_holdout_is_labelled(syn_root, tmp_path):
-    run = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "v", epochs=1,
-                val_fraction=0.25, **TINY)
+    run = train("baseline", "synthetic", tmp_path / "v", DataOptions(syn_root, val_fraction=0.25), epochs=1, **TINY)
     assert run.summary["selected_on"] == "val" and "val_selected" in run.summary and "test_selected" not in run.summary
     assert run.summary["test_at_val_selected"]["n"] == 24
 
@@ -77,13 +76,13 @@ def test_validation_holdout_is_labelled(syn_root, tmp_path):
 def test_nan_loss_names_the_step(syn_root, tmp_path):
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, step 0"):
         # std 0 turns the normalised pixels into inf - inf = nan (torch's optimisers refuse lr=nan)
-        train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "n", epochs=1, std=(0.0, 0.0, 0.0),
+        train("baseline", "synthetic", data=syn_root, run=tmp_path / "n", epochs=1, std=(0.0, 0.0, 0.0),
               **{**TINY, "batch_size": 48})
 
 
 def test_missing_real_dataset_points_at_notebook_01(tmp_path):
     with pytest.raises(DataNotFoundError, match="01_prepare_data"):
-        train("baseline", "rafdb", data_root=tmp_path / "RAF-DB", epochs=1)
+        train("baseline", "rafdb", data=tmp_path / "RAF-DB", epochs=1)
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
@@ -304,9 +303,9 @@ def _raf_fixture_run(tmp_path, monkeypatch, **kw):
     from ferlib.testing import FIXTURES_DIR
 
     monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "data"))
-    return train("baseline", "rafdb", data_root=FIXTURES_DIR / "rafdb" / "basic", run_dir=tmp_path / kw.pop("name", "r"),
-                 epochs=1, batch_size=8, input_size=32, stored_size=32, model_kwargs={"width": 8},
-                 progress=False, **kw)
+    return train("baseline", "rafdb", tmp_path / kw.pop("name", "r"),
+                 DataOptions(FIXTURES_DIR / "rafdb" / "basic", cache=kw.pop("cache", "auto")),
+                 epochs=1, batch_size=8, input_size=32, stored_size=32, model_kwargs={"width": 8}, progress=False, **kw)
 
 
 def test_real_dataset_is_read_from_the_cache_by_default(tmp_path, monkeypatch):
@@ -363,7 +362,7 @@ def test_recipe_eval_split_picks_the_evaluation_split(tmp_path, monkeypatch):
     monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "data"))
     runs = {}
     for split in ("val", None):
-        runs[split] = train("baseline", "ferplus", data_root=FIXTURES_DIR / "ferplus", run_dir=tmp_path / str(split),
+        runs[split] = train("baseline", "ferplus", data=FIXTURES_DIR / "ferplus", run=tmp_path / str(split),
                             epochs=1, batch_size=8, input_size=32, stored_size=32, model_kwargs={"width": 8},
                             progress=False, eval_split=split)
     rows = {s: json.loads((r.run_dir / "metrics.jsonl").read_text().splitlines()[-1]) for s, r in runs.items()}
@@ -376,11 +375,11 @@ def test_recipe_eval_split_picks_the_evaluation_split(tmp_path, monkeypatch):
 def test_selection_starts_at_the_recipes_epoch(syn_root, tmp_path):
     """MMFRM saves its best checkpoint from epoch 6 on (select_from_epoch); a run shorter than that selects
     its last epoch, so best.pt always exists."""
-    run = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "a", epochs=3, select_from_epoch=3,
+    run = train("baseline", "synthetic", data=syn_root, run=tmp_path / "a", epochs=3, select_from_epoch=3,
                 **TINY)
     assert run.summary["selected_epoch"] == 3
     assert load_checkpoint(run.run_dir / "best.pt")["state"]["best_epoch"] == 3
-    short = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "b", epochs=2, select_from_epoch=6,
+    short = train("baseline", "synthetic", data=syn_root, run=tmp_path / "b", epochs=2, select_from_epoch=6,
                   **TINY)
     assert short.summary["selected_epoch"] == 2
     assert load_checkpoint(short.run_dir / "best.pt")["state"]["best_epoch"] == 2

@@ -51,7 +51,7 @@ def test_each_process_takes_its_share_of_the_global_batch():
 def test_a_batch_that_does_not_split_stops_before_anything_is_touched(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; no process group is joined before the check
     with pytest.raises(BatchSplitError, match="global batch of 15 images does not split over 2 processes"):
-        train("baseline", "synthetic", data_root=tmp_path / "data", run_dir=tmp_path / "run", epochs=1,
+        train("baseline", "synthetic", data=tmp_path / "data", run=tmp_path / "run", epochs=1,
               **{**TINY, "batch_size": 15})
     assert not (tmp_path / "data").exists()  # no data generated, no run file written (the run lock may leave the folder)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
@@ -98,7 +98,7 @@ def test_fit_restores_the_flags_after_a_run_and_after_a_failed_run(tmp_path, fla
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     before = backend_state()
-    run = train("baseline", "synthetic", data_root=tmp_path / "d", run_dir=tmp_path / "r", epochs=1, device="cpu",
+    run = train("baseline", "synthetic", data=tmp_path / "d", run=tmp_path / "r", epochs=1, device="cpu",
                 precision="tf32", fit_options={"deterministic": True}, **TINY)
     assert backend_state() == before
     cfg = yaml.safe_load((run.run_dir / "config.yaml").read_text())
@@ -111,7 +111,7 @@ def test_fit_restores_the_flags_after_a_run_and_after_a_failed_run(tmp_path, fla
     table = runs_table(tmp_path)
     assert list(table["precision"]) == ["tf32"]  # what 10_results shows
     with pytest.raises(FloatingPointError):  # a run that fails (nan loss) leaves the switches too
-        train("baseline", "synthetic", data_root=tmp_path / "d", run_dir=tmp_path / "n", epochs=1, device="cpu",
+        train("baseline", "synthetic", data=tmp_path / "d", run=tmp_path / "n", epochs=1, device="cpu",
               std=(0.0, 0.0, 0.0), fit_options={"deterministic": True}, **{**TINY, "batch_size": 48})
     assert backend_state() == before
 
@@ -236,7 +236,7 @@ def test_one_image_per_process_through_a_batchnorm_head_says_which_batch_to_pass
     tiny = {"dim_emb": 32, "depth": 1, "num_heads": 2, "head_hidden": (16, 8), "num_anchors": 2}
     with pytest.raises(BatchSplitError, match=r"grefel's BatchNorm cannot train on 1 image per process \(global batch "
                                               r"1 over 1 process\(es\), .*pass --batch-size 2 or more"):
-        train("grefel", "synthetic", data_root=tmp_path / "d", run_dir=tmp_path / "r", epochs=1, batch_size=1,
+        train("grefel", "synthetic", data=tmp_path / "d", run=tmp_path / "r", epochs=1, batch_size=1,
               max_steps=1, device="cpu", progress=False, model_kwargs=tiny, input_size=32, stored_size=32,
               train_transforms=[], sampler_kwargs={"num_samples": 8},
               dataset_kwargs={"n_train": 8, "n_test": 4, "progress": False})

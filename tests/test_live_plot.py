@@ -30,7 +30,7 @@ def test_train_forwards_callbacks(tmp_path):
     from ferlib.engine import train
 
     seen = []
-    run = train("baseline", "synthetic", run_dir=tmp_path / "run", epochs=2, max_steps=2, progress=False,
+    run = train("baseline", "synthetic", run=tmp_path / "run", epochs=2, max_steps=2, progress=False,
                 callbacks=[lambda row, result: seen.append((row, result["accuracy"]))])
     rows = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r for r, _ in seen] == rows

@@ -39,11 +39,13 @@ def test_help_notebook_lists_every_parameter_with_a_type_and_no_warning(path, ca
 
 
 def test_train_options_maps_the_shared_parameters_and_fills_the_run_name():
+    from ferlib.engine import DataOptions, RunDirOptions
     from ferlib.notebooks import train_options
 
     namespace = {"__annotations__": {"dataset": str, "data_root": object, "epochs": object, "seed": int,
-                                     "run_name": str, "feature_loss": object, "dry_run": bool},
-                 "dataset": "rafdb", "data_root": None, "epochs": 3, "seed": 1, "dry_run": True,
+                                     "run_name": str, "feature_loss": object, "dry_run": bool, "resume": bool},
+                 "dataset": "rafdb", "data_root": None, "epochs": 3, "seed": 1, "dry_run": True, "resume": True,
                  "run_name": "mfer_{dataset}_{feature_loss}", "feature_loss": None, "unrelated": 5}
     assert train_options(namespace, loss_kwargs={"feature_loss": "lgm"}) == {
-        "data_root": None, "epochs": 3, "seed": 1, "run_name": "mfer_rafdb_none", "loss_kwargs": {"feature_loss": "lgm"}}
+        "epochs": 3, "seed": 1, "run": RunDirOptions(run_name="mfer_rafdb_none", resume=True),
+        "data": DataOptions(data_root=None), "loss_kwargs": {"feature_loss": "lgm"}}

@@ -194,7 +194,7 @@ def test_a_run_trained_on_your_own_folder_predicts_its_folder_classes(tmp_path, 
     """make_split on a folder of class sub-folders, a 1-step run on it, then the photo: probabilities over the
     folder names (in the run's recorded order), and evaluate_run reads the same classes."""
     from ferlib.data.readers.imagefolder import make_split
-    from ferlib.engine import train
+    from ferlib.engine import RunDirOptions, train
     from ferlib.evaluation import evaluate_run
 
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
@@ -205,8 +205,8 @@ def test_a_run_trained_on_your_own_folder_predicts_its_folder_classes(tmp_path, 
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
                 tmp_path / "faces" / cls / f"P{i:02d}_{k}.png")
     make_split(tmp_path / "faces", 0.25, group_by=r"^(P\d+)_")
-    run = train("baseline", "imagefolder", data_root=str(tmp_path / "faces"), max_steps=1, device="cpu",
-                run_name="own", progress=False, epochs=1)
+    run = train("baseline", "imagefolder", data=str(tmp_path / "faces"), max_steps=1, device="cpu",
+                run=RunDirOptions(run_name="own"), progress=False, epochs=1)
     res = Predictor.from_run(run.run_dir)(PHOTO)
     assert len(res) == 1 and list(res[0].probs) == ["calm", "grin", "scowl"]
     assert sum(res[0].probs.values()) == pytest.approx(1.0, abs=1e-5)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ferlib.engine import run as run_mod
-from ferlib.engine.run import FromScratchWarning, train
+from ferlib.engine.run import DataOptions, FromScratchWarning, RunDirOptions, train
 from ferlib.recipes import list_recipes, load_card, load_recipe
 from ferlib.testing import FIXTURES_DIR, _REPO, install_weights, reference_state
 from ferlib.weights import WeightsNotFoundError
@@ -47,7 +47,7 @@ def test_dry_run_plans_the_papers_full_recipe(paper, home, tmp_path):
     n_train, n_test = _raf_counts()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plan = train(paper, "rafdb", data_root=RAF, run_dir=tmp_path / "run", dry_run=True)
+        plan = train(paper, "rafdb", data=RAF, run=tmp_path / "run", dry_run=True)
     on_disk = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert on_disk == json.loads(json.dumps(plan, default=str))
     assert (on_disk["model"], on_disk["dataset"]) == (card.model, "rafdb")
@@ -67,7 +67,7 @@ def test_missing_weights_stop_the_run_before_any_data_is_read(paper, home, tmp_p
 
     monkeypatch.setattr(run_mod, "load_recipe_splits", no_data)
     with pytest.raises(WeightsNotFoundError) as err:
-        train(paper, "rafdb", data_root=RAF, run_dir=tmp_path / "run")
+        train(paper, "rafdb", data=RAF, run=tmp_path / "run")
     msg = str(err.value)
     from ferlib.weights import get_weights
 
@@ -89,7 +89,7 @@ def test_pretrained_false_starts_the_cards_training_with_a_warning(paper, home, 
     monkeypatch.setattr(run_mod, "fit", fake_fit)
     monkeypatch.setattr(run_mod, "create_model", lambda name, **kw: torch.nn.Linear(1, 1))
     with pytest.warns(FromScratchWarning, match="paper's number is not expected|not released"):
-        train(paper, "rafdb", data_root=RAF, run_dir=tmp_path / "run", pretrained=False, cache=False)
+        train(paper, "rafdb", tmp_path / "run", DataOptions(RAF, cache=False), pretrained=False)
     card = load_recipe(paper, "rafdb")
     assert (seen["recipe"].epochs, seen["recipe"].batch_size) == (card.epochs, card.batch_size)
     assert seen["options"].max_steps is None and seen["options"].precision == "fp32" and seen["start"] == []
@@ -130,8 +130,8 @@ def test_pretrained_true_loads_the_card_files_into_the_model_that_trains(home, t
     monkeypatch.setattr(run_mod, "fit", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = train("emonet", "rafdb", data_root=RAF, run_dir=tmp_path / "run", pretrained=True, max_steps=1,
-                    epochs=1, batch_size=8, cache=False, progress=False, input_size=64,
+        res = train("emonet", "rafdb", tmp_path / "run", DataOptions(RAF, cache=False), pretrained=True, max_steps=1,
+                    epochs=1, batch_size=8, progress=False, input_size=64,
                     transform_kwargs={"eval_resize": 72})
     torch.testing.assert_close(seen["w"], tv["features.0.0.weight"])
     assert res.summary["complete"] is False and res.summary["limited_by"][0] == "max_steps"
@@ -151,8 +151,8 @@ def test_load_run_of_a_run_with_backbone_starts_needs_no_file(home, tmp_path, mo
                     reference_state("mobilefacenet_keys.txt", model="mobilefacenet"), wrap=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train("mmfrm", "rafdb", data_root=RAF, run_dir=tmp_path / "run", max_steps=1, epochs=1, batch_size=8,
-              cache=False, progress=False, input_size=32)
+        train("mmfrm", "rafdb", tmp_path / "run", DataOptions(RAF, cache=False), max_steps=1, epochs=1, batch_size=8,
+              progress=False, input_size=32)
     (home / "pretrained" / "mobilefacenet_model_best.pth.tar").unlink()
     model, recipe = load_run(tmp_path / "run")
     assert recipe.pretrained[0]["weights"] == "mobilefacenet_landmark"
@@ -186,16 +186,15 @@ def test_cli_pretrained_values():
 
 
 def test_a_fresh_run_never_replaces_a_previous_one_unless_asked(home, tmp_path):
-    kw = dict(run_dir=tmp_path / "run", max_steps=1, epochs=1, progress=False, input_size=32,
-              model_kwargs={"width": 8})
-    train("baseline", "synthetic", **kw)
+    kw = dict(max_steps=1, epochs=1, progress=False, input_size=32, model_kwargs={"width": 8})
+    train("baseline", "synthetic", tmp_path / "run", **kw)
     best = (tmp_path / "run" / "best.pt").read_bytes()
     from ferlib.engine.policy import RunExistsError
 
     with pytest.raises(RunExistsError, match="overwrite=True"):
-        train("baseline", "synthetic", resume=False, **kw)
+        train("baseline", "synthetic", RunDirOptions(tmp_path / "run", resume=False), **kw)
     assert (tmp_path / "run" / "best.pt").read_bytes() == best
-    train("baseline", "synthetic", resume=False, overwrite=True, seed=1, **kw)
+    train("baseline", "synthetic", RunDirOptions(tmp_path / "run", resume=False, overwrite=True), seed=1, **kw)
     assert (tmp_path / "run" / "best.pt").read_bytes() != best
 
 
@@ -250,12 +249,12 @@ def test_resume_never_restarts_silently_nor_mixes_recipes(home, tmp_path):
 
     kw = dict(max_steps=1, epochs=1, progress=False, input_size=32, model_kwargs={"width": 8})
     with pytest.raises(ResumeError, match="holds no last.pt"):
-        train("baseline", "synthetic", run_dir=tmp_path / "none", resume="must", **kw)
+        train("baseline", "synthetic", RunDirOptions(tmp_path / "none", resume="must"), **kw)
     assert not (tmp_path / "none").exists()
-    train("baseline", "synthetic", run_dir=tmp_path / "run", **kw)
+    train("baseline", "synthetic", run=tmp_path / "run", **kw)
     best = (tmp_path / "run" / "best.pt").read_bytes()
     with pytest.raises(ResumeError, match=r"another recipe \(lr: .* in the run, 0.5 now"):
-        train("baseline", "synthetic", run_dir=tmp_path / "run", resume="must", lr=0.5, **kw)
+        train("baseline", "synthetic", RunDirOptions(tmp_path / "run", resume="must"), lr=0.5, **kw)
     for name in ("last.pt", "last.pt.prev"):
         p = tmp_path / "run" / name
         if p.exists():
@@ -263,9 +262,9 @@ def test_resume_never_restarts_silently_nor_mixes_recipes(home, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ResumeError, match="cannot resume .*unreadable.*Found: .*best.pt"):
-            train("baseline", "synthetic", run_dir=tmp_path / "run", resume="must", **kw)
+            train("baseline", "synthetic", RunDirOptions(tmp_path / "run", resume="must"), **kw)
         with pytest.raises(ResumeError):                # 'auto' does not restart over a previous run either
-            train("baseline", "synthetic", run_dir=tmp_path / "run", resume="auto", **kw)
+            train("baseline", "synthetic", RunDirOptions(tmp_path / "run", resume="auto"), **kw)
     assert (tmp_path / "run" / "best.pt").read_bytes() == best
 
 
@@ -310,7 +309,7 @@ def test_a_synthetic_run_never_writes_into_a_users_data_folder(home, tmp_path):
 
 
 def test_lost_or_damaged_metrics_never_change_the_selected_checkpoint(home, tmp_path):
-    kw = dict(run_dir=tmp_path / "run", epochs=2, progress=False, input_size=32, model_kwargs={"width": 8},
+    kw = dict(run=tmp_path / "run", epochs=2, progress=False, input_size=32, model_kwargs={"width": 8},
               dataset_kwargs={"n_train": 64, "n_test": 32})
     first = train("baseline", "synthetic", epochs=1, **{k: v for k, v in kw.items() if k != "epochs"})
     metrics = tmp_path / "run" / "metrics.jsonl"

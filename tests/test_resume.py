@@ -54,11 +54,11 @@ def test_stop_mid_epoch_then_resume_from_fallback_is_bit_identical(tmp_path):
     """SAM + accumulation + EMA + a recipe sampler, stopped mid-epoch 2, newest checkpoint corrupted:
     the resumed run falls back to the previous (also mid-epoch) checkpoint and ends where an
     uninterrupted run ends."""
-    kw = dict(TINY, epochs=2, batch_size=8, sam=True, sampler="imbalanced", data_root=tmp_path / "data", seed=5)
+    kw = dict(TINY, epochs=2, batch_size=8, sam=True, sampler="imbalanced", data=tmp_path / "data", seed=5)
     fo = {"accumulate": 2, "ema": 0.5, "checkpoint_every_steps": 1, "deterministic": True}
-    full = train("baseline", "synthetic", run_dir=tmp_path / "full", fit_options=fo, **kw)
+    full = train("baseline", "synthetic", run=tmp_path / "full", fit_options=fo, **kw)
     part_dir = tmp_path / "part"
-    stopped = train("baseline", "synthetic", run_dir=part_dir, fit_options={**fo, "stop_after_steps": 5}, **kw)
+    stopped = train("baseline", "synthetic", run=part_dir, fit_options={**fo, "stop_after_steps": 5}, **kw)
     assert stopped.summary["stopped"] and stopped.summary["stopped_at_step"] == 5
     ck = load_checkpoint(part_dir / "last.pt")["state"]
     prev = load_checkpoint(part_dir / "last.pt.prev")["state"]
@@ -66,7 +66,7 @@ def test_stop_mid_epoch_then_resume_from_fallback_is_bit_identical(tmp_path):
     assert (ck["epoch"], ck["batch_in_epoch"], prev["epoch"], prev["step"], prev["batch_in_epoch"]) == (1, 4, 1, 4, 2)
     (part_dir / "last.pt").write_bytes((part_dir / "last.pt").read_bytes()[:100])
     with pytest.warns(UserWarning, match="unreadable"):
-        part = train("baseline", "synthetic", run_dir=part_dir, fit_options=fo, **kw)
+        part = train("baseline", "synthetic", run=part_dir, fit_options=fo, **kw)
     a, b = load_checkpoint(full.run_dir / "last.pt"), load_checkpoint(part.run_dir / "last.pt")
     assert_same_weights(a["model"], b["model"])
     assert_same_weights(a["ema"], b["ema"])

@@ -184,7 +184,7 @@ def test_two_fresh_runs_into_one_directory_one_trains_other_exits_2(tmp_path):
     _refusal(results[1 - win][2], procs[win])
     rows = _one_run(run, seed=1 + win, epochs=2)
     # the same run as the winner's alone: every metrics line is its seed's
-    alone = train("baseline", "synthetic", data_root=data, run_dir=tmp_path / "alone", epochs=2, batch_size=8,
+    alone = train("baseline", "synthetic", data=data, run=tmp_path / "alone", epochs=2, batch_size=8,
                   seed=1 + win, device="cpu", input_size=32, model_kwargs={"width": 8}, dataset_kwargs=TINY_DATA,
                   fit_options={"deterministic": True}, threads=1, progress=False)
     assert _without_time(rows) == _without_time(RunDir(alone.run_dir).metrics())
@@ -194,7 +194,7 @@ def test_resume_racing_a_fresh_run(tmp_path):
     from ferlib.engine import train
 
     data, run = _synthetic(tmp_path / "data"), tmp_path / "run"
-    stopped = train("baseline", "synthetic", data_root=data, run_dir=run, epochs=2, batch_size=8, seed=1, device="cpu",
+    stopped = train("baseline", "synthetic", data=data, run=run, epochs=2, batch_size=8, seed=1, device="cpu",
                     input_size=32, model_kwargs={"width": 8}, dataset_kwargs=TINY_DATA, threads=1, progress=False,
                     fit_options={"deterministic": True, "stop_after_steps": 5})
     assert stopped.summary["stopped"]

@@ -200,7 +200,7 @@ def writes(monkeypatch):
 def test_train_writes_config_and_summary_once(syn_root, tmp_path, writes):
     from ferlib.engine import train
 
-    run = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "r", epochs=1, **TINY)
+    run = train("baseline", "synthetic", data=syn_root, run=tmp_path / "r", epochs=1, **TINY)
     assert writes == {R.CONFIG: 1, R.SUMMARY: 1}
     cfg = RunDir(run.run_dir).config()
     assert cfg["data"]["source"] == {"data_root": str(syn_root.resolve()), "cache": "auto"}
@@ -212,17 +212,17 @@ def test_train_writes_config_and_summary_once(syn_root, tmp_path, writes):
     assert _no_temporaries(run.run_dir) == []
 
     writes.clear()
-    again = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "r", epochs=1, **TINY)
+    again = train("baseline", "synthetic", data=syn_root, run=tmp_path / "r", epochs=1, **TINY)
     assert writes == {R.SUMMARY: 1}                                 # resumed (already complete): config.yaml stands
     assert again.summary["limited_by"] == on_disk["limited_by"]
     assert yaml.safe_load((run.run_dir / R.CONFIG).read_text()) == cfg
 
 
 def test_validation_holdout_tests_best_before_the_one_summary_write(syn_root, tmp_path, writes):
-    from ferlib.engine import train
+    from ferlib.engine import DataOptions, train
     from ferlib.engine.checkpoint import load_checkpoint
 
-    run = train("baseline", "synthetic", data_root=syn_root, run_dir=tmp_path / "v", epochs=1, val_fraction=0.25,
+    run = train("baseline", "synthetic", tmp_path / "v", DataOptions(syn_root, val_fraction=0.25), epochs=1,
                 **TINY)
     assert writes == {R.CONFIG: 1, R.SUMMARY: 1}
     s = RunDir(run.run_dir).summary()

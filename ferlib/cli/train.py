@@ -139,7 +139,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
-    from ferlib.engine import train
+    from ferlib.engine import DataOptions, RunDirOptions, train
     from ferlib.engine.distributed import cleanup_distributed, rank_and_world
 
     overrides = parse_set(args.set)
@@ -156,12 +156,12 @@ def _main(args) -> int:
                    "checkpoint_every_steps": args.checkpoint_every_steps, "stop_after_steps": args.stop_after_steps,
                    "ema": args.ema, "eval_tta": args.tta, "find_unused_parameters": args.find_unused_parameters}
     try:
-        run = train(paper, args.dataset, data_root=args.data_root, run_dir=args.run_dir, run_name=args.run_name,
+        run_dir = RunDirOptions(args.run_dir, args.run_name, args.resume, args.overwrite, break_lock=args.break_lock)
+        data = DataOptions(args.data_root, args.cache, args.val_fraction, args.base_recipe)
+        run = train(paper, args.dataset, run_dir, data,
                     device=args.device, epochs=args.epochs, batch_size=args.batch_size, max_steps=args.max_steps,
-                    pretrained=args.pretrained, precision=args.precision, seed=args.seed, resume=args.resume,
-                    val_fraction=args.val_fraction, fit_options=fit_options, progress=args.progress, cache=args.cache,
-                    dry_run=args.dry_run, threads=args.threads, base_recipe=args.base_recipe,
-                    overwrite=args.overwrite, break_lock=args.break_lock, **overrides)
+                    pretrained=args.pretrained, precision=args.precision, seed=args.seed, fit_options=fit_options,
+                    progress=args.progress, dry_run=args.dry_run, threads=args.threads, **overrides)
         if args.dry_run:
             return 0
         if rank_and_world()[0] == 0:

@@ -187,11 +187,45 @@ def resolve_recipe(paper: str, dataset: str, data_root=None, base_recipe: str | 
     return recipe
 
 
-def _run_dir(paper: str, dataset: str, run_dir, run_name) -> Path:
+@dataclasses.dataclass(frozen=True)
+class RunDirOptions:
+    """Which run directory :func:`train` writes, and what happens to a run already there
+    (:func:`ferlib.engine.policy.decide` says which: new, resume, overwrite, reuse or refuse)."""
+
+    run_dir: str | Path | None = None  # None: results/runs/<run_name>, or <paper>_<dataset>_<time stamp>
+    run_name: str | None = None
+    resume: bool | str = "auto"        # True/"auto": continue a checkpoint there; "must": or refuse; False: afresh
+    overwrite: bool = False            # a fresh run may replace a previous run there
+    reuse: bool = False                # a finished run there with the same settings is returned, not retrained
+    break_lock: bool = False           # take over a lock held from another host (that run must be gone)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """Which data :func:`train` reads, and how."""
+
+    data_root: str | Path | None = None  # None: data/<folder> of the dataset's record
+    cache: bool | str | Path = "auto"    # "auto": the uint8 tensor cache for real datasets; True / a folder; False
+    val_fraction: float | None = None    # hold out this stratified share of train and select on it
+    base_recipe: str | None = None       # dataset="imagefolder": the card entry it trains with (default rafdb)
+
+
+def run_options(run) -> RunDirOptions:
+    """``train(run=…)``: a :class:`RunDirOptions`, or a path standing for ``RunDirOptions(run_dir=path)``."""
+    return run if isinstance(run, RunDirOptions) else RunDirOptions(run_dir=run)
+
+
+def data_options(data) -> DataOptions:
+    """``train(data=…)``: a :class:`DataOptions`, or a path standing for ``DataOptions(data_root=path)``."""
+    return data if isinstance(data, DataOptions) else DataOptions(data_root=data)
+
+
+def _run_dir(paper: str, dataset: str, run: RunDirOptions) -> Path:
     from .distributed import all_gather_objects
 
+    run_dir = run.run_dir
     if run_dir is None:
-        run_dir = results_dir() / "runs" / (run_name or f"{paper}_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = results_dir() / "runs" / (run.run_name or f"{paper}_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir = all_gather_objects(run_dir)[0]  # every rank uses rank 0's time stamp
     return Path(run_dir)
 
@@ -199,20 +233,22 @@ def _run_dir(paper: str, dataset: str, run_dir, run_name) -> Path:
 def _locked_run_dir(args: dict) -> Path | None:
     """The directory ``train`` locks on entry: a named one (``run_dir`` / ``run_name``; a time-stamped one is new
     and ``fit`` locks it), none for a dry run."""
-    if args["dry_run"] or (args["run_dir"] is None and args["run_name"] is None):
+    run = run_options(args["run"])
+    if args["dry_run"] or (run.run_dir is None and run.run_name is None):
         return None
-    return _run_dir(args["paper"], args["dataset"], args["run_dir"], args["run_name"])
+    return _run_dir(args["paper"], args["dataset"], run)
 
 
-@holds_run_dir(_locked_run_dir)  # one writer per run directory, before anything is read or checked
-def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, run_name: str | None = None,
-          device: str = "auto", epochs: int | None = None, batch_size: int | None = None,
+@holds_run_dir(_locked_run_dir, lambda args: run_options(args["run"]).break_lock)  # one writer, before any check
+def train(paper: str, dataset: str = "synthetic", run: RunDirOptions | str | Path | None = None,
+          data: DataOptions | str | Path | None = None, *, epochs: int | None = None, batch_size: int | None = None,
           max_steps: int | None = None, pretrained="card", precision: str | None = None, seed: int = 0,
-          resume: bool | str = "auto", val_fraction: float | None = None, fit_options: dict | None = None,
-          progress: bool | None = None, callbacks=(), cache="auto", dry_run: bool = False,
-          threads: int | None = None, base_recipe: str | None = None, overwrite: bool = False, reuse: bool = False,
-          break_lock: bool = False, **recipe_overrides):
+          device: str = "auto", fit_options: dict | None = None, progress: bool | None = None, callbacks=(),
+          threads: int | None = None, dry_run: bool = False, **recipe_overrides):
     """Train ``paper``'s recipe for ``dataset`` and return the run (see ``ferlib.engine.loop`` for the files).
+
+    ``train("fermam", "rafdb", run="results/runs/mine", data="data/RAF-DB", epochs=2)``: ``run`` is the run
+    directory (:class:`RunDirOptions`, or its path), ``data`` the data (:class:`DataOptions`, or its root).
 
     The defaults are the paper's run: the card's epochs, batch, schedule and evaluation on the whole
     evaluation split, from the card's starting weights, in the card's precision. Less only when asked:
@@ -223,7 +259,7 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     One writer per run directory: the call holds ``run_dir/run.lock`` (:meth:`ferlib.runs.RunDir.lock`) from
     its first line to its return; while another process holds it, it raises :class:`ferlib.runs.RunLockedError`
     naming that process at once. A lock left by a killed process on this host is taken over with a warning;
-    ``break_lock=True`` breaks one held from another host (make sure that run is gone).
+    ``RunDirOptions(break_lock=True)`` breaks one held from another host (make sure that run is gone).
 
     ``pretrained``: ``"card"``/True = the card's starting weights (``ferlib.weights.start``), False = random
     init (warns on a real dataset), or a ``ferlib.weights`` entry / file. Missing files stop the run before
@@ -233,30 +269,31 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     ``test/<class>/`` folders under ``data_root``, trained with the card's ``base_recipe`` entry (default
     rafdb). ``val_fraction`` holds out a stratified validation split of train and selects the checkpoint on
     it; otherwise selection is on the evaluation split, as the authors' code does. ``callbacks``:
-    ``cb(row, result)`` after each epoch. ``cache``: "auto" (the uint8 tensor cache for real datasets),
-    True / a folder, or False (see :func:`load_recipe_splits`). ``threads``: torch CPU threads (None honours
-    ``OMP_NUM_THREADS``). ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields. Under
-    ``torchrun`` the process group is joined here; every rank returns the run, only rank 0 writes.
-    ``resume``: ``"auto"``/True continue the run in ``run_dir`` when it has a checkpoint (else start afresh),
-    ``"must"`` continue it or raise :class:`~ferlib.engine.loop.ResumeError` saying what was found and why each
-    file was refused, False start afresh; a resume with another recipe (other than more epochs) is refused.
-    A fresh run (``resume=False``, or nothing to resume) into a directory holding a previous run refuses
-    (:class:`~ferlib.engine.loop.RunExistsError`) unless ``overwrite=True``; this is checked before any data
-    is read. ``reuse``: when ``run_dir`` holds a finished run with the same settings (resolved recipe, seed,
-    ``max_steps``, starting weights), return it without training, after printing ``already complete: reusing …``
-    and replaying its ``metrics.jsonl`` rows to ``callbacks`` (``result`` None); a finished run with other settings
-    raises :class:`~ferlib.engine.reuse.RecipeChangedError` naming them, unless ``resume`` or ``overwrite`` says
-    what to do (:mod:`ferlib.engine.reuse`; the notebooks' default, so that they can run again).
+    ``cb(row, result)`` after each epoch. ``cache``: see :func:`load_recipe_splits`. ``threads``: torch CPU
+    threads (None honours ``OMP_NUM_THREADS``). ``fit_options``: :class:`~ferlib.engine.loop.FitOptions` fields.
+    Under ``torchrun`` the process group is joined here; every rank returns the run, only rank 0 writes.
+
+    What happens to a run already in the run directory is decided before any data is read, by
+    :func:`ferlib.engine.policy.decide`: ``resume`` ``"auto"``/True continues it from its checkpoint (else
+    starts afresh), ``"must"`` continues it or raises ``ResumeError`` saying what was found and why each file
+    was refused, False starts afresh; a resume with another recipe (other than more epochs) is refused. A fresh
+    run into a directory holding a previous run refuses (``RunExistsError``) unless ``overwrite``. ``reuse``:
+    a finished run with the same settings (resolved recipe, seed, ``max_steps``, starting weights) is returned
+    without training, after printing ``already complete: reusing …`` and replaying its ``metrics.jsonl`` rows
+    to ``callbacks`` (``result`` None); a finished run with other settings raises ``RecipeChangedError``
+    naming them, unless ``resume`` or ``overwrite`` says what to do (the notebooks' default, so that they can
+    run again).
     """
     from ferlib.weights.start import require_start_files, resolve_start
 
-    from .distributed import init_distributed, launched_world_size, per_process_batch, rank0_first, rank_and_world
+    from .distributed import launched_world_size, per_process_batch
     from .env import configure_threads
 
+    run, data = run_options(run), data_options(data)
     configure_threads(threads)
     fit_options = dict(fit_options or {})
     precision = precision or fit_options.pop("precision", None)
-    recipe = resolve_recipe(paper, dataset, data_root, base_recipe, **recipe_overrides)
+    recipe = resolve_recipe(paper, dataset, data.data_root, data.base_recipe, **recipe_overrides)
     card_epochs = recipe.epochs
     recipe = recipe.replace(epochs=epochs, batch_size=batch_size)
     if precision not in (None, "auto"):
@@ -266,24 +303,36 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
     if max_steps is None:
         max_steps = recipe.max_steps
     if dry_run:
-        return plan_run(recipe, items, data_root, _run_dir(paper, dataset, run_dir, run_name), max_steps, device,
-                        val_fraction, cache)
-    if run_dir is not None or run_name is not None:  # a named folder may hold a run: decided before any data is read
-        target = _run_dir(paper, dataset, run_dir, run_name)
-        settings = _settings(recipe, items, max_steps, seed, val_fraction, fit_options) if reuse else None
-        decision = decide(target, resume, overwrite, reuse=settings, load=False)
+        return plan_run(recipe, items, data.data_root, _run_dir(paper, dataset, run), max_steps, device,
+                        data.val_fraction, data.cache)
+    if run.run_dir is not None or run.run_name is not None:  # a named folder may hold a run: decided before the data
+        target = _run_dir(paper, dataset, run)
+        settings = _settings(recipe, items, max_steps, seed, data.val_fraction, fit_options) if run.reuse else None
+        decision = decide(target, run.resume, run.overwrite, reuse=settings, load=False)
         if decision.action == "reuse":
             return _reused(target, recipe, decision.summary, callbacks)
     check_device(device, recipe.precision)
     require_start_files(items, f"{paper} on {dataset}")
     _warn_start(recipe, items, pretrained)
+    fit_kw = {"selected_on": "val" if data.val_fraction else "test_selected", "overwrite": run.overwrite,
+              **fit_options}
+    opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, precision=recipe.precision,
+                      **fit_kw)
+    return _train(paper, dataset, recipe, items, run, data, opts, callbacks, card_epochs)
 
-    init_distributed(device)  # torchrun: join the process group (no-op for one process)
+
+def _train(paper: str, dataset: str, recipe: Recipe, items, run: RunDirOptions, data: DataOptions, opts: FitOptions,
+           callbacks, card_epochs: int) -> RunResult:
+    """:func:`train` past its checks: the data, the model from its starting weights, the loss, then :func:`fit`."""
+    from .distributed import init_distributed, rank0_first, rank_and_world
+
+    init_distributed(opts.device)  # torchrun: join the process group (no-op for one process)
     rank, _ = rank_and_world()
     # rank 0 generates the synthetic set / builds the cache first, however long it takes (a heartbeat, no fixed
     # timeout); the others then read what it wrote
     train_ds, eval_ds = rank0_first(
-        lambda: load_recipe_splits(recipe, data_root, progress=progress is not False and rank == 0, cache=cache),
+        lambda: load_recipe_splits(recipe, data.data_root, progress=opts.progress is not False and rank == 0,
+                                   cache=data.cache),
         "read the data (generate the synthetic set or build the cache)")
     data_classes = len(train_ds.classes)
     if data_classes != recipe.num_classes:
@@ -291,24 +340,21 @@ def train(paper: str, dataset: str = "synthetic", data_root=None, run_dir=None, 
                                  f"recipe has num_classes={recipe.num_classes}; drop the num_classes override (or use "
                                  f"the card entry for this label set)")
     select_ds = eval_ds
-    if val_fraction:
-        train_ds, select_ds = holdout(train_ds, val_fraction, seed)
-    run_dir = _run_dir(paper, dataset, run_dir, run_name)
-    seed_everything(seed)  # the initial weights depend on the seed too
+    if data.val_fraction:
+        train_ds, select_ds = holdout(train_ds, data.val_fraction, opts.seed)
+    run_dir = _run_dir(paper, dataset, run)
+    seed_everything(opts.seed)  # the initial weights depend on the seed too
     model = create_model(recipe.model, num_classes=recipe.num_classes, **recipe.model_kwargs)
     if items:
         from ferlib.weights.start import load_start
 
         load_start(model, items)
     loss = build_loss(recipe)
-    fit_kw = {"selected_on": "val" if val_fraction else "test_selected", "overwrite": overwrite, **fit_options}
-    opts = FitOptions(device=device, max_steps=max_steps, seed=seed, progress=progress, precision=recipe.precision,
-                      **fit_kw)
     # fit writes config.yaml and summary.json once, complete: where the data came from, the card's epochs
     # (fewer: not the paper's run) and, with a held-out split, best.pt on the test split
-    summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=resume, options=opts,
-                  callbacks=callbacks, start=[i.to_dict() for i in items], test=eval_ds if val_fraction else None,
-                  data_source=data_source(data_root, cache), card_epochs=card_epochs)
+    summary = fit(model, loss, recipe, train_ds, select_ds, run_dir, resume=run.resume, options=opts,
+                  callbacks=callbacks, start=[i.to_dict() for i in items], test=eval_ds if data.val_fraction else None,
+                  data_source=data_source(data.data_root, data.cache), card_epochs=card_epochs)
     return RunResult(Path(run_dir), recipe, summary)
 
 

@@ -48,9 +48,10 @@ def one_writer(run_dir, break_lock: bool = False):
             lock.release()
 
 
-def holds_run_dir(run_dir_of):
+def holds_run_dir(run_dir_of, break_lock_of=lambda arguments: False):
     """Decorator: the call holds the run directory ``run_dir_of(arguments)`` names (None: no lock) for its whole
-    length; ``arguments`` are the call's bound arguments with defaults, ``break_lock`` among them when it has one."""
+    length, breaking a lock held from another host when ``break_lock_of(arguments)``; ``arguments`` are the
+    call's bound arguments with defaults."""
 
     def wrap(fn):
         signature = inspect.signature(fn)
@@ -62,7 +63,7 @@ def holds_run_dir(run_dir_of):
             target = run_dir_of(bound.arguments)
             if target is None:
                 return fn(*args, **kwargs)
-            with one_writer(Path(target), bool(bound.arguments.get("break_lock", False))):
+            with one_writer(Path(target), bool(break_lock_of(bound.arguments))):
                 return fn(*args, **kwargs)
 
         return locked

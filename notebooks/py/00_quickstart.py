@@ -39,7 +39,7 @@ data_root: Optional[str] = None  # None: data/<dataset>
 # %%
 import ferlib
 from ferlib.data import load_dataset
-from ferlib.engine import train
+from ferlib.engine import RunDirOptions, train
 from ferlib.engine.baselines import pixel_logistic_regression
 from ferlib.viz import plot_confusion, plot_curves, plot_samples, plot_tsne
 from ferlib.viz.live import LivePlot
@@ -65,8 +65,8 @@ print(f"logistic regression on raw pixels: {pixel_acc:.3f} test accuracy")
 # One engine for every paper: the recipe card says what to train, the engine how. The progress bar and the curves (loss, accuracy per epoch) update while it trains.
 
 # %%
-run = train(model, dataset, data_root=data_root, run_name=run_name, epochs=epochs, batch_size=batch_size,
-            device=device, max_steps=max_steps, seed=seed, resume=False, overwrite=overwrite, reuse=reuse,
+run = train(model, dataset, run=RunDirOptions(run_name=run_name, resume=False, overwrite=overwrite, reuse=reuse),
+            data=data_root, epochs=epochs, batch_size=batch_size, device=device, max_steps=max_steps, seed=seed,
             callbacks=[LivePlot(title=model)])
 run
 

@@ -81,8 +81,7 @@ del model
 # One engine call: the card's recipe, SAM's two passes per batch, evaluation on the test split after every epoch (the authors select the best epoch on it).
 
 # %%
-run = plan if dry_run else train("fermam", dataset, callbacks=[LivePlot(title="fermam")], resume=resume, overwrite=overwrite,
-                                 **options)
+run = plan if dry_run else train("fermam", dataset, callbacks=[LivePlot(title="fermam")], **options)
 run
 
 # %% [markdown]

@@ -77,8 +77,7 @@ del model
 # One engine call; the loss's `set_epoch` switches RFLoss on at the card's epoch.
 
 # %%
-run = plan if dry_run else train("mmfrm", dataset, callbacks=[LivePlot(title="mmfrm")], resume=resume, overwrite=overwrite,
-                                 **options)
+run = plan if dry_run else train("mmfrm", dataset, callbacks=[LivePlot(title="mmfrm")], **options)
 run
 
 # %% [markdown]

@@ -75,8 +75,7 @@ del model
 # One engine call with the card's recipe and the chosen λ.
 
 # %%
-run = plan if dry_run else train("emonet", dataset, callbacks=[LivePlot(title="emonet")], resume=resume, overwrite=overwrite,
-                                 **options)
+run = plan if dry_run else train("emonet", dataset, callbacks=[LivePlot(title="emonet")], **options)
 run
 
 # %% [markdown]

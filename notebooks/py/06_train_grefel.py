@@ -82,8 +82,7 @@ del model
 # One engine call with the card's recipe, the chosen loss weights and number of anchors.
 
 # %%
-run = plan if dry_run else train("grefel", dataset, callbacks=[LivePlot(title="grefel")], resume=resume, overwrite=overwrite,
-                                 **options)
+run = plan if dry_run else train("grefel", dataset, callbacks=[LivePlot(title="grefel")], **options)
 run
 
 # %% [markdown]

@@ -80,8 +80,7 @@ del model
 # One engine call with the card's recipe and the chosen feature loss.
 
 # %%
-run = plan if dry_run else train("mfer", dataset, callbacks=[LivePlot(title="mfer")], resume=resume, overwrite=overwrite,
-                                 **options)
+run = plan if dry_run else train("mfer", dataset, callbacks=[LivePlot(title="mfer")], **options)
 run
 
 # %% [markdown]
