@@ -15,8 +15,8 @@ which owns its files (``config.yaml`` and ``summary.json`` are each written once
 
 Model selection is labelled honestly: by default the epoch is chosen on the evaluation split (the
 test split, as the authors' code does) and the metrics are called ``test_selected``; with a held-out
-split (``train(val_fraction=…)``) they are ``val_selected`` and the test split is reported separately
-(``fit(test=…)`` evaluates ``best.pt`` on it before summary.json is written).
+split (``train(data=DataOptions(val_fraction=…))``) they are ``val_selected`` and the test split is reported
+separately (``fit(test=…)`` evaluates ``best.pt`` on it before summary.json is written).
 
 Several processes (``torchrun``): DDP, each rank its share of every epoch (:class:`EpochSampler`),
 metrics summed over ranks, evaluation sharded and gathered, only rank 0 writes. One process is the

@@ -1,5 +1,5 @@
-"""Reusing a finished run: what ``train(reuse=True)`` does (the notebooks' default, so that ``make notebooks``
-can run again).
+"""Reusing a finished run: what ``train(run=RunDirOptions(reuse=True))`` does (the notebooks' default, so that
+``make notebooks`` can run again).
 
 A run directory holds a *finished* run when its ``summary.json`` exists, the run was not stopped, and it ran
 what it planned: every epoch of its recipe, or ``max_steps`` optimiser steps for a smoke run. Such a run is

@@ -367,7 +367,7 @@ def _settings(recipe: Recipe, items, max_steps, seed, val_fraction, fit_options)
 
 
 def _reused(target: Path, recipe: Recipe, summary: dict, callbacks) -> RunResult:
-    """``train(reuse=True)`` found its run finished in ``target``: say so, replay its rows to ``callbacks``."""
+    """``RunDirOptions(reuse=True)`` found its run finished in ``target``: say so, replay its rows to ``callbacks``."""
     from .reuse import reuse_message
 
     print(reuse_message(target, summary), flush=True)
