@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ferlib.notebooks import execute, list_notebooks, sync
+from ferlib.notebooks import MAX_DEFAULT_JOBS, default_jobs, execute, list_notebooks, run_parallel, sync
 
 
 def main(argv=None) -> int:
@@ -19,6 +19,10 @@ def main(argv=None) -> int:
     r.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="a parameter")
     a = sub.add_parser("run-all", help="run every numbered notebook on its defaults")
     a.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[], help="a parameter")
+    a.add_argument("--jobs", "-j", type=_positive, default=default_jobs(), metavar="N",
+                   help="notebooks run at once, each in its own process, in the order ferlib.notebooks.NEEDS allows "
+                        f"(default: the cores available, at most {MAX_DEFAULT_JOBS}: %(default)s here); each gets "
+                        "OMP_NUM_THREADS = cores // N unless it is set; 1 runs them one after another in this process")
     sub.add_parser("sync", help="regenerate the paired py:percent scripts notebooks/py/*.py (jupytext)")
     args = ap.parse_args(argv)
     if args.cmd == "sync":
@@ -31,6 +35,8 @@ def main(argv=None) -> int:
 
     params = {k: yaml.safe_load(v) for k, v in args.p}
     names = [p.stem for p in list_notebooks()] if args.cmd == "run-all" else args.names
+    if args.cmd == "run-all" and args.jobs > 1:
+        return run_parallel(names, args.p, jobs=args.jobs)
     for n in names:
         try:
             execute(n, params)
@@ -41,6 +47,13 @@ def main(argv=None) -> int:
             print(f"error: {n}: {line}", file=sys.stderr, flush=True)
             return 2
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def stopped_on_users_error(err: BaseException) -> str | None:
