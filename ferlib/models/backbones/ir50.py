@@ -66,7 +66,9 @@ class IR50(nn.Module):
     """IR-50 with ``num_stages`` stages (3: POSTER/FERMam/GReFEL, 4: the MS-Celeb-1M model).
 
     Input [B,3,H,W] of any size: ``forward`` first nearest-resizes it to 112×112 (upstream
-    ``F.interpolate(x, size=112)``; for 224 this keeps the pixels at even indices).
+    ``F.interpolate(x, size=112)``; for 224 this keeps the pixels at even indices). ``input_size``
+    another multiple of 16 (3 stages only; e.g. 64 for the synthetic CPU demo, not a paper setting)
+    resizes to that instead and gives (input_size / 16)² tokens.
 
     - ``forward_stages(x)`` → the output of every stage: [B,64,56,56], [B,128,28,28],
       [B,256,14,14] (and [B,512,7,7] with 4 stages). GReFEL taps the first three.
@@ -82,8 +84,9 @@ class IR50(nn.Module):
         if num_stages not in (3, 4):
             raise ValueError(f"IR-50 has 3 (POSTER/FERMam) or 4 (MS-Celeb-1M) stages, got {num_stages}")
         counts = _unit_counts(num_stages, units)
-        if input_size != 112:
-            raise ValueError("IR-50 is defined at 112×112 (forward resizes every input to it)")
+        if input_size != 112 and (num_stages != 3 or input_size % 16 or input_size < 16):
+            raise ValueError(f"IR-50 is defined at 112×112; another input_size needs 3 stages and a multiple of 16 "
+                             f"(the token view), got {input_size} with {num_stages} stages")
         self.num_stages = num_stages
         self.input_size = input_size
         self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
@@ -134,10 +137,11 @@ class IR50(nn.Module):
         return self.body(self.input_layer(self._resize(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """3 stages: tokens [B,49,1024] (raw view of the NCHW map); 4 stages: embedding [B,512]."""
+        """3 stages: tokens [B,49,1024] (raw view of the NCHW map; (input_size/16)² tokens at another size);
+        4 stages: embedding [B,512]."""
         feat = self.forward_features(x)
         if self.num_stages == 3:
-            return feat.reshape(feat.shape[0], 49, 1024)
+            return feat.reshape(feat.shape[0], -1, 1024)
         return self.output_layer(feat)
 
     def load_upstream(self, state: dict, strict: bool = True) -> list[str]:

@@ -21,6 +21,10 @@ option               default (upstream)          alternative
 ``conv_ssm_mode``    "conv_ssm" (§4)             "conv_only" / "ssm_only": the Conv-SSM ablation
 ===================  ==========================  ==============================================
 
+Two options are not the paper's network at all and exist for the synthetic CPU demo only: ``ir_units``
+(a shallower IR-50) and ``backbone_size`` (both branches see 64×64 instead of 112×112: a 4×4 token grid,
+about a third of the compute).
+
 ``conv_ssm_mode`` is not a code-vs-paper switch but the paper's own Conv-SSM ablation: the disabled
 half of ``ir_ssm`` passes its channels through unchanged, as upstream's ``mode`` argument does.
 """
@@ -58,6 +62,9 @@ class FERMam(nn.Module):
         img_size, type: accepted and ignored, as upstream.
         ir_units: IR-50 units per stage (default IR-50's (3, 4, 14)); fewer, e.g. (1, 1, 2), make the
             shallower image branch of the CPU demo (the synthetic card entry; not the paper's network).
+        backbone_size: the side both backbones see (default 112, the paper's); a multiple of 16 of at
+            least 64 gives (backbone_size / 16)² tokens (64: 16 tokens on a 4×4 grid; the CPU demo only).
+            Away from 112 the landmark net's discarded GDC head (sized for a 7×7 map) is not run.
         The other options: see the module docstring.
     """
 
@@ -78,8 +85,13 @@ class FERMam(nn.Module):
         landmark_bn_train: bool = True,
         dropout: float = 0.1,
         ir_units=None,
+        backbone_size: int = 112,
     ):
         super().__init__()
+        if backbone_size != 112 and (backbone_size % 16 or backbone_size < 64):
+            raise ValueError(f"backbone_size must be 112 or a multiple of 16 of at least 64 (the pyramid pools the "
+                             f"token grid by 4), got {backbone_size}")
+        self.backbone_size = backbone_size
         if ir_tokens not in IR_TOKENS:
             raise ValueError(f"ir_tokens must be one of {IR_TOKENS}, got {ir_tokens!r}")
         if cls_pool not in CLS_POOLS:
@@ -89,7 +101,7 @@ class FERMam(nn.Module):
         self.face_landback = MobileFaceNet([112, 112], embedding_size=512, output_name="GDC")
         for p in self.face_landback.parameters():
             p.requires_grad = False
-        self.ir_back = IR50(num_stages=3, drop_ratio=0.0, units=ir_units)
+        self.ir_back = IR50(num_stages=3, drop_ratio=0.0, input_size=backbone_size, units=ir_units)
         self.ir_layer = nn.Linear(1024, 512)
         self.ir_ssm = SSConvSSM(
             hidden_dim=512,
@@ -121,10 +133,10 @@ class FERMam(nn.Module):
 
     def landmark_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """x [B,3,H,W] → bilinear resize to 112 (no antialias) → ``conv_6_sep`` → [B, 49, 512], row-major."""
-        x = F.interpolate(x, size=112, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=self.backbone_size, mode="bilinear", align_corners=False)
         # Upstream runs the whole MobileFaceNet and discards its GDC output; only the map is used.
         feat = self.face_landback.forward_features(x)
-        if self.face_landback.training and feat.shape[0] > 1:
+        if self.face_landback.training and feat.shape[0] > 1 and feat.shape[-1] == 7:
             # The discarded GDC head still updates its BatchNorm running statistics in train mode, as
             # upstream's does (ferlib.parity.fermam compares them); a batch of 1 skips it (BN1d fails).
             with torch.no_grad():

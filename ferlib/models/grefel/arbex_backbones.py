@@ -109,8 +109,9 @@ class ArbexIR50(_ArbexKeys, IR50):
 
     _to_arbex = staticmethod(ir50_key_to_arbex)
 
-    def __init__(self, units=None):
-        super().__init__(num_stages=3, units=units)  # units: IR50's (a shallower CPU demo, not ARBEx's net)
+    def __init__(self, units=None, input_size: int = 112):
+        # units, input_size: IR50's (a shallower or smaller CPU demo, not ARBEx's net)
+        super().__init__(num_stages=3, units=units, input_size=input_size)
         del self.output_layer  # ARBEx's IR-50 has no output layer
         self._install_key_hooks()
 

@@ -152,16 +152,22 @@ class PosterV2(nn.Module):
         drop_path: DropPath rates of the three ``ffns``.
         ir_units: IR-50 units per stage (default (3, 4, 14)); fewer make the shallower image branch of
             the CPU demo (the synthetic card entry; not the paper's network).
+        backbone_size: the side both backbones see (default 112, ARBEx's); 64 (the CPU demo only, not the
+            paper's network) gives 32/16/8 maps, windows (16, 8, 4) and 48 ViT tokens, a third of the compute.
+        windows: the three window sides; None = backbone_size / 4, / 8, / 16 ((28, 14, 7) at 112).
     """
 
-    def __init__(self, windows: Sequence[int] = (28, 14, 7), heads: Sequence[int] = (2, 4, 8),
+    def __init__(self, windows: Sequence[int] | None = None, heads: Sequence[int] = (2, 4, 8),
                  dims: Sequence[int] = (64, 128, 256), dim_emb: int = 768, depth: int = 2, num_heads: int = 8,
                  drop_path: Sequence[float] = (0.0, 0.125, 0.25), freeze_backbones: bool = True,
-                 ir_units: Sequence[int] | None = None):
+                 ir_units: Sequence[int] | None = None, backbone_size: int = 112):
         super().__init__()
-        self.heads = tuple(heads)
+        if backbone_size % 16 or backbone_size < 64:
+            raise ValueError(f"backbone_size must be a multiple of 16 of at least 64, got {backbone_size}")
+        windows = tuple(windows) if windows is not None else (backbone_size // 4, backbone_size // 8, backbone_size // 16)
+        self.heads, self.backbone_size = tuple(heads), backbone_size
         self.landmark = ArbexMobileFaceNet()
-        self.ir = ArbexIR50(units=ir_units)
+        self.ir = ArbexIR50(units=ir_units, input_size=backbone_size)
         self.conv = nn.Conv2d(512, dims[2], kernel_size=3, padding=1)
         self.convs = nn.ModuleList(nn.Conv2d(d, d, kernel_size=3, stride=2, padding=1) for d in dims)
         self.window_module = nn.ModuleList(Window(d, w) for d, w in zip(dims, windows))
@@ -179,7 +185,7 @@ class PosterV2(nn.Module):
                 p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f1, f2, f3 = self.landmark(nearest_resize(x, 112))
+        f1, f2, f3 = self.landmark(nearest_resize(x, self.backbone_size))
         queries = (f1, f2, self.conv(f3))
         maps = self.ir(x)
         tokens = []
