@@ -4,6 +4,7 @@ Outputs go to ``results/notebooks/<name>.ipynb``; the stored notebooks stay outp
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -182,6 +183,23 @@ class NotebookProcess:
         self.output()
 
 
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """Within it, SIGTERM (a CI timeout, ``kill``) raises ``SystemExit(143)``, so :func:`run_parallel`'s ``finally``
+    stops the notebooks: they run in sessions of their own, which a signal to run-all's process group misses."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_parallel(names: list[str], parameter_args=(), jobs: int = 2, needs: dict = NEEDS,
                  order: tuple = START_ORDER, start=NotebookProcess, poll_s: float = 0.2) -> int:
     """Run the notebooks ``names`` (stems, or paths of .ipynb files) in up to ``jobs`` processes at once, each
@@ -199,35 +217,36 @@ def run_parallel(names: list[str], parameter_args=(), jobs: int = 2, needs: dict
     env = job_environment(jobs)
     running: dict = {}
     done: set = set()
-    try:
-        while queue or running:
-            for n in [n for n in queue if waits[n] <= done][:max(0, jobs - len(running))]:
-                queue.remove(n)
-                running[n] = start(n, parameter_args, env)
-            if not running:
-                raise RuntimeError(f"notebooks {queue} wait for each other: check ferlib.notebooks.NEEDS")
-            time.sleep(poll_s)
-            for n, job in list(running.items()):
-                rc = job.poll()
-                if rc is None:
-                    continue
-                del running[n]
-                out, err = job.output()
-                print(out, end="", flush=True)
-                print(err, end="", file=sys.stderr, flush=True)
-                if rc == 0:
-                    done.add(n)
-                    continue
-                for other, other_job in running.items():
-                    print(f"stopping {Path(other).stem}: {Path(n).stem} failed", file=sys.stderr, flush=True)
-                    other_job.stop()
-                running.clear()
-                if rc != 2:
-                    print(f"error: {Path(n).stem} exited with status {rc}", file=sys.stderr, flush=True)
-                return 2 if rc == 2 else 1
-    finally:  # an interrupted run-all (Ctrl-C) leaves no notebook running
-        for job in running.values():
-            job.stop()
+    with _terminate_as_exit():
+        try:
+            while queue or running:
+                for n in [n for n in queue if waits[n] <= done][:max(0, jobs - len(running))]:
+                    queue.remove(n)
+                    running[n] = start(n, parameter_args, env)
+                if not running:
+                    raise RuntimeError(f"notebooks {queue} wait for each other: check ferlib.notebooks.NEEDS")
+                time.sleep(poll_s)
+                for n, job in list(running.items()):
+                    rc = job.poll()
+                    if rc is None:
+                        continue
+                    del running[n]
+                    out, err = job.output()
+                    print(out, end="", flush=True)
+                    print(err, end="", file=sys.stderr, flush=True)
+                    if rc == 0:
+                        done.add(n)
+                        continue
+                    for other, other_job in running.items():
+                        print(f"stopping {Path(other).stem}: {Path(n).stem} failed", file=sys.stderr, flush=True)
+                        other_job.stop()
+                    running.clear()
+                    if rc != 2:
+                        print(f"error: {Path(n).stem} exited with status {rc}", file=sys.stderr, flush=True)
+                    return 2 if rc == 2 else 1
+        finally:  # an interrupted run-all (Ctrl-C, SIGTERM) leaves no notebook running
+            for job in running.values():
+                job.stop()
     return 0
 
 

@@ -130,6 +130,25 @@ def test_a_crash_that_is_not_a_users_error_exits_1():
     assert rec.started() == ["00_quickstart", "01_prepare_data", "02_explore_data"]
 
 
+def test_sigterm_to_run_all_stops_the_running_notebooks():
+    """The notebooks run in sessions of their own, so a CI timeout's SIGTERM reaches only run-all: it stops them."""
+    import signal
+
+    rec = Recorder(polls={"00_quickstart": 10**9})
+
+    def start(name, parameter_args, env):
+        job = rec(name, parameter_args, env)
+        job.poll = lambda: os.kill(os.getpid(), signal.SIGTERM)  # run-all is killed while 00 runs
+        return job
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        run_parallel(STEMS, jobs=2, start=start, poll_s=0.01)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert rec.events == [("start", "00_quickstart"), ("stop", "00_quickstart")]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_cli_jobs_1_runs_in_numbered_order_in_this_process(monkeypatch):
     import ferlib.cli.notebooks as cli
 
