@@ -144,7 +144,7 @@ class NotebookProcess:
         import tempfile
 
         self.name = name
-        self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self._out, self._err = (tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") for _ in "12")
         command = [sys.executable, "-m", "ferlib", "notebooks", "run", str(name)]
         for key, value in parameter_args:
             command += ["-p", str(key), str(value)]
@@ -180,7 +180,7 @@ class NotebookProcess:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        self.output()
+        self.output()  # closes its files
 
 
 @contextlib.contextmanager
