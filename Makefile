@@ -35,7 +35,7 @@ figures: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/*.py; do PYTHONPATH=. $(PY) $$b || exit 1; done
 
-# One prepared run proving the GPU path (benchmarks/support/gpu_check.py): pytest -m gpu tests/test_cuda.py and the
+# One prepared run proving the GPU path (benchmarks/support/gpu_check.py): pytest -m gpu tests/engine/test_cuda.py and the
 # benchmarks, one table in results/bench/gpu_check.md, < 8 minutes on a CUDA machine, no network, no install step
 # (a lent machine's own python3, with torch and pytest, when there is no venv); without CUDA the CPU smoke (--tiny).
 GPU_PY := $(if $(or $(VIRTUAL_ENV),$(wildcard $(VENV)/bin/python)),$(PY),python3)
@@ -53,7 +53,7 @@ lab: $(STAMP)
 	JUPYTER_TOKEN=$$token exec $(PY) -m jupyter lab --ServerApp.root_dir=notebooks --allow-root --no-browser \
 	  --ip=$(LAB_IP) --port=$(LAB_PORT) --ServerApp.port_retries=0
 
-# The JupyterLab browser test (tests/test_browser.py): Debian's chromium + the playwright package, then pytest -m browser.
+# The JupyterLab browser test (tests/notebooks/test_browser.py): Debian's chromium + the playwright package, then pytest -m browser.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test-browser: $(STAMP)
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \

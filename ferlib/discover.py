@@ -3,7 +3,7 @@
 A package whose every module registers something (a dataset reader, a model, a loss) imports them all
 here, in name order, so that adding one is adding a file: no list to extend elsewhere. A module that
 fails to import raises (never a silent gap in a registry, unlike ``find_spec`` guards). The static import
-graph (``tests/test_import_graph.py``) counts this call as the package importing each of its modules.
+graph (``tests/docs/test_import_graph.py``) counts this call as the package importing each of its modules.
 """
 from __future__ import annotations
 

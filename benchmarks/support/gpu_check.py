@@ -5,7 +5,7 @@
 One after the other, each in its own process with a share of ``--budget-s`` (default 420) as its time limit:
 
 1. the environment probe (``benchmarks/support/environment.py``);
-2. ``pytest -m gpu tests/test_cuda.py tests/test_selective_scan.py``: bf16, fp16, resume and GPU-vs-CPU evaluation
+2. ``pytest -m gpu tests/engine/test_cuda.py tests/models/test_selective_scan.py``: bf16, fp16, resume and GPU-vs-CPU evaluation
    per paper, mamba_ssm's kernel against ferlib's scan;
 3. ``benchmarks/paper_throughput.py`` (told the seconds it has: it skips what does not fit, saying so);
 4. ``benchmarks/data_pipeline.py --loader`` (the loader feeding the device);
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 #: (step, weight): a step may use weight / (sum of the weights still to come) of the time left when it starts.
 STEPS = (("tests", 0.40), ("paper_throughput", 0.40), ("data_pipeline", 0.08), ("scan_backends", 0.12))
-TESTS = ("tests/test_cuda.py", "tests/test_selective_scan.py")
+TESTS = ("tests/engine/test_cuda.py", "tests/models/test_selective_scan.py")
 #: Seconds a step needs at the least (start-up included); with less left it is skipped, saying so.
 MIN_S = {"tests": 20.0, "paper_throughput": 30.0, "data_pipeline": 10.0, "scan_backends": 10.0}
 

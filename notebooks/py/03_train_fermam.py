@@ -17,7 +17,7 @@
 #
 # *FERMam: A Lightweight Dual-Source and Multi-Scale Fusion Framework for Facial Expression Recognition* (Scientific Reports 2026, DOI 10.1038/s41598-026-44396-6; code `jxcsglr/FERMam@88cc097`). An IR-50 image branch (3 stages) and a frozen MobileFaceNet landmark branch give two sets of 49 tokens; the image tokens pass a Conv-SSM block (convolution ∥ 4-direction selective scan); a pyramid fusion runs ASFR state-space blocks at 7×7, 3×3 and 1×1; an SE gate and a linear layer classify the first fused token. Training: CE + 2·label-smoothing CE (ε = 0.2), SAM around Adam (lr 4e-5, ρ 0.05), exponential decay 0.98 per epoch.
 #
-# `create_model("fermam")` reproduces the authors' outputs (tests/test_fermam.py) with every quirk of their code by default; the selective scan runs in pure PyTorch on any device, or through mamba_ssm's CUDA kernel when it is installed.
+# `create_model("fermam")` reproduces the authors' outputs (tests/models/test_fermam.py) with every quirk of their code by default; the selective scan runs in pure PyTorch on any device, or through mamba_ssm's CUDA kernel when it is installed.
 #
 # The defaults make a CPU smoke run of the **full** model (40.0 M parameters) on the synthetic set: both backbones always run at 112×112, so the synthetic card entry's CPU budget (6 optimiser steps) bounds the run to a few minutes on 2 CPU cores. On a GPU, `-p dataset rafdb` (or affectnet, affectnet8, ferplus) is the paper's run: the card's 260 epochs from the MS-Celeb IR-50 and the landmark MobileFaceNet, in fp32, evaluated on the whole test split; `-p dry_run True` shows that plan first.
 

@@ -242,7 +242,7 @@ def test_every_ferlib_name_has_one_import_path(ferlib_check):
 
 
 def _user_sources() -> dict[str, str]:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     files = [*sorted((repo / "ferlib").rglob("*.py")), *sorted((repo / "tests").rglob("*.py")),
              *sorted((repo / "benchmarks").rglob("*.py"))]
     sources = {str(f.relative_to(repo)): f.read_text() for f in files}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "ferlib"
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "ferlib"
 
 # ---------------------------------------------------------------------------------------------
 # What a fresh interpreter loads

@@ -2,8 +2,8 @@
 scaling), a run stopped mid-epoch and resumed equals the uninterrupted one, and ``evaluate`` on the GPU gives the
 CPU's logits (fp32, TF32 off). Marked ``gpu``; ``make gpu-check`` runs them with the benchmarks.
 
-    pytest -m gpu tests/test_cuda.py                              # on a CUDA machine, ~3 min
-    FERLIB_CUDA_TESTS_ON_CPU=1 pytest -m gpu tests/test_cuda.py -k emonet   # the same code on CPU, toy sizes
+    pytest -m gpu tests/engine/test_cuda.py                              # on a CUDA machine, ~3 min
+    FERLIB_CUDA_TESTS_ON_CPU=1 pytest -m gpu tests/engine/test_cuda.py -k emonet   # the same code on CPU, toy sizes
 
 Without CUDA they skip, saying so, unless ``FERLIB_CUDA_TESTS_ON_CPU=1``: then they run on the CPU at toy sizes,
 with fp32 for the deterministic run and its resume pair (CPU bf16 kernels are not bit-reproducible run to run) and

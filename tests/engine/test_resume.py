@@ -15,7 +15,7 @@ from ferlib.engine.checkpoint import load_checkpoint
 
 TINY = dict(dataset_kwargs={"n_train": 48, "n_test": 24, "progress": False}, model_kwargs={"width": 8},
             input_size=32, progress=False)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def assert_same_weights(a: dict, b: dict) -> None:

@@ -299,7 +299,7 @@ def test_readme_weights_table_is_the_generated_one():
     """data/README.md carries the registry's table verbatim: regenerate it when the registry changes."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "data" / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "data" / "README.md").read_text()
     assert weights_table_markdown().strip() in readme
 
 

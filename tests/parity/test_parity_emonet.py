@@ -13,7 +13,7 @@ from ferlib.parity.core import load_record
 
 import upstream
 
-RECORDING = Path(__file__).parent / "data" / "parity" / "emonet.pt"
+RECORDING = Path(__file__).parents[1] / "data" / "parity" / "emonet.pt"
 
 
 def test_the_recording_is_small_and_complete():

@@ -19,7 +19,7 @@ from ferlib.parity.core import load_record
 
 import upstream
 
-RECORD = Path(__file__).parent / "data" / "parity" / "fermam.pt"
+RECORD = Path(__file__).parents[1] / "data" / "parity" / "fermam.pt"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 RUNS_NOTEBOOKS = re.compile(r"papermill|execute_notebook")
 
@@ -14,7 +14,7 @@ RUNS_NOTEBOOKS = re.compile(r"papermill|execute_notebook")
 def executing_test_modules(folder: Path = ROOT / "tests") -> dict[str, str]:
     """Test modules (other than this one) that execute notebooks, by file name → source text."""
     here = Path(__file__).name
-    return {p.name: p.read_text() for p in sorted(Path(folder).glob("test_*.py"))
+    return {p.name: p.read_text() for p in sorted(Path(folder).rglob("test_*.py"))
             if p.name != here and RUNS_NOTEBOOKS.search(p.read_text())}
 
 

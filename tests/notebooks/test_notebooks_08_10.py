@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-NB = Path(__file__).resolve().parent.parent / "notebooks"
+NB = Path(__file__).resolve().parents[2] / "notebooks"
 TINY = {"n_train": 96, "n_test": 48, "progress": False}
 PNG = b"\x89PNG\r\n\x1a\n"
 

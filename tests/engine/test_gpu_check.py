@@ -1,6 +1,6 @@
 """``make gpu-check`` cannot rot between GPU loans: its CPU smoke runs the CUDA tests on the CPU and every benchmark
 at toy sizes into ONE markdown table, it starts without the optional packages, a small ``--budget-s`` skips what does
-not fit, saying so, and ``tests/test_cuda.py`` skips without CUDA, saying why. ``make bench`` finds benchmarks only."""
+not fit, saying so, and ``tests/engine/test_cuda.py`` skips without CUDA, saying why. ``make bench`` finds benchmarks only."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "benchmarks" / "support" / "gpu_check.py"
 STEPS = ("environment", "tests", "paper_throughput", "data_pipeline", "scan_backends")
 
@@ -87,7 +87,7 @@ def test_small_budget_skips_steps_and_says_so(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine runs the tests instead of skipping them")
 def test_cuda_tests_skip_without_cuda_and_say_why():
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_cuda.py", "-q", "-rs",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "tests/engine/test_cuda.py", "-q", "-rs",
                            "-p", "no:cacheprovider"], cwd=ROOT, env=env_1_thread(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -13,7 +13,7 @@ import pytest
 
 from ferlib.testing import notebook_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIGHT = {"max_steps": 2, "run_name": "nb05_twice", "batch_size": 8}
 
 
