@@ -5,7 +5,8 @@ Layout of one cache folder (``<cache_root>/<dataset>-<split>-s<size>[-aligned]-<
 report, the source fingerprint, the shape). The folder is written under a temporary name and renamed, so a
 crash never leaves a half-written cache behind. A cache is *valid* when its fingerprint — sizes and mtimes
 of every source image and annotation file, plus the reader options — equals the dataset's; otherwise it is
-rebuilt in place. Processes that need the same folder at once take turns building it (``<folder>.lock``).
+rebuilt in place. Processes that need the same folder at once take turns building it (a lock named after the
+folder, in the temporary folder).
 """
 from __future__ import annotations
 
@@ -381,12 +382,15 @@ def _open_valid(out: Path, ds: FERDataset) -> CachedDataset:
 
 
 def _build_lock(out: Path):
-    """An OS lock on ``<cache folder>.lock`` beside the cache (``filelock.FileLock``: released when its process
-    ends, however it ends)."""
+    """An OS lock (``filelock.FileLock``: released when its process ends, however it ends) named after the cache
+    folder's absolute path, in the temporary folder: processes on this machine that need the same cache take
+    turns, and the cache folder holds nothing but caches."""
+    import tempfile
+
     from filelock import FileLock
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(out.with_name(out.name + ".lock"))
+    digest = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:16]
+    return FileLock(Path(tempfile.gettempdir()) / f"ferlib-cache-{digest}.lock")
 
 
 def cached(ds: FERDataset, name: str, root, split: str, opts: dict, cache=True, size: int | None = None,

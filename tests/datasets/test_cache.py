@@ -143,7 +143,7 @@ def _load_after(barrier, cache_root, done_file):
 
 def test_processes_needing_one_cache_build_it_once(tmp_path, monkeypatch):
     """Two processes (notebooks run side by side) asking for the same missing cache at once: one builds it, the
-    other waits on ``<folder>.lock`` and reads it; neither fails on the other's renames."""
+    other waits on the folder's build lock and reads it; neither fails on the other's renames."""
     import multiprocessing
     import time
 
