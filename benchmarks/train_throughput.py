@@ -111,7 +111,7 @@ def bench_recipe(model_name: str, size: int):
 
 def model_and_loss(recipe, device):
     """``recipe``'s model (random init, seed 0) and loss on ``device``, and the tensors the optimiser updates."""
-    from ferlib.engine.run import build_loss
+    from ferlib.engine.training import build_loss
     from ferlib.models import create_model
 
     torch.manual_seed(0)

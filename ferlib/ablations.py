@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ferlib import runs as _runs
+from ferlib import run_dir as _run_dir
 from ferlib.recipes import SWEEP_GROUPS, RecipeError, card_ablations, list_recipes
 
 #: Metrics gathered per run, in (summary section, key) form → column name.
@@ -209,7 +209,7 @@ def check_variant(sweep: Sweep, variant: Variant, dataset: str) -> str | None:
     out); :class:`AblationError` when an override is not one the recipe, the model or the loss takes."""
     import torch
 
-    from ferlib.engine.run import build_loss
+    from ferlib.engine.training import build_loss
     from ferlib.models import create_model
     from ferlib.recipes import load_recipe
 
@@ -289,7 +289,7 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
 
     ``run_dir``: where to train (default :func:`entry_run_dir` under ``runs_dir``). The run directory's lock is
     held from the completeness check to the end of training, so that two processes running one grid never train
-    an entry twice: :class:`ferlib.runs.RunLockedError` when another process holds it (:func:`run_grid` then
+    an entry twice: :class:`ferlib.run_dir.RunLockedError` when another process holds it (:func:`run_grid` then
     comes back to the entry later)."""
     from ferlib.engine import DataOptions, RunDirOptions, train
     from ferlib.paths import results_dir
@@ -302,7 +302,7 @@ def run_entry(entry: GridEntry, dataset: str = "synthetic", runs_dir=None, data_
         overrides["dataset_kwargs"] = dict(dataset_kwargs)
     spec = _spec(entry, dataset, {"dataset_kwargs": dataset_kwargs, "val_fraction": val_fraction})
     expected = load_recipe(entry.paper, dataset, epochs=epochs, **overrides).epochs
-    rd = _runs.RunDir(run_dir)
+    rd = _run_dir.RunDir(run_dir)
     with rd.lock():
         same = rd.ablation_spec().get("digest") == spec_digest(spec)
         if same and rd.is_complete(expected, max_steps):
@@ -335,7 +335,7 @@ def run_entries(entries, dataset: str, poll_s: float = 2.0, **kw) -> list[tuple]
                 print(f"[{i + 1}/{len(entries)}] {e.sweep} / {e.variant} / seed {e.seed}", flush=True)
             try:
                 run_dir, status = run_entry(e, dataset, **kw)
-            except _runs.RunLockedError as err:
+            except _run_dir.RunLockedError as err:
                 if i not in waiting:
                     print(f"  held by another process ({err.holder}): coming back to it later", flush=True)
                     waiting.add(i)
@@ -353,7 +353,7 @@ def baseline_rates(run_dir) -> dict:
     ``majority`` = share of the most frequent class (always predicting it), ``chance`` = 1 / classes.
     NaN for both when the run saved no predictions."""
     try:
-        p = _runs.RunDir(run_dir).predictions()
+        p = _run_dir.RunDir(run_dir).predictions()
     except FileNotFoundError:
         return {"majority": np.nan, "chance": np.nan}
     counts = np.bincount(np.asarray(p["targets"]).astype(int), minlength=len(p["classes"]))
@@ -363,7 +363,7 @@ def baseline_rates(run_dir) -> dict:
 def run_record(run_dir) -> dict:
     """The metrics of one run directory as a flat dict (NaN where a section is absent), with the
     majority-class and chance rates of its evaluation split (:func:`baseline_rates`)."""
-    s = _runs.RunDir(run_dir).summary()
+    s = _run_dir.RunDir(run_dir).summary()
     row = {"epochs_run": s.get("epochs_run"), "steps": s.get("steps"), "selected_on": s.get("selected_on"),
            "selected_epoch": s.get("selected_epoch")}
     for col, (section, key) in RUN_METRICS.items():
@@ -407,12 +407,12 @@ def seed_verdict(sub: pd.DataFrame, metric: str) -> tuple[str, float]:
 
 def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (sweep, paper, variant) of a grid's runs (one row per run and seed, :data:`RUN_METRICS`
-    columns): ``n_seeds``, each metric's mean ± sample std over seeds (:func:`ferlib.runs.aggregate`, metrics
+    columns): ``n_seeds``, each metric's mean ± sample std over seeds (:func:`ferlib.run_dir.aggregate`, metrics
     absent or NaN everywhere left out, rows in order of first appearance) and the sweep's ``verdict``
     (:func:`seed_verdict` on :func:`plotted_metric`), the figure title's words beside the numbers they are about."""
     if not len(runs):
         return pd.DataFrame(columns=["sweep", "paper", "variant", "n_seeds"])
-    table = _runs.aggregate(runs, ("sweep", "paper", "variant"), RUN_METRICS, drop_empty=True)
+    table = _run_dir.aggregate(runs, ("sweep", "paper", "variant"), RUN_METRICS, drop_empty=True)
     verdicts = {n: seed_verdict(sub, plotted_metric(sub)[0])[0] for n, sub in runs.groupby("sweep", sort=False)}
     table["verdict"] = table["sweep"].map(verdicts)
     return table

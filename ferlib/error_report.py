@@ -19,9 +19,9 @@ def known_error_types() -> tuple[type, ...]:
     from ferlib.data.cache import CacheSpaceError
     from ferlib.engine.distributed import BatchSplitError
     from ferlib.engine.policy import ResumeError, RunExistsError
-    from ferlib.engine.run import DeviceError
+    from ferlib.engine.training import DeviceError
     from ferlib.recipes import RecipeError
-    from ferlib.runs import RunLockedError
+    from ferlib.run_dir import RunLockedError
     from ferlib.weights import PretrainedWeightsError
 
     return (BatchSplitError, DatasetFormatError, DataNotFoundError, PretrainedWeightsError, CacheSpaceError,

@@ -21,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 
 
@@ -75,9 +75,9 @@ def evaluate_run(run_dir, split: str | None = None, tta: bool = False, checkpoin
                  device: str = "auto", batch_size: int | None = None, precision: str = "auto",
                  progress: bool | None = None) -> dict:
     """Metrics of a run's checkpoint on ``split``; writes the JSON and predictions files next to it, holding the
-    run directory's lock (:meth:`ferlib.runs.RunDir.lock`). A run another process is still training is evaluated
+    run directory's lock (:meth:`ferlib.run_dir.RunDir.lock`). A run another process is still training is evaluated
     from its last complete checkpoint, said so (``in_progress``: the holder) and left unwritten."""
-    from ferlib.runs import RunLockedError
+    from ferlib.run_dir import RunLockedError
 
     if not Path(run_dir).is_dir():  # nothing to lock: load_run says what is missing
         return _evaluate_run(run_dir, split, tta, checkpoint, data_root, device, batch_size, precision, progress)
@@ -96,7 +96,7 @@ def _evaluate_run(run_dir, split, tta, checkpoint, data_root, device, batch_size
                   write: bool = True) -> dict:
     from ferlib.engine.loop import evaluate
     from ferlib.metrics import per_class_report
-    from ferlib.engine.run import eval_split, load_run, load_split
+    from ferlib.engine.training import eval_split, load_run, load_split
 
     run_dir = Path(run_dir)
     model, recipe = load_run(run_dir, checkpoint)
@@ -271,7 +271,7 @@ def evaluate_weights(weights, dataset: str | None = None, data_root=None, model:
     ``measured`` (ours, %), ``weights``, ``dataset``, ``split``, ``classes``, ``n``."""
     from ferlib.engine.loop import evaluate
     from ferlib.metrics import per_class_report
-    from ferlib.engine.run import eval_split, load_split
+    from ferlib.engine.training import eval_split, load_split
 
     net, recipe, classes, entry = model_from_weights(weights, model, dataset)
     dataset = recipe.dataset

@@ -190,14 +190,14 @@ class Predictor:
         """A run directory of ``ferlib.engine.train``: its model and recipe from ``<checkpoint>.pt``, class names from the
         checkpoint (``classes``) or the run's ``config.yaml`` (``data.train.classes``); the face crop from the
         checkpoint's ``preprocessing.face_crop`` when it has one, else from the recipe's dataset."""
-        from ferlib.engine.run import load_run
+        from ferlib.engine.training import load_run
         from ferlib.evaluation import run_classes
 
         run_dir = Path(run_dir)
         if not (run_dir / f"{checkpoint}.pt").is_file():
             raise PredictError(f"{run_dir / (checkpoint + '.pt')} not found: is {run_dir} a trained run directory?")
         model, recipe = load_run(run_dir, checkpoint)
-        from ferlib.runs import RunDir
+        from ferlib.run_dir import RunDir
 
         if RunDir(run_dir).in_progress():  # best.pt is replaced atomically: the last complete one was read
             print(f"{run_dir} is still in progress ({RunDir(run_dir).lock_holder()}): using its last complete "

@@ -71,7 +71,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     # 03–08 train on 00's synthetic set (read from its image files; a real dataset from the uint8 caches 01
     # builds, and a cache two of them ask for at once, e.g. EMO-Net's for 05 and 08, is built once:
     # ferlib.data.cache builds one folder at a time, <folder>.lock). Each writes only its own run directories
-    # under results/runs (locked by ferlib.runs' run.lock): 08's are results/runs/ablations/<dataset>/<sweep>/…,
+    # under results/runs (locked by ferlib.run_dir's run.lock): 08's are results/runs/ablations/<dataset>/<sweep>/…,
     # not 05's emonet_synthetic or 07's mfer_synthetic_none, so 08 runs beside them.
     "03_train_fermam": ("01_prepare_data",),
     "04_train_mmfrm": ("01_prepare_data",),

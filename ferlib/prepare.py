@@ -93,10 +93,10 @@ def prepare(dataset: str, root=None, splits=None, size: int | None = None, align
     """Build (or validate) the cache of every split; returns ``{split: CachedDataset}``.
 
     ``workers``: processes that decode (and align) the images; None = the spare cores (up to 8, one left
-    free, none on ≤ 2 cores: ``ferlib.engine.run.default_cache_workers``), 0 = this process. With ``align``
+    free, none on ≤ 2 cores: ``ferlib.engine.training.default_cache_workers``), 0 = this process. With ``align``
     on a dataset without landmarks, a sample of images is first checked for faces that already fill the
     image (:func:`ferlib.data.align.warn_if_already_cropped`)."""
-    from ferlib.engine.run import default_cache_workers
+    from ferlib.engine.training import default_cache_workers
 
     splits = splits or dataset_info(dataset).splits
     workers = default_cache_workers() if workers is None else workers

@@ -13,7 +13,7 @@ def main(argv=None) -> int:
         return 2
     from ferlib.data import load_dataset
     from ferlib.notebooks import execute
-    from ferlib.runs import METRICS, SUMMARY
+    from ferlib.run_dir import METRICS, SUMMARY
 
     t0 = time.time()
     print("generating the synthetic RAF-DB-format set under data/synthetic/ (first run only) ...", flush=True)

@@ -1,7 +1,7 @@
 """The one training / evaluation loop for every paper (docs/design.md §3, §8).
 
 A paper brings a model (returning ``ModelOutput``), a loss and a recipe; this module owns devices,
-precision, data order and checkpoints, and fills the run directory through :class:`ferlib.runs.RunDir`,
+precision, data order and checkpoints, and fills the run directory through :class:`ferlib.run_dir.RunDir`,
 which owns its files (``config.yaml`` and ``summary.json`` are each written once, complete)::
 
     run_dir/config.yaml        resolved recipe + environment (versions, git commit, device) + fit options
@@ -40,7 +40,7 @@ from ferlib.data.registry import face_crop
 from ferlib.data.transforms import build_batch_transform
 from ferlib.metrics import classification_metrics
 from ferlib.optim import apply_schedule, build_optimizer, build_scheduler
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import (BatchSplitError, all_gather_objects, all_reduce_sum, barrier, broadcast_state, is_distributed,

@@ -22,7 +22,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ferlib.runs import RUN_FILES, RunDir
+from ferlib.run_dir import RUN_FILES, RunDir
 
 from .checkpoint import load_checkpoint
 from .reuse import differences, is_finished, stored_settings

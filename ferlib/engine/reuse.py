@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 #: Recipe fields that are provenance text: a card's wording changing does not make another run.
 PROVENANCE = ("notes", "source", "reported", "pretrained_note")

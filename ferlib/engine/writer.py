@@ -1,6 +1,6 @@
-"""One writer per run directory: ``train`` and ``fit`` hold the run directory's lock (:meth:`ferlib.runs.RunDir.lock`)
+"""One writer per run directory: ``train`` and ``fit`` hold the run directory's lock (:meth:`ferlib.run_dir.RunDir.lock`)
 from their first line to their return, so that two runs into one directory never mix; the second refuses at once
-with :class:`ferlib.runs.RunLockedError` naming the holder.
+with :class:`ferlib.run_dir.RunLockedError` naming the holder.
 
 ``train`` locks a named directory (``run_dir`` / ``run_name``) before it reads or checks anything; a time-stamped
 one (neither given) is new to this call and is locked by ``fit``, which every training goes through. Under
@@ -15,7 +15,7 @@ import inspect
 import os
 from pathlib import Path
 
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 from .distributed import all_gather_objects, is_distributed, rank_and_world
 

@@ -11,7 +11,7 @@ The authors' side runs their own code from a checkout of ``xiayu-cell/EMO-Net``:
   their per-step loss and lr are read from ``Tensor.backward`` and the optimiser's step hooks;
 * ferlib's side: the same starting weights through :func:`ferlib.weights.convert_upstream`, the card's
   ``rafdb`` entry (λ 0.8 and dropout 0 for the comparison), :func:`ferlib.optim.build_optimizer`,
-  :func:`~ferlib.optim.build_scheduler`, :func:`ferlib.engine.run.build_loss` and
+  :func:`~ferlib.optim.build_scheduler`, :func:`ferlib.engine.training.build_loss` and
   :class:`ferlib.engine.step.Stepper` on the same batches.
 
 Stages: data (their Dataset + eval transform vs ferlib's reader, uint8 cache and batched eval transform; their
@@ -111,7 +111,7 @@ def ferlib_train(train_u8: torch.Tensor, labels: torch.Tensor, epochs: list[list
     BatchNorm updates). ``"ferlib"``: ferlib's batch transform (the data stage measures the difference)."""
     from ferlib.data.transforms import build_batch_transform
     from ferlib.optim import build_optimizer, build_scheduler
-    from ferlib.engine.run import build_loss
+    from ferlib.engine.training import build_loss
     from ferlib.engine.step import Stepper
     from ferlib.models import create_model
     from ferlib.weights import convert_upstream
@@ -191,7 +191,7 @@ def _ferlib_data(data_root: Path, n_images: int | None, cache_dir: Path):
     """ferlib's reader + uint8 cache (the card's stored_size) for the train and test splits, first N of each."""
     import warnings
 
-    from ferlib.engine.run import load_split
+    from ferlib.engine.training import load_split
 
     recipe = parity_recipe()
     out = {}

@@ -392,7 +392,7 @@ def ferlib_training(recipe, start: dict, batches, step_epochs, val_x, epochs: in
     """ferlib's side of stage (c): the card's model, loss, optimiser, schedule and the engine's Stepper on the
     given batches; records both SAM passes' losses, the lr of each step and the eval logits per epoch."""
     from ferlib.optim import build_optimizer, build_scheduler
-    from ferlib.engine.run import build_loss
+    from ferlib.engine.training import build_loss
     from ferlib.engine.step import Stepper
     from ferlib.models import create_model
     from ferlib.weights import convert_upstream

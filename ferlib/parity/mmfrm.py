@@ -516,7 +516,7 @@ def run_ferlib(plan: _Plan) -> dict:
     from ferlib.labels import LABEL_SETS
     from ferlib.engine.loop import evaluate
     from ferlib.optim import build_optimizer, build_scheduler
-    from ferlib.engine.run import build_loss
+    from ferlib.engine.training import build_loss
     from ferlib.engine.step import Stepper
     from ferlib.models import create_model
 

@@ -164,7 +164,7 @@ def load_recipe(paper: str, dataset: str, base_recipe: str | None = None, **over
 
     ``dataset="imagefolder"`` (your own ``train/<class>/`` folders) takes the card's ``base_recipe``
     entry (default ``rafdb``) — its transforms, optimiser and schedule — with no reported numbers; pass
-    ``num_classes`` for your folders (``ferlib.engine.run.resolve_recipe`` reads it from the data).
+    ``num_classes`` for your folders (``ferlib.engine.training.resolve_recipe`` reads it from the data).
     """
     card = load_card(paper)
     datasets = card.get("datasets", {}) or {}

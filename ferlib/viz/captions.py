@@ -1,12 +1,12 @@
 """What a figure was drawn from, in words: the data (synthetic or real), the seed, whether the run was a smoke run
-or complete, and how its epoch was selected — read from the run directory (:class:`ferlib.runs.RunDir`:
+or complete, and how its epoch was selected — read from the run directory (:class:`ferlib.run_dir.RunDir`:
 ``config.yaml`` and ``summary.json``). Every figure of :mod:`ferlib.viz.figures` carries this in its title, and
 the gallery (:mod:`ferlib.viz.gallery`) beside it."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 
 def data_kind(dataset: str | None) -> str:

@@ -8,7 +8,7 @@ import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
 from ferlib.metrics import hard_targets
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 from .io import save_figure
 

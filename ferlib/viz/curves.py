@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 from .captions import run_caption, wrap
 from .io import save_figure

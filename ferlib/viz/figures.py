@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ferlib.metrics import hard_targets
-from ferlib.runs import RunDir, find_runs
+from ferlib.run_dir import RunDir, find_runs
 
 from .captions import run_caption, runs_caption, wrap
 from .confusion import plot_confusion
@@ -44,7 +44,7 @@ def default_figures_dir() -> Path:
 
 
 def run_info(run_dir) -> dict:
-    from ferlib.results import read_run
+    from ferlib.tables import read_run
 
     return read_run(run_dir)
 
@@ -146,7 +146,7 @@ def per_class_bars(run_dirs: dict, path, title: str | None = None):
     the runs' caption (data, seeds, smoke/complete, selection) under the title."""
     import seaborn as sns
 
-    from ferlib.results import per_class_table
+    from ferlib.tables import per_class_table
 
     frames = []
     for label, d in run_dirs.items():
@@ -189,7 +189,7 @@ def make_figures(runs_dir=None, out_dir=None, tsne: bool = True, curves: bool = 
     ``<out_dir>/index.html`` (:func:`ferlib.viz.gallery.write_gallery`: every figure of ``out_dir`` with its
     caption, its runs and their summaries)."""
     from ferlib.paths import results_dir
-    from ferlib.results import runs_table
+    from ferlib.tables import runs_table
 
     runs_dir = Path(runs_dir) if runs_dir else results_dir() / "runs"
     out_dir = Path(out_dir) if out_dir else default_figures_dir()

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from ferlib.runs import SUMMARY, RunDir
+from ferlib.run_dir import SUMMARY, RunDir
 
 GALLERY = "index.html"
 #: Order of the sections: figure kinds as :func:`ferlib.viz.figures.make_figures` names them, then the rest.

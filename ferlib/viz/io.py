@@ -1,4 +1,4 @@
-"""Saving figures as PNG + SVG (the plots read run directories through :class:`ferlib.runs.RunDir`)."""
+"""Saving figures as PNG + SVG (the plots read run directories through :class:`ferlib.run_dir.RunDir`)."""
 from __future__ import annotations
 
 from pathlib import Path

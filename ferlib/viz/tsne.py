@@ -8,7 +8,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from ferlib.metrics import hard_targets
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 from .io import save_figure
 

@@ -42,8 +42,8 @@ from IPython.display import Image, display
 
 from ferlib.ablations import figure_sweeps, run_grid
 from ferlib.paths import results_dir
-from ferlib.results import runs_table
-from ferlib.runs import find_runs
+from ferlib.run_dir import find_runs
+from ferlib.tables import runs_table
 from ferlib.viz.figures import make_figures
 
 runs_dir = runs_dir or str(results_dir() / "runs")

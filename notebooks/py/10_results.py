@@ -41,21 +41,21 @@ max_steps: Optional[int] = None  # limits the evaluation batches of the cross-da
 # %%
 import pandas as pd
 
-from ferlib import results
+from ferlib import tables
 from ferlib.paths import results_dir
 
 pd.set_option("display.max_colwidth", 60)
 runs_dir = runs_dir or str(results_dir() / "runs")
-runs = results.runs_table(runs_dir)
-results.save_table(runs, "runs_all", tables_dir)
+runs = tables.runs_table(runs_dir)
+tables.save_table(runs, "runs_all", tables_dir)
 runs.drop(columns=["run_dir"], errors="ignore")
 
 # %% [markdown]
 # ## Mean ± std over seeds
 
 # %%
-summary = results.summary_table(runs)
-results.save_table(summary, "summary_mean_std_over_seeds", tables_dir)
+summary = tables.summary_table(runs)
+tables.save_table(summary, "summary_mean_std_over_seeds", tables_dir)
 summary[[c for c in summary.columns if not c.endswith(("_mean", "_std"))]]
 
 # %% [markdown]
@@ -63,10 +63,10 @@ summary[[c for c in summary.columns if not c.endswith(("_mean", "_std"))]]
 # Reported accuracies from the recipe cards (GReFEL's are a third-party re-implementation's, not the paper's table; MMFRM and FERMam have none reachable, see the cards' `source`). Gaps are ours − reported, in percentage points; rows with `n_seeds` 0 were not run here.
 
 # %%
-reported = results.reported_table()
-results.save_table(reported, "reported_by_cards", tables_dir)
-comparison = results.compare_to_reported(summary, reported)
-results.save_table(comparison, "ours_vs_reported", tables_dir)
+reported = tables.reported_table()
+tables.save_table(reported, "reported_by_cards", tables_dir)
+comparison = tables.compare_to_reported(summary, reported)
+tables.save_table(comparison, "ours_vs_reported", tables_dir)
 comparison[[c for c in comparison.columns if not c.endswith(("_mean", "_std")) and c != "source"]]
 
 # %% [markdown]
@@ -74,8 +74,8 @@ comparison[[c for c in comparison.columns if not c.endswith(("_mean", "_std")) a
 # Measured at each card's input size with batch 1 (multiply-accumulates of convolutions, matrix products and attention; element-wise work is not counted), next to the papers' stated numbers.
 
 # %%
-complexity = results.complexity_table(complexity_papers, complexity_dataset) if complexity_papers != [] else pd.DataFrame()
-results.save_table(complexity, "complexity_params_gmacs", tables_dir)
+complexity = tables.complexity_table(complexity_papers, complexity_dataset) if complexity_papers != [] else pd.DataFrame()
+tables.save_table(complexity, "complexity_params_gmacs", tables_dir)
 complexity
 
 # %% [markdown]
@@ -83,8 +83,8 @@ complexity
 # The best model of one run per (paper, dataset), classes in the paper's order.
 
 # %%
-per_class = results.per_class_table(results.one_run_per_paper(runs))
-results.save_table(per_class, "per_class_accuracy", tables_dir)
+per_class = tables.per_class_table(tables.one_run_per_paper(runs))
+tables.save_table(per_class, "per_class_accuracy", tables_dir)
 per_class.pivot_table(index=["paper", "dataset", "run"], columns="class", values="accuracy", sort=False) if len(per_class) else per_class
 
 # %% [markdown]
@@ -92,10 +92,10 @@ per_class.pivot_table(index=["paper", "dataset", "run"], columns="class", values
 # For each target, one run per paper trained on `trained_on` is evaluated on the target's evaluation split. On the synthetic set the demo reads the same generator in AffectNet-8 format: another label order and an extra class (contempt), which is dropped.
 
 # %%
-cross = pd.concat([results.cross_dataset_table(results.one_run_per_paper(runs, t["trained_on"]),
+cross = pd.concat([tables.cross_dataset_table(tables.one_run_per_paper(runs, t["trained_on"]),
                                                [{k: v for k, v in t.items() if k != "trained_on"}], max_batches=max_steps)
                    for t in cross_dataset], ignore_index=True) if len(runs) and cross_dataset else pd.DataFrame()
-results.save_table(cross, "cross_dataset", tables_dir)
+tables.save_table(cross, "cross_dataset", tables_dir)
 cross
 
 # %% [markdown]
@@ -109,5 +109,5 @@ cross
 from ferlib.evaluation import released_checkpoints_table
 
 released = released_checkpoints_table()
-results.save_table(released, "released_checkpoints", tables_dir)
+tables.save_table(released, "released_checkpoints", tables_dir)
 released

@@ -122,11 +122,11 @@ def test_aligner_warns_once_after_enough_tight_faces():
 
 def test_prepare_aligns_on_the_spare_cores(monkeypatch):
     """prepare(workers=None) hands the cache the engine's worker count (min(8, cores-1); 0 on <= 2 cores)."""
-    import ferlib.engine.run as run
+    import ferlib.engine.training as training
     import ferlib.prepare as prep
 
     seen = {}
-    monkeypatch.setattr(run, "default_cache_workers", lambda: 5)
+    monkeypatch.setattr(training, "default_cache_workers", lambda: 5)
     monkeypatch.setattr(prep, "load_dataset", lambda *a, **kw: seen.setdefault(a[2], kw["cache_workers"]))
     prep.prepare("synthetic", None, align=True)
     assert seen == {"train": 5, "test": 5}

@@ -184,7 +184,7 @@ def test_read_only_cache_folder_is_a_cache_space_error(raf, tmp_path, unwritable
 
 
 def test_training_with_a_read_only_cache_reads_the_files(raf, tmp_path, unwritable, monkeypatch):
-    from ferlib.engine.run import load_split
+    from ferlib.engine.training import load_split
     from ferlib.recipes import load_recipe
 
     ro = unwritable(tmp_path / "ro-cache")

@@ -18,7 +18,7 @@ from ferlib.data.registry import FACE_CROPS
 from ferlib.labels import LABEL_SETS, LabelSet
 from ferlib.recipes import Recipe
 
-#: The values of the tables the records replace (registry.DEFAULT_SPLITS, engine.run.EVAL_SPLIT / DEFAULT_FOLDER,
+#: The values of the tables the records replace (registry.DEFAULT_SPLITS, engine.training.EVAL_SPLIT / DEFAULT_FOLDER,
 #: labels._DATASET_DEFAULT, engine.loop.FACE_CROP, prepare._DETECTORS, synthetic_reader.FORMATS), written out:
 #: name -> (splits, eval split, folder, label set, face crop, layout detector module, synthetic class count).
 NO_WRITER = "no synthetic writer"
@@ -76,7 +76,7 @@ def test_records_hold_what_the_old_tables_held(name):
 def test_what_reads_the_records():
     from ferlib.data import synthetic_writers
     from ferlib.engine.loop import preprocessing
-    from ferlib.engine.run import default_data_root, eval_split
+    from ferlib.engine.training import default_data_root, eval_split
     from ferlib.evaluation import head_classes
     from ferlib.labels import RAFDB
     from ferlib.recipes import paper_order
@@ -176,7 +176,7 @@ def _register_toy():
 
 def test_a_new_dataset_is_one_registration(restored_registry, tmp_path, monkeypatch):
     from ferlib.engine.loop import preprocessing
-    from ferlib.engine.run import default_data_root, eval_split, load_split
+    from ferlib.engine.training import default_data_root, eval_split, load_split
     from ferlib.evaluation import head_classes
     from ferlib.prepare import check_layout, class_counts_by_split
 
@@ -221,7 +221,7 @@ def test_a_new_dataset_is_one_registration(restored_registry, tmp_path, monkeypa
 
 def test_a_missing_folder_says_where_the_data_goes_in_one_message(tmp_path, monkeypatch):
     """dataset_root is the one place that says a dataset's folder is missing; training reads a split through it."""
-    from ferlib.engine.run import load_split
+    from ferlib.engine.training import load_split
     from ferlib.recipes import load_recipe
 
     monkeypatch.setenv("FERLIB_DATA", str(tmp_path))

@@ -168,7 +168,7 @@ def test_empty_csv_is_an_empty_split(tmp_path):
 def test_relabel_into_emonet_order(tmp_path, cache):
     """EMO-Net's AffectNet-8 card reads the official CSV in RAF-DB order + contempt (its checkpoint's order)."""
     from ferlib.labels import LABEL_SETS
-    from ferlib.engine.run import load_split
+    from ferlib.engine.training import load_split
     from ferlib.recipes import load_recipe
 
     kw = dict(cache=tmp_path / "c", cache_size=32) if cache else {}

@@ -25,7 +25,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "ferlib"
 
 #: Imported one per fresh interpreter; ``torchvision`` is the baseline of what torch's side loads alone.
 IMPORTED = ("ferlib.models", "ferlib.weights", "ferlib.data", "ferlib.losses", "ferlib.viz", "ferlib.viz.confusion",
-            "ferlib.viz.figures", "ferlib.metrics", "ferlib.recipes", "ferlib.engine", "ferlib.runs", "torchvision")
+            "ferlib.viz.figures", "ferlib.metrics", "ferlib.recipes", "ferlib.engine", "ferlib.run_dir", "torchvision")
 
 _PROBE = ("import json, sys, importlib; importlib.import_module(sys.argv[1]); "
           "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('ferlib', 'cv2', 'PIL', 'torch'))))")
@@ -65,10 +65,10 @@ def test_viz_loads_no_engine_and_no_models(loaded, module):
     assert _under(loaded[module], "ferlib.engine", "ferlib.models", "ferlib.losses", "ferlib.weights") == []
 
 
-def test_runs_is_a_leaf_below_engine_viz_results(loaded):
+def test_run_dir_is_a_leaf_below_engine_viz_tables(loaded):
     """The run directory's module: NumPy, YAML and ferlib.metrics only (no torch, no engine, no data)."""
-    assert _under(loaded["ferlib.runs"], "ferlib") == ["ferlib", "ferlib.labels", "ferlib.metrics", "ferlib.runs"]
-    assert _under(loaded["ferlib.runs"], "torch", "cv2", "PIL") == []
+    assert _under(loaded["ferlib.run_dir"], "ferlib") == ["ferlib", "ferlib.labels", "ferlib.metrics", "ferlib.run_dir"]
+    assert _under(loaded["ferlib.run_dir"], "torch", "cv2", "PIL") == []
 
 
 def test_metrics_is_a_leaf(loaded):
@@ -218,7 +218,7 @@ def layer_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 
 def test_layers_are_acyclic(every_import):
-    """E.g. viz draws from results' tables, so results never imports viz (nor ablations, which plots with viz)."""
+    """E.g. viz draws from ferlib.tables, so tables never imports viz (nor ablations, which plots with viz)."""
     assert find_cycle(layer_graph(every_import)) is None
 
 
@@ -233,12 +233,12 @@ def test_layers_are_acyclic(every_import):
     ("ferlib.inference", "ferlib.widgets"),     # nor builds notebook widgets
     ("ferlib.labels", "ferlib.data"),
     ("ferlib.data.synthetic_writers", "ferlib.data.synthetic_faces"),  # the renderer hands the writers its faces
-    ("ferlib.runs", "ferlib.engine"),       # the run directory is a layer below everything that writes or reads it
-    ("ferlib.runs", "ferlib.viz"),
-    ("ferlib.runs", "ferlib.results"),
-    ("ferlib.runs", "ferlib.ablations"),
-    ("ferlib.runs", "ferlib.models"),
-    ("ferlib.runs", "ferlib.data"),
+    ("ferlib.run_dir", "ferlib.engine"),       # the run directory is a layer below everything that writes or reads it
+    ("ferlib.run_dir", "ferlib.viz"),
+    ("ferlib.run_dir", "ferlib.tables"),
+    ("ferlib.run_dir", "ferlib.ablations"),
+    ("ferlib.run_dir", "ferlib.models"),
+    ("ferlib.run_dir", "ferlib.data"),
 ])
 def test_no_import_against_the_layers_even_inside_functions(every_import, source, target):
     assert _edges(every_import, source, target) == []
@@ -249,7 +249,7 @@ def test_only_the_shell_commands_import_the_notebook_tools(every_import):
                                                                     "ferlib.cli.notebooks -> ferlib.notebooks"]
 
 
-#: The run directory's files that :mod:`ferlib.runs` alone names, so that it alone writes them.
+#: The run directory's files that :mod:`ferlib.run_dir` alone names, so that it alone writes them.
 RUN_DIR_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "plan.json", "ablation.json")
 
 
@@ -260,11 +260,11 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 
 def run_file_literals() -> list[str]:
-    """``module:line name`` for each string constant naming a run-directory file outside ``ferlib/runs.py``
+    """``module:line name`` for each string constant naming a run-directory file outside ``ferlib/run_dir.py``
     (a path component such as ``run_dir / "summary.json"``; prose that mentions the file does not count)."""
     hits = []
     for name, path in MODULES.items():
-        if name == "ferlib.runs":
+        if name == "ferlib.run_dir":
             continue
         tree = ast.parse(path.read_text(), str(path))
         docs = _docstrings(tree)
@@ -273,8 +273,8 @@ def run_file_literals() -> list[str]:
     return sorted(hits)
 
 
-def test_only_ferlib_runs_names_the_run_files():
-    """config.yaml, metrics.jsonl, summary.json and plan.json are written (and found) through ferlib.runs.RunDir
+def test_only_ferlib_run_dir_names_the_run_files():
+    """config.yaml, metrics.jsonl, summary.json and plan.json are written (and found) through ferlib.run_dir.RunDir
     alone; any other module naming one writes or reads the run directory behind its back."""
     assert run_file_literals() == []
 
@@ -285,7 +285,7 @@ def test_cycle_finder_finds_cycles():
 
 
 def _package_of(module: str) -> str:
-    """``ferlib.engine.run`` → ``ferlib.engine``; a top-level module is its own package."""
+    """``ferlib.engine.training`` → ``ferlib.engine``; a top-level module is its own package."""
     return ".".join(module.split(".")[:2])
 
 

@@ -3,14 +3,14 @@
 A *re-export* is a ``from X import name`` at module level (X a module of the package) where ``name`` is listed
 in the importing module's ``__all__`` or used nowhere in it: the name is then importable from two modules while
 only one of them does anything with it (``engine/metrics.py`` re-exporting ``ferlib.metrics``, ``viz/io.py``
-handing on ``ferlib.runs``' readers, ``data/labels.py`` passing on nine names of ``ferlib.labels``). The one
+handing on ``ferlib.run_dir``' readers, ``data/labels.py`` passing on nine names of ``ferlib.labels``). The one
 exception is a package's own ``__init__``, which may gather the names defined inside that package (its public
 API: ``from ferlib.data import load_dataset``), never another package's. Every module is imported
 (``pkgutil.walk_packages``), then its source is read with ``ast`` to see what it does with each imported name.
 
 The users hold to the same path: every ``from ferlib.x import name`` in ferlib, the tests, the benchmarks and the
 notebooks names the module that defines ``name`` (or the ``__init__`` of a package holding that module), never a
-module that merely imports it for its own use (``from ferlib.results import find_runs``, ``from ferlib.engine.run
+module that merely imports it for its own use (``from ferlib.tables import find_runs``, ``from ferlib.engine.training
 import DataNotFoundError``). Nor does a module give one object a second name (``RAFDB_ORDER = RAFDB``).
 """
 from __future__ import annotations
@@ -352,19 +352,19 @@ def test_constants_passed_on_through_a_chain_name_their_defining_module(make_pac
 
 
 def test_a_package_init_may_gather_its_own_names_but_not_another_packages(make_package):
-    """engine/__init__'s DataNotFoundError: it came from the data package through engine/run.py."""
+    """engine/__init__'s DataNotFoundError: it came from the data package through engine/training.py."""
     pkg = make_package({**BASE, "data/errors.py": "class DataNotFoundError(FileNotFoundError):\n    pass\n",
                         "data/__init__.py": "from .errors import DataNotFoundError\n",  # its own: fine
-                        "engine/run.py": "from ..data import DataNotFoundError\n"
+                        "engine/training.py": "from ..data import DataNotFoundError\n"
                                          "def train():\n    raise DataNotFoundError\n",
-                        "engine/__init__.py": "from .loop import fit\nfrom .run import DataNotFoundError, train\n"})
+                        "engine/__init__.py": "from .loop import fit\nfrom .training import DataNotFoundError, train\n"})
     found, _ = check(pkg)
     assert len(found) == 1 and found[0].startswith(
-        f"{pkg}.engine: re-exports DataNotFoundError (defined in {pkg}.data.errors; imported from {pkg}.engine.run,")
+        f"{pkg}.engine: re-exports DataNotFoundError (defined in {pkg}.data.errors; imported from {pkg}.engine.training,")
 
 
 def test_a_user_importing_through_a_module_that_only_uses_the_name_is_reported(make_package):
-    """``from ferlib.results import find_runs``: results uses find_runs, but it is ferlib.runs' name."""
+    """``from ferlib.tables import find_runs``: tables uses find_runs, but it is ferlib.run_dir's name."""
     pkg = make_package({**BASE, "data/errors.py": "class DataNotFoundError(FileNotFoundError):\n    pass\n",
                         "data/__init__.py": "from .errors import DataNotFoundError\n"})
     user = (f"from {pkg}.engine.loop import fit, accuracy\n"     # fit: loop's own; accuracy: the leaf's

@@ -119,7 +119,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert "world_size: 2" in cfg and "global_batch_size: 16" in cfg and "per_process_batch_size: 8" in cfg
     # the sharded, gathered evaluation equals a one-process evaluation of the same weights, in order
     model, recipe = load_run(tmp_path / "two")
-    from ferlib.engine.run import load_split
+    from ferlib.engine.training import load_split
 
     pred = predict(model, load_split(recipe, "test", data), recipe, "cpu", progress=False)
     with np.load(tmp_path / "two" / "predictions.npz") as z:

@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ferlib.optim import build_optimizer
-from ferlib.engine.run import build_loss
+from ferlib.engine.training import build_loss
 from ferlib.engine.step import Stepper
 from ferlib.models import create_model
 from ferlib.recipes import load_recipe

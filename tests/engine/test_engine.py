@@ -345,7 +345,7 @@ def test_auto_cache_falls_back_to_the_files_when_the_disk_is_full(tmp_path, monk
 def test_cache_build_uses_the_spare_cores(monkeypatch, cores, workers):
     import os
 
-    from ferlib.engine.run import default_cache_workers
+    from ferlib.engine.training import default_cache_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert default_cache_workers() == workers
@@ -353,7 +353,7 @@ def test_cache_build_uses_the_spare_cores(monkeypatch, cores, workers):
 
 def test_recipe_eval_split_picks_the_evaluation_split(tmp_path, monkeypatch):
     """FERMam's FERPlus code evaluates on PublicTest (ferlib "val"), not PrivateTest ("test")."""
-    from ferlib.engine.run import eval_split
+    from ferlib.engine.training import eval_split
     from ferlib.testing import FIXTURES_DIR
 
     assert eval_split(load_recipe("fermam", "ferplus")) == "val"
@@ -387,7 +387,7 @@ def test_selection_starts_at_the_recipes_epoch(syn_root, tmp_path):
 
 
 def test_summary_selects_only_eligible_epochs(tmp_path):
-    from ferlib.runs import RunDir
+    from ferlib.run_dir import RunDir
 
     rows = [{"epoch": e, "step": 10 * e, "eval_accuracy": a} for e, a in ((1, 0.9), (2, 0.5), (3, 0.6))]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

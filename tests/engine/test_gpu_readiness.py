@@ -106,7 +106,7 @@ def test_fit_restores_the_flags_after_a_run_and_after_a_failed_run(tmp_path, fla
     assert cfg["environment"]["backend"]["tf32_matmul"] is True  # recorded as the run had it
     assert cfg["environment"]["backend"]["deterministic_algorithms"] is True
     assert run.summary["precision"] == "tf32"
-    from ferlib.results import runs_table
+    from ferlib.tables import runs_table
 
     table = runs_table(tmp_path)
     assert list(table["precision"]) == ["tf32"]  # what 10_results shows

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ferlib.runs import LOCK, RunDir, RunLockedError
+from ferlib.run_dir import LOCK, RunDir, RunLockedError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY_DATA = {"n_train": 32, "n_test": 16, "progress": False}
@@ -52,7 +52,7 @@ print(json.dumps(res.runs[["variant", "status"]].to_dict("records")))
 #: holds a run directory's lock until killed (no torch: starts fast)
 HOLD = """
 import sys, time
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 RunDir(sys.argv[1]).lock().acquire()
 print("ready", flush=True)
 time.sleep(600)
@@ -214,7 +214,7 @@ def test_resume_racing_a_fresh_run(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 def test_read_while_training_then_sigkill_and_next_run_takes_over(tmp_path, capsys):
-    from ferlib import results
+    from ferlib import tables
     from ferlib.engine import load_run
     from ferlib.engine.checkpoint import load_checkpoint
     from ferlib.evaluation import evaluate_run
@@ -229,7 +229,7 @@ def test_read_while_training_then_sigkill_and_next_run_takes_over(tmp_path, caps
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be read"
         assert rd.in_progress() and not rd.is_complete(1)
-        table = results.runs_table(tmp_path / "runs")
+        table = tables.runs_table(tmp_path / "runs")
         assert table[["run", "status", "complete"]].values.tolist() == [["live", "in progress", False]]
         res = evaluate_run(run, device="cpu", progress=False)  # best.pt, while the run replaces it
         assert f"PID {proc.pid} on {socket.gethostname()}" in res["in_progress"] and res["n"] == 16

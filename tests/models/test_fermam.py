@@ -291,7 +291,7 @@ def test_ferplus_card_reads_votes_as_the_authors_loader(tmp_path):
 
     from PIL import Image
 
-    from ferlib.engine.run import load_recipe_splits
+    from ferlib.engine.training import load_recipe_splits
     from ferlib.recipes import load_recipe
     from ferlib.testing import FIXTURES_DIR
 

@@ -8,8 +8,8 @@ import warnings
 import pytest
 import torch
 
-from ferlib.engine import run as run_mod
-from ferlib.engine.run import DataOptions, FromScratchWarning, RunDirOptions, train
+from ferlib.engine import training
+from ferlib.engine.training import DataOptions, FromScratchWarning, RunDirOptions, train
 from ferlib.recipes import list_recipes, load_card, load_recipe
 from ferlib.testing import FIXTURES_DIR, _REPO, install_weights, reference_state
 from ferlib.weights import WeightsNotFoundError
@@ -65,7 +65,7 @@ def test_missing_weights_stop_the_run_before_any_data_is_read(paper, home, tmp_p
     def no_data(*a, **k):
         raise AssertionError("the data was read before the weights were checked")
 
-    monkeypatch.setattr(run_mod, "load_recipe_splits", no_data)
+    monkeypatch.setattr(training, "load_recipe_splits", no_data)
     with pytest.raises(WeightsNotFoundError) as err:
         train(paper, "rafdb", data=RAF, run=tmp_path / "run")
     msg = str(err.value)
@@ -86,8 +86,8 @@ def test_pretrained_false_starts_the_cards_training_with_a_warning(paper, home, 
         run_dir.mkdir(parents=True, exist_ok=True)  # train() holds the run's lock inside it already
         return {"selected_on": options.selected_on}
 
-    monkeypatch.setattr(run_mod, "fit", fake_fit)
-    monkeypatch.setattr(run_mod, "create_model", lambda name, **kw: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(training, "fit", fake_fit)
+    monkeypatch.setattr(training, "create_model", lambda name, **kw: torch.nn.Linear(1, 1))
     with pytest.warns(FromScratchWarning, match="paper's number is not expected|not released"):
         train(paper, "rafdb", tmp_path / "run", DataOptions(RAF, cache=False), pretrained=False)
     card = load_recipe(paper, "rafdb")
@@ -121,13 +121,13 @@ def test_pretrained_true_loads_the_card_files_into_the_model_that_trains(home, t
     tv = install_weights(monkeypatch, home, "mobilenet_v2_imagenet",
                          torchvision.models.mobilenet_v2(weights=None).state_dict())
     seen = {}
-    real_fit = run_mod.fit
+    real_fit = training.fit
 
     def spy(model, *a, **k):
         seen["w"] = model.features[0][0].weight.detach().clone()
         return real_fit(model, *a, **k)
 
-    monkeypatch.setattr(run_mod, "fit", spy)
+    monkeypatch.setattr(training, "fit", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = train("emonet", "rafdb", tmp_path / "run", DataOptions(RAF, cache=False), pretrained=True, max_steps=1,
@@ -298,7 +298,7 @@ def test_cli_validates_options_before_training_in_one_line(extra, message, home,
 
 def test_a_synthetic_run_never_writes_into_a_users_data_folder(home, tmp_path):
     from ferlib.data import DataNotFoundError
-    from ferlib.engine.run import load_split
+    from ferlib.engine.training import load_split
 
     mine = tmp_path / "my_photos"
     mine.mkdir()

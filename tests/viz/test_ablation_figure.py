@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import f as f_dist
 
 from ferlib import ablations as A
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 
 def runs_table(values: dict, majority=0.375, chance=1 / 7, sweep="s") -> pd.DataFrame:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ferlib.recipes import load_recipe
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

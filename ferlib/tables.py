@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ferlib.metrics import cross_dataset_accuracy, per_class_accuracy
-from ferlib.runs import RunDir, aggregate, find_runs
+from ferlib.run_dir import RunDir, aggregate, find_runs
 
 ACCURACY_COLUMNS = ("accuracy_last", "accuracy_test_selected", "accuracy_val_selected")
 #: Recipe fields that do not change what is trained (provenance) or have their own column.
@@ -34,7 +34,7 @@ _NOT_A_VARIANT = {"reported", "source", "notes", "epochs", "paper", "dataset", "
 
 
 # ---------------------------------------------------------------------------------------------
-# Runs (read through ferlib.runs: find_runs, RunDir)
+# Runs (read through ferlib.run_dir: find_runs, RunDir)
 # ---------------------------------------------------------------------------------------------
 
 def recipe_variant(recipe: dict) -> str:

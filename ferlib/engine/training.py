@@ -17,7 +17,7 @@ from ferlib.losses import create_loss
 from ferlib.models import create_model
 from ferlib.paths import results_dir
 from ferlib.recipes import Recipe, load_recipe
-from ferlib.runs import RunDir
+from ferlib.run_dir import RunDir
 
 from .loop import FitOptions, fit
 from .policy import ResumeError, decide
@@ -256,8 +256,8 @@ def train(paper: str, dataset: str = "synthetic", run: RunDirOptions | str | Pat
     (and limits evaluation batches) — None takes the card's, which only the synthetic entries set (a CPU
     smoke budget). A run cut short is recorded with ``complete: false``.
 
-    One writer per run directory: the call holds ``run_dir/run.lock`` (:meth:`ferlib.runs.RunDir.lock`) from
-    its first line to its return; while another process holds it, it raises :class:`ferlib.runs.RunLockedError`
+    One writer per run directory: the call holds ``run_dir/run.lock`` (:meth:`ferlib.run_dir.RunDir.lock`) from
+    its first line to its return; while another process holds it, it raises :class:`ferlib.run_dir.RunLockedError`
     naming that process at once. A lock left by a killed process on this host is taken over with a warning;
     ``RunDirOptions(break_lock=True)`` breaks one held from another host (make sure that run is gone).
 

@@ -1,4 +1,4 @@
-"""ferlib.runs: the run directory's one writer and reader (round trips, atomic writes, the one aggregator),
+"""ferlib.run_dir: the run directory's one writer and reader (round trips, atomic writes, the one aggregator),
 and train() writing config.yaml and summary.json once each, complete (tiny synthetic runs on CPU)."""
 import json
 import math
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from ferlib import runs as R
-from ferlib.runs import RunDir
+from ferlib import run_dir as R
+from ferlib.run_dir import RunDir
 
 TINY = dict(dataset_kwargs={"n_train": 48, "n_test": 24, "progress": False}, batch_size=16,
             model_kwargs={"width": 8}, input_size=32, progress=False)
@@ -151,20 +151,20 @@ def test_aggregate_order_first_appearance_or_sorted():
     assert list(R.aggregate(runs, ("v",), ("acc",), sort=True)["v"]) == ["a", "b"]
 
 
-def test_results_and_ablations_share_the_aggregator(monkeypatch):
-    from ferlib import ablations, results
+def test_tables_and_ablations_share_the_aggregator(monkeypatch):
+    from ferlib import ablations, tables
 
     calls = []
     real = R.aggregate
     monkeypatch.setattr(R, "aggregate", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
-    monkeypatch.setattr(results, "aggregate", R.aggregate)
+    monkeypatch.setattr(tables, "aggregate", R.aggregate)
     runs = pd.DataFrame({"sweep": ["s"], "paper": ["p"], "variant": ["v"], "accuracy_last": [0.5]})
     ablations.sweep_table(runs)
     table = pd.DataFrame({"paper": ["p"], "dataset": ["d"], "data": [""], "variant": ["card"], "epochs": [1],
                           "precision": ["fp32"], "status": ["smoke"], "accuracy_last": [0.5],
                           "accuracy_test_selected": [0.6], "accuracy_val_selected": [np.nan],
                           "mean_class_accuracy": [0.4]})
-    out = results.summary_table(table)
+    out = tables.summary_table(table)
     assert len(calls) == 2 and bool(out["partial"].item()) and out["accuracy_test_selected"].item() == "0.6000"
 
 
@@ -238,7 +238,7 @@ def test_validation_holdout_tests_best_before_the_one_summary_write(syn_root, tm
 
 
 def test_evaluation_and_ablation_records_round_trip_atomically(tmp_path):
-    from ferlib.runs import RunDir
+    from ferlib.run_dir import RunDir
 
     rd = RunDir(tmp_path / "run")
     assert rd.evaluation("test") == {} and rd.ablation_spec() == {}

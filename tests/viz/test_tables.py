@@ -1,4 +1,4 @@
-"""ferlib.results and ferlib.viz.figures on fabricated run directories: exact mean ± std and gaps,
+"""ferlib.tables and ferlib.viz.figures on fabricated run directories: exact mean ± std and gaps,
 honest selection labels, cross-dataset label mapping, MAC counting, figure files."""
 import json
 import math
@@ -9,7 +9,7 @@ import torch
 import yaml
 from torch import nn
 
-from ferlib import metrics, results
+from ferlib import metrics, tables
 from ferlib.labels import FER2013, RAFDB
 from ferlib.recipes import load_recipe
 
@@ -58,7 +58,7 @@ def runs(tmp_path):
 
 
 def test_runs_table_labels_selection_honestly(runs):
-    df = results.runs_table(runs).set_index("run")
+    df = tables.runs_table(runs).set_index("run")
     assert len(df) == 6
     assert df.loc["emonet_a", "accuracy_last"] == 0.80
     assert df.loc["emonet_a", "accuracy_test_selected"] == 0.90
@@ -73,7 +73,7 @@ def test_runs_table_labels_selection_honestly(runs):
 
 
 def test_summary_mean_std_over_seeds_exact(runs):
-    s = results.summary_table(results.runs_table(runs))
+    s = tables.summary_table(tables.runs_table(runs))
     card = s[(s.paper == "emonet") & (s.variant == "card")].iloc[0]
     assert card.n_seeds == 3
     assert card.accuracy_test_selected_mean == pytest.approx(0.88, abs=1e-12)
@@ -91,8 +91,8 @@ def test_summary_mean_std_over_seeds_exact(runs):
 
 
 def test_compare_to_reported_gap_in_points(runs):
-    s = results.summary_table(results.runs_table(runs))
-    c = results.compare_to_reported(s)
+    s = tables.summary_table(tables.runs_table(runs))
+    c = tables.compare_to_reported(s)
     row = c[(c.paper == "emonet") & (c.dataset == "rafdb") & (c.variant == "card")].iloc[0]
     assert row.reported_accuracy == pytest.approx(0.9130)                  # emonet.yaml reported accuracy
     assert row.gap_accuracy_test_selected_pp == pytest.approx(100 * (0.88 - 0.9130))
@@ -107,7 +107,7 @@ def test_compare_to_reported_gap_in_points(runs):
 
 
 def test_reported_percentages_become_fractions():
-    rep = results.reported_table(["grefel", "emonet"])
+    rep = tables.reported_table(["grefel", "emonet"])
     g = rep[(rep.paper == "grefel") & (rep.dataset == "ferplus") & (rep.metric == "accuracy")]
     assert g.value.item() == pytest.approx(0.892)                         # card says 89.2
     assert rep[(rep.paper == "emonet") & (rep.metric == "params_m")].value.item() == 2.31
@@ -116,7 +116,7 @@ def test_reported_percentages_become_fractions():
 def test_partial_runs_are_flagged(tmp_path):
     r = tmp_path / "runs"
     fake_run(r, "short", epochs=5, epochs_run=2)
-    s = results.summary_table(results.runs_table(r))
+    s = tables.summary_table(tables.runs_table(r))
     assert bool(s.partial.iloc[0]) is True and s.epochs.iloc[0] == 5 and s.status.iloc[0] == "smoke"
 
 
@@ -130,9 +130,9 @@ def test_smoke_runs_are_never_compared_as_reproductions_and_precisions_stay_apar
                      (bf16, {"complete": True, "precision": "bf16"})):
         summary = json.loads((d / "summary.json").read_text())
         (d / "summary.json").write_text(json.dumps({**summary, **extra}))
-    runs = results.runs_table(r).set_index("run")
+    runs = tables.runs_table(r).set_index("run")
     assert runs.loc["smoke", "status"] == "smoke" and runs.loc["full", "status"] == "reproduction"
-    c = results.compare_to_reported(results.summary_table(runs.reset_index()))
+    c = tables.compare_to_reported(tables.summary_table(runs.reset_index()))
     rows = c[(c.paper == "emonet") & (c.dataset == "rafdb")].set_index(["precision", "status"])
     assert rows.loc[("fp32", "smoke"), "n_seeds"] == 1 and math.isnan(rows.loc[("fp32", "smoke"), "gap_accuracy_test_selected_pp"])
     assert rows.loc[("fp32", "reproduction"), "gap_accuracy_test_selected_pp"] == pytest.approx(100 * (0.90 - 0.9130))
@@ -176,13 +176,13 @@ def test_cross_dataset_soft_targets():
 
 def test_measure_complexity_counts_macs():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
-    params, macs = results.measure_complexity(model, 8)
+    params, macs = tables.measure_complexity(model, 8)
     assert params == 3 * 4 * 9 + 256 * 5 + 5
     assert macs == 8 * 8 * 4 * 3 * 9 + 256 * 5          # conv MACs + linear MACs, per image
 
 
 def test_complexity_table_emonet_matches_readme():
-    t = results.complexity_table(["emonet"], "rafdb").iloc[0]
+    t = tables.complexity_table(["emonet"], "rafdb").iloc[0]
     assert t.error == "" and t.input_size == 224
     assert t.params_m == pytest.approx(2.31, abs=0.02)  # README: 2.31 M
     assert 0.25 < t.gmacs < 0.45 and t.reported_gflops == 0.34
@@ -196,20 +196,20 @@ def test_params_in_forward_leaves_out_heads_the_forward_never_runs():
 
     model = create_model("fermam")
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert results.params_in_forward(model, 112) == 26_874_791 - 3 * 1024
+    assert tables.params_in_forward(model, 112) == 26_874_791 - 3 * 1024
     assert [n for n, p in model.named_parameters() if not p.requires_grad] == frozen   # flags restored
     assert all(p.grad is None for p in model.parameters())
     toy = nn.Sequential(nn.Linear(4, 3))
     toy.unused = nn.Linear(4, 100)
     toy.forward = lambda x: type("O", (), {"logits": toy[0](x.flatten(1)[:, :4])})()
-    assert results.params_in_forward(toy, 2) == 15
+    assert tables.params_in_forward(toy, 2) == 15
 
 
 def test_per_class_in_paper_order(tmp_path):
     classes = list(FER2013)            # a run whose classes follow FER2013's order
     logits = np.eye(7)[[0, 1, 2, 3, 3, 5, 6]]
     fake_run(tmp_path / "r", "x", paper="emonet", dataset="rafdb", targets=np.arange(7), logits=logits, classes=classes)
-    df = results.per_class_table([tmp_path / "r" / "x"])
+    df = tables.per_class_table([tmp_path / "r" / "x"])
     assert list(df["class"]) == ["surprise", "fear", "disgust", "happy", "sad", "angry", "neutral"]  # RAF-DB order
     acc = dict(zip(df["class"], df["accuracy"]))
     assert acc["sad"] == 0.0 and acc["happy"] == 1.0 and acc["angry"] == 1.0
@@ -246,7 +246,7 @@ def test_readme_reported_table_matches_the_cards():
     """README's "What each paper reported" rows carry exactly the cards' accuracies (in percent)."""
     import re
 
-    from ferlib.results import reported_table
+    from ferlib.tables import reported_table
     from ferlib.testing import _REPO
 
     readme = (_REPO / "README.md").read_text()
