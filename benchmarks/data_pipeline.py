@@ -209,12 +209,7 @@ def main(argv=None) -> dict:
               "loadavg_before": [round(v, 2) for v in load_before] if load_before else None,
               "loadavg_after": [round(v, 2) for v in load] if load else None,
               "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"}
-    out = Path(a.out) if a.out else results_dir() / "bench" / "data_pipeline.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(table + "\n")
-    print(table)
-    return result
+    return write_result(result, table, a.out, "data_pipeline.json")
 
 
 def loader_main(a, root: Path) -> dict:
@@ -226,11 +221,17 @@ def loader_main(a, root: Path) -> dict:
             f"{r['b_cache_batched_img_s']:g} img/s = {r['ratio']:g}x ({r['images']} images at {r['size']} px, "
             f"batch {r['batch_size']}, {r['workers']} workers, on {r['device']})")
     result = {**r, "torch": torch.__version__, "summary": [["resize + flip, loader feeding the device", line]]}
-    out = Path(a.out) if a.out else results_dir() / "bench" / "data_pipeline_loader.json"
+    return write_result(result, line, a.out, "data_pipeline_loader.json")
+
+
+def write_result(result: dict, text: str, out, default_name: str) -> dict:
+    """``result`` as JSON at ``out`` (default ``results/bench/<default_name>``), ``text`` beside it as .md and on
+    the screen."""
+    out = Path(out) if out else results_dir() / "bench" / default_name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(line + "\n")
-    print(line)
+    out.with_suffix(".md").write_text(text + "\n")
+    print(text)
     return result
 
 
