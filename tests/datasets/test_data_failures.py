@@ -71,6 +71,7 @@ def test_require_usable_counts_fewer_than_needed(raf):
         require_usable(ds, "test", min_items=64)
 
 
+@pytest.mark.slow  # a CLI process
 def test_prepare_exits_nonzero_for_an_empty_train_split(raf, tmp_path):
     empty_train_images(raf)
     proc = subprocess.run([sys.executable, "-m", "ferlib", "prepare", "rafdb", "--root", str(raf), "--cache-dir",

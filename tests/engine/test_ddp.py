@@ -25,7 +25,8 @@ from ferlib.engine.checkpoint import load_checkpoint
 from ferlib.engine.step import Stepper
 from ferlib.models.registry import ModelOutput
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = [pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built"), pytest.mark.slow]
 
 
 class Tiny(nn.Module):

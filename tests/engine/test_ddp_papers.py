@@ -43,7 +43,8 @@ VARIANTS = [("fermam", {"conv_ssm_mode": "conv_only"}), ("fermam", {"conv_ssm_mo
             ("grefel", {"freeze_backbones": False}), ("grefel", {"variant": "arbex"})]
 GLOBAL_BATCH = 4
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = [pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built"), pytest.mark.slow]
 
 
 def _build(paper: str, **extra):

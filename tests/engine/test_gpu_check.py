@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "benchmarks" / "support" / "gpu_check.py"
 STEPS = ("environment", "tests", "paper_throughput", "data_pipeline", "scan_backends")

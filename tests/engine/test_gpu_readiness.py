@@ -57,6 +57,7 @@ def test_a_batch_that_does_not_split_stops_before_anything_is_touched(tmp_path, 
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
+@pytest.mark.slow  # real processes
 def test_the_cli_says_it_in_one_line(tmp_path):
     import subprocess
 
@@ -223,6 +224,7 @@ def _rank0_first_worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # real processes
 def test_rank0_prepares_first_with_heartbeats_and_failures_stop_every_rank(tmp_path):
     mp.spawn(_rank0_first_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = (tmp_path / "rank0.txt").read_text().splitlines()

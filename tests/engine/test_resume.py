@@ -13,6 +13,9 @@ import torch
 from ferlib.engine import EpochSampler, ResumableSampler, train
 from ferlib.engine.checkpoint import load_checkpoint
 
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = pytest.mark.slow
+
 TINY = dict(dataset_kwargs={"n_train": 48, "n_test": 24, "progress": False}, model_kwargs={"width": 8},
             input_size=32, progress=False)
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,6 +17,9 @@ import yaml
 
 from ferlib.run_dir import LOCK, RunDir, RunLockedError
 
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = pytest.mark.slow
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY_DATA = {"n_train": 32, "n_test": 16, "progress": False}
 TINY_SET = ["--set", "input_size=32", "--set", "model_kwargs.width=8",

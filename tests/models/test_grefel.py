@@ -353,6 +353,7 @@ def test_grefel_variant_options_and_errors():
     assert create_model("grefel", variant="arbex", temperature=2.0).delta == 2.0  # ARBEx: δ = T
 
 
+@pytest.mark.slow  # trains both variants
 def test_grefel_variant_trains():
     torch.manual_seed(0)
     model = create_model("grefel", num_classes=7).train()

@@ -186,6 +186,7 @@ def _waiting_notebook(path: Path, me: str, other: str | None, cell: str = "") ->
     return path
 
 
+@pytest.mark.slow  # real processes
 def test_real_processes_run_side_by_side_and_a_failure_stops_the_other(tmp_path, monkeypatch, capsys):
     pytest.importorskip("papermill")
     monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))

@@ -13,6 +13,9 @@ from ferlib.parity.core import load_record
 
 import upstream
 
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = pytest.mark.slow
+
 RECORDING = Path(__file__).parents[1] / "data" / "parity" / "emonet.pt"
 
 

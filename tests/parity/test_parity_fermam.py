@@ -22,7 +22,8 @@ import upstream
 RECORD = Path(__file__).parents[1] / "data" / "parity" / "fermam.pt"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 def test_recording_is_small_and_replays_equal():

@@ -15,7 +15,8 @@ import upstream
 
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 def checkout(dest: Path, edit: tuple[str, str, str] | None = None) -> Path:

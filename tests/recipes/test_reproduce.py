@@ -14,6 +14,9 @@ from ferlib.recipes import list_recipes, load_card, load_recipe
 from ferlib.testing import FIXTURES_DIR, _REPO, install_weights, reference_state
 from ferlib.weights import WeightsNotFoundError
 
+# Spawns processes or trains end to end: the slow tier, so that make test-fast stays quick.
+pytestmark = pytest.mark.slow
+
 RAF = FIXTURES_DIR / "rafdb" / "basic"
 PAPERS = ("fermam", "mmfrm", "emonet", "grefel", "mfer")
 #: The files each paper's RAF-DB run starts from (and the submodule each one loads into).

@@ -215,6 +215,7 @@ def test_per_class_in_paper_order(tmp_path):
     assert acc["sad"] == 0.0 and acc["happy"] == 1.0 and acc["angry"] == 1.0
 
 
+@pytest.mark.slow  # draws every figure
 def test_figures_from_fabricated_runs(tmp_path, monkeypatch):
     from ferlib.viz import figures, tsne
 
