@@ -132,7 +132,7 @@ class FERMam(nn.Module):
         return self
 
     def landmark_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B,3,H,W] → bilinear resize to 112 (no antialias) → ``conv_6_sep`` → [B, 49, 512], row-major."""
+        """x [B,3,H,W] → bilinear resize to backbone_size (112; no antialias) → ``conv_6_sep`` → [B, 49, 512] (16 at 64), row-major."""
         x = F.interpolate(x, size=self.backbone_size, mode="bilinear", align_corners=False)
         # Upstream runs the whole MobileFaceNet and discards its GDC output; only the map is used.
         feat = self.face_landback.forward_features(x)
@@ -144,7 +144,7 @@ class FERMam(nn.Module):
         return feat.flatten(2).transpose(1, 2)
 
     def image_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B,3,H,W] → IR-50 (nearest resize to 112, 3 stages) → [B, 49, 1024]."""
+        """x [B,3,H,W] → IR-50 (nearest resize to backbone_size, 112; 3 stages) → [B, 49, 1024] (16 at 64)."""
         if self.ir_tokens == "raw_view":
             # [quirk, essential] a raw view of the NCHW [B,256,14,14] map: channel chunks (§3.3).
             return self.ir_back(x)
