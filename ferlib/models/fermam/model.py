@@ -132,7 +132,8 @@ class FERMam(nn.Module):
         return self
 
     def landmark_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B,3,H,W] → bilinear resize to backbone_size (112; no antialias) → ``conv_6_sep`` → [B, 49, 512] (16 at 64), row-major."""
+        """x [B,3,H,W] → bilinear resize to backbone_size (112; no antialias) → ``conv_6_sep`` → [B, 49, 512]
+        (16 tokens at 64), row-major."""
         x = F.interpolate(x, size=self.backbone_size, mode="bilinear", align_corners=False)
         # Upstream runs the whole MobileFaceNet and discards its GDC output; only the map is used.
         feat = self.face_landback.forward_features(x)

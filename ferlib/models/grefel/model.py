@@ -71,7 +71,8 @@ class GReFEL(nn.Module):
         dim_emb, head_hidden: E (768) and the classifier's hidden widths (384, 192, 96).
         poster_kwargs: other :class:`PosterV2` arguments.
 
-    ``forward(x)`` x [B,3,H,W] (ImageNet-normalised, H = W = 224 or 112: both backbones see 112, or ``backbone_size`` in the CPU demo)
+    ``forward(x)`` x [B,3,H,W] (ImageNet-normalised, H = W = 224 or 112: both backbones see 112, or
+    ``backbone_size`` in the CPU demo)
     → ``ModelOutput(logits [B,C], features = embedding [B,E'], extras)``; extras: ``embedding``,
     ``classifier_logits``, ``prob``, ``confidence``, ``distances`` [B,C,K], ``similarities``,
     ``confidence_geometric``, ``attention``, ``confidence_attention``, ``correction``,
