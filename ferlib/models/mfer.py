@@ -10,7 +10,8 @@ As the released model code builds it (XuJ1E/MFER @ 6d041d5: ``model.py``, ``mode
 
 The multiscale inputs are prefixes of one pooled vector (the code), not features of different
 stages. ``dims`` / ``depths`` allow a narrower copy for CPU smoke runs only; the heads then read
-2/4, 3/4 and 4/4 of the feature, as they do at full width.
+2/4, 3/4 and 4/4 of the feature, as they do at full width. ``stem="resnet"`` (ResNet's 7×7/2 conv,
+BatchNorm, ReLU and max-pool instead of the 4×4 patchify stem) exists for the synthetic CPU demo only.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class MFER(nn.Module):
         drop_path_rate: float = 0.25,
         layer_scale_init_value: float = 1e-6,
         attention_stages: Sequence[int] = (2, 3),
+        stem: str = "patchify",
     ):
         super().__init__()
         if dims[-1] % 4:
@@ -64,6 +66,7 @@ class MFER(nn.Module):
             drop_path_rate=drop_path_rate,
             layer_scale_init_value=layer_scale_init_value,
             stage_tail=lambda s, d: DSAttention(d) if s in stages else None,
+            stem=stem,
         )
         quarter = dims[-1] // 4
         # Upstream classifier(dim=256, step=k) reads k·256 channels, k = 2, 3, 4.
@@ -80,7 +83,7 @@ class MFER(nn.Module):
 def mfer(num_classes: int = 7, drop_path_rate: float = 0.25, **kwargs) -> MFER:
     """MFER as released: ConvNeXt-B + DS attention + Msc, 155,357,013 parameters at 7 classes.
 
-    ``drop_path_rate`` 0.25 is train.py's; ``dims`` / ``depths`` override the ConvNeXt-B widths
+    ``drop_path_rate`` 0.25 is train.py's; ``dims`` / ``depths`` / ``stem`` override ConvNeXt-B
     (CPU smoke runs only).
     """
     return MFER(num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)

@@ -192,6 +192,26 @@ def test_small_model_trains_one_step():
     assert loss_fn.feature_loss.means.grad.abs().sum() > 0
 
 
+def test_resnet_stem_is_a_stride_4_conv_bn_relu_pool_and_the_default_is_patchify():
+    from torch import nn
+
+    default = create_model("mfer", **SMALL)
+    assert [type(m).__name__ for m in default.backbone.downsample_layers[0]] == ["Conv2d", "LayerNorm"]
+    model = create_model("mfer", stem="resnet", **SMALL)
+    conv, bn, relu, pool = model.backbone.downsample_layers[0]
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.out_channels) == ((7, 7), (2, 2), (3, 3), 16)
+    assert isinstance(bn, nn.BatchNorm2d) and isinstance(relu, nn.ReLU)
+    assert (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model.backbone.downsample_layers[0](x), pool(relu(bn(conv(x)))))
+    assert model.backbone.forward_maps(x).shape == default.backbone.forward_maps(x).shape == (2, 128, 2, 2)
+    # every other key is the patchify model's: only the stem's differ
+    differ = set(model.state_dict()) ^ set(default.state_dict())
+    assert differ and all(k.startswith("backbone.downsample_layers.0.") for k in differ)
+    with pytest.raises(ValueError, match="stem must be one of"):
+        create_model("mfer", stem="conv", **SMALL)
+
+
 def test_converter_prefixes_bare_train_py_checkpoints():
     bare = {"module.stages.0.0.gamma": torch.zeros(1), "norm.weight": torch.zeros(1), "msc.0.fc1.bias": torch.zeros(1)}
     assert sorted(convert_upstream("mfer", bare)) == ["backbone.norm.weight", "backbone.stages.0.0.gamma", "msc.0.fc1.bias"]

@@ -18,7 +18,6 @@ NOTEBOOKS = {"fermam": "03_train_fermam", "mmfrm": "04_train_mmfrm", "emonet": "
 NOT_YET = {
     "grefel": "measured 2026-12-05: the small GReFEL demo stays at the majority class (see its card's notes)",
     "mmfrm": "measured 2026-12-05: 0.350 after epoch 1 of 2 (majority 0.375); its sigmoid logit gate closes",
-    "mfer": "measured 2026-12-05: 0.458 after 5 epochs (majority 0.375); every variant tried plateaus at ~0.46",
 }
 MARGIN = 0.20
 

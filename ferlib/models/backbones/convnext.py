@@ -94,6 +94,9 @@ class Block(nn.Module):
         return x + self.drop_path(y.permute(0, 3, 1, 2))
 
 
+STEMS = ("patchify", "resnet")
+
+
 class ConvNeXt(nn.Module):
     """ConvNeXt trunk without a classifier: image [B, 3, H, W] → LN(GAP(last stage)) [B, dims[-1]].
 
@@ -104,6 +107,11 @@ class ConvNeXt(nn.Module):
         layer_scale_init_value: initial ``gamma`` (1e-6).
         stage_tail: ``stage_tail(stage_index, dim)`` → a module appended after the stage's blocks, or
             None. MFER appends its DS attention to stages 2 and 3 (keys ``stages.2.27``, ``stages.3.3``).
+        stem: ``"patchify"`` (ConvNeXt's 4×4 stride-4 conv + channels-first LayerNorm) or ``"resnet"``
+            (7×7 stride-2 conv → BatchNorm → ReLU → 3×3 stride-2 max-pool, ResNet's stem; also stride 4).
+            ``"resnet"`` is not ConvNeXt: MFER's synthetic CPU demo uses it because a narrow
+            ConvNeXt with the patchify stem did not learn the synthetic faces from scratch
+            (recipes/mfer.yaml).
     Input sides must be multiples of 32 (stride 4 stem, three stride-2 downsamplings).
     """
 
@@ -115,16 +123,22 @@ class ConvNeXt(nn.Module):
         drop_path_rate: float = 0.0,
         layer_scale_init_value: float = 1e-6,
         stage_tail: Callable[[int, int], nn.Module | None] | None = None,
+        stem: str = "patchify",
     ):
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"ConvNeXt needs 4 stages; got depths={list(depths)}, dims={list(dims)}")
         self.depths, self.dims = list(depths), list(dims)
         self.num_features = dims[-1]
         self.downsample_layers = nn.ModuleList()
-        self.downsample_layers.append(
-            nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm(dims[0], 1e-6, "channels_first"))
-        )
+        if stem == "patchify":
+            first = [nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm(dims[0], 1e-6, "channels_first")]
+        else:
+            first = [nn.Conv2d(in_chans, dims[0], kernel_size=7, stride=2, padding=3), nn.BatchNorm2d(dims[0]),
+                     nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2, padding=1)]
+        self.downsample_layers.append(nn.Sequential(*first))
         for i in range(3):
             self.downsample_layers.append(
                 nn.Sequential(LayerNorm(dims[i], 1e-6, "channels_first"), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2))
