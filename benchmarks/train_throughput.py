@@ -5,14 +5,14 @@
     contiguous (NCHW) tensors, a plain forward / cross-entropy / backward / Adam step;
 (b) ferlib: images decoded once into the uint8 cache, batches gathered from the memmap
     (``ferlib.engine.loader``), flip + normalisation on the whole batch on the training device, the
-    engine's :class:`~ferlib.engine.step.Stepper` and fused Adam; on GPU also channels_last, bf16 autocast and
+    engine's :class:`~ferlib.engine.step.Stepper`, fused Adam and channels_last; on GPU also bf16 autocast and
     ``torch.compile`` (``--no-compile`` to skip; ``--compile`` on CPU, where compiling takes minutes).
 
 The timed steps of (a) and (b) alternate (a, b, a, b, …) so that a machine shared with other work slows
 both alike; the reported rate is images / median step time (data loading included), and ``cpu_img_s`` the
 same per second of this process's CPU time (``time.process_time``; with 0 workers every step runs in this
-process), which other jobs on a shared CPU do not inflate. (b) uses the engine's defaults: channels_last on
-GPU only. Peak memory: CUDA
+process), which other jobs on a shared CPU do not inflate. (b) uses the engine's defaults: channels_last
+(``ferlib.engine.loop.default_channels_last``: on GPU and CPU). Peak memory: CUDA
 ``max_memory_allocated`` on GPU; on CPU the largest resident set size sampled after each step.
 Inference: eval mode, no grad, ferlib's settings, batch 1 and 256 (``--infer-batches``; CPU default 1 and
 32 to stay short).
@@ -233,7 +233,7 @@ def main(argv=None) -> dict:
     p.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
                    help="torch.compile the model in (b) (default: on GPU only; on CPU compiling takes minutes per model)")
     p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
-                   help="(b) channels_last (default: as the engine, on GPU only; on CPU it slowed FERMam's IR-50)")
+                   help="(b) channels_last (default: as the engine, ferlib.engine.loop.default_channels_last)")
     p.add_argument("--profile", default=None, action=argparse.BooleanOptionalAction,
                    help="torch.profiler of a (b) step (default: when EMO-Net misses 1.5x)")
     p.add_argument("--out", default=None)
@@ -241,6 +241,7 @@ def main(argv=None) -> dict:
 
     from ferlib.data import load_dataset
     from ferlib.engine.env import configure_threads, resolve_device
+    from ferlib.engine.loop import default_channels_last
     from ferlib.paths import results_dir
 
     device = resolve_device(a.device)
@@ -250,7 +251,7 @@ def main(argv=None) -> dict:
     warmup = a.warmup if a.warmup is not None else (5 if gpu else 1)
     batch = a.batch_size or (128 if gpu else 16)
     infer = [int(b) for b in (a.infer_batches or ("1,256" if gpu else "1,32")).split(",")]
-    channels_last = gpu if a.channels_last is None else a.channels_last  # the engine's default (FitOptions)
+    channels_last = default_channels_last(device) if a.channels_last is None else a.channels_last
     precision = "bf16" if gpu else "fp32"
     compile_ = gpu if a.compile is None else a.compile
 

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default: OMP_NUM_THREADS if set, else one per core; use 1 when other "
                         "jobs share a small machine)")
     p.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
-                   help="channels_last memory format (default: on for CUDA)")
+                   help="channels_last memory format (default: on for CUDA and CPU)")
     p.add_argument("--accumulate", type=int_at_least(1), default=1,
                    help="gradient accumulation micro-batches per update (effective batch = global batch × K)")
     p.add_argument("--num-workers", type=int_at_least(0), default=0, help="DataLoader worker processes")

@@ -28,7 +28,7 @@ def test_run_dir_holds_every_file_of_the_contract(syn_root, tmp_path):
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     assert cfg["recipe"]["paper"] == "baseline" and cfg["environment"]["torch"] == torch.__version__
     assert cfg["environment"]["device"] == "cpu" and "git_commit" in cfg["environment"]
-    assert cfg["resolved"] == {"precision": "fp32", "channels_last": False, "world_size": 1, "global_batch_size": 16,
+    assert cfg["resolved"] == {"precision": "fp32", "channels_last": True, "world_size": 1, "global_batch_size": 16,
                                "per_process_batch_size": 16, "effective_batch_size": 16, "deterministic": False,
                                "nondeterministic_ops": [], "scan_backend": []}
     backend = cfg["environment"]["backend"]
