@@ -177,24 +177,19 @@ class MMFRM(nn.Module):
         train_landmark: False (as coded: the landmark net is not in the optimizer; here its
             parameters get ``requires_grad=False``, which leaves its weights unchanged exactly as
             upstream's never-used, never-zeroed gradients do) or True to fine-tune it.
-        gate_bias: None (upstream: PyTorch's default init of ``network.alpha``) or the initial bias of
-            the gate's Linear, e.g. 3.0 opens it (sigmoid 0.95) at the start. Not the authors' network:
-            the synthetic CPU demo sets it, because from random init the gate closed (recipes/mmfrm.yaml).
 
     Only the three tapped maps are computed from the landmark net: its GDC head, ``alpha`` and
     ``fc`` do not reach MMFRM's output, so they are kept for key compatibility but not run.
     """
 
     def __init__(self, num_classes: int = 7, drop_rate: float = 0.0, landmark_mode: str = "train",
-                 train_landmark: bool = False, gate_bias: float | None = None):
+                 train_landmark: bool = False):
         super().__init__()
         if landmark_mode not in LANDMARK_MODES:
             raise ValueError(f"landmark_mode must be one of {LANDMARK_MODES}, got {landmark_mode!r}")
         self.landmark_mode = landmark_mode
         self.landmark = MMFRMMobileFaceNet((112, 112), embedding_size=512, num_classes=7)
         self.network = MMFRMNetwork(num_classes=num_classes, drop_rate=drop_rate)
-        if gate_bias is not None:
-            nn.init.constant_(self.network.alpha[0].bias, gate_bias)
         self.landmark.requires_grad_(train_landmark)
         # The landmark net's head (GDC, alpha, fc) never reaches MMFRM's output: frozen in either case.
         for head in (self.landmark.output_layer, self.landmark.alpha, self.landmark.fc):

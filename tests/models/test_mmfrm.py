@@ -107,19 +107,6 @@ def test_sigmoid_gate_scales_logits_without_changing_argmax(ref_model, ref_forwa
     assert torch.equal(out.logits.argmax(1), raw.argmax(1))
 
 
-def test_gate_bias_sets_only_the_gate_bias_and_opens_the_gate():
-    torch.manual_seed(0)
-    upstream = create_model("mmfrm")
-    torch.manual_seed(0)
-    opened = create_model("mmfrm", gate_bias=3.0)
-    a, b = upstream.state_dict(), opened.state_dict()
-    assert [k for k in a if not torch.equal(a[k], b[k])] == ["network.alpha.0.bias"]
-    assert b["network.alpha.0.bias"].tolist() == [3.0]
-    with torch.no_grad():
-        gate = opened.network.alpha(torch.zeros(1, 512))
-    torch.testing.assert_close(gate, torch.sigmoid(torch.tensor([[3.0]])))
-
-
 def test_landmark_mode_as_coded_keeps_landmark_in_train_mode():
     model = create_model("mmfrm").eval()
     assert not model.network.training and model.landmark.training
