@@ -58,7 +58,7 @@ pd.DataFrame([dataclasses.asdict(e) for e in entries])
 
 # %% [markdown]
 # ## Run the grid
-# One engine call per entry (skipped when already complete). The table has one row per (sweep, variant): mean ± standard deviation over seeds of the last-epoch accuracy and of the best epoch's accuracy — selected on the test split as the authors' code does (`selected_on = test_selected`), or on the held-out validation split when `val_fraction` is set (then `accuracy_test_at_val_selected` is the honest number). The `verdict` column repeats each figure's verdict. The `verdict` column repeats each figure's verdict.
+# One engine call per entry (skipped when already complete). The table has one row per (sweep, variant): mean ± standard deviation over seeds of the last-epoch accuracy and of the best epoch's accuracy — selected on the test split as the authors' code does (`selected_on = test_selected`), or on the held-out validation split when `val_fraction` is set (then `accuracy_test_at_val_selected` is the honest number). The `verdict` column repeats each figure's verdict.
 
 # %%
 res = run_grid(dataset, grid, epochs=epochs, max_steps=max_steps, seeds=seeds, data_root=data_root,
