@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 04 — MMFRM: ResNet + MobileFaceNet fusion with RFLoss
 #
-# Ding et al., *A Multiscale and Multilevel Fusion Network Based on ResNet and MobileFaceNet for Facial Expression Recognition* (IET CPS, doi:10.1049/cps2.70003); code `hutianhan/MMFRM@74c7e81`. A frozen landmark MobileFaceNet and a ResNet-18-style trunk see the same 112×112 face; three triple-CBAM fusion modules (TCFFM) join their maps at 28², 14² and 7², and a sigmoid gate scales the logits. The defaults train the CPU-sized synthetic entry in minutes; `-p dataset rafdb` runs the authors' recipe; `-p dataset ferplus` applies it to FERPlus, which the paper evaluates but the released code cannot load (our reconstruction, see the card).
+# Ding et al., *A Multiscale and Multilevel Fusion Network Based on ResNet and MobileFaceNet for Facial Expression Recognition* (IET CPS, doi:10.1049/cps2.70003); code `hutianhan/MMFRM@74c7e81`. A frozen landmark MobileFaceNet and a ResNet-18-style trunk see the same 112×112 face; three triple-CBAM fusion modules (TCFFM) join their maps at 28², 14² and 7², and a sigmoid gate scales the logits. The defaults train the card's CPU-sized synthetic entry (64×64, SGD instead of Adam, which closes the gate from random init, 7 epochs: about 27 minutes on one core, 0.663 test accuracy); `-p dataset rafdb` runs the authors' recipe; `-p dataset ferplus` applies it to FERPlus, which the paper evaluates but the released code cannot load (our reconstruction, see the card).
 
 # %% tags=["parameters"]
 from typing import Optional, Union
