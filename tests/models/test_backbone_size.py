@@ -57,3 +57,32 @@ def test_grefel_at_64_trains():
     assert out.logits.shape == (4, 7) and out.features.shape == (4, 64)
     out.logits.sum().backward()
     assert model.vit.ir.input_layer[0].weight.grad.abs().sum() > 0
+
+
+def test_vit_readout_options_compute_the_mean_of_the_token_outputs_without_layernorm():
+    from ferlib.models.grefel.poster import VisionTransformer
+    torch.manual_seed(0)
+    vit = VisionTransformer(num_tokens=6, embed_dim=16, depth=1, num_heads=2, global_pool="avg", layer_norm=False).eval()
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in vit.modules())
+    tokens = torch.randn(3, 6, 16)
+    # by hand: one pre-norm block with its norms gone, then the mean of the 6 token outputs (cls left out), then SE
+    block = vit.blocks[0]
+    x = torch.cat([vit.cls_token.expand(3, -1, -1), tokens], dim=1) + vit.pos_embed
+    x = x + block.attn(x)
+    x = x + block.mlp(x)
+    pooled = x[:, 1:].sum(dim=1) / 6
+    expected = pooled * torch.sigmoid(vit.se_block.linear2(torch.relu(vit.se_block.linear1(pooled))))
+    torch.testing.assert_close(vit(tokens), expected)
+    # the default is ARBEx's: LayerNorms and the cls token
+    arbex = VisionTransformer(num_tokens=6, embed_dim=16, depth=1, num_heads=2).eval()
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in arbex.modules()) == 3
+    out = arbex.norm(arbex.blocks(torch.cat([arbex.cls_token.expand(3, -1, -1), tokens], 1) + arbex.pos_embed))[:, 0]
+    torch.testing.assert_close(arbex(tokens), arbex.se_block(out))
+    with pytest.raises(ValueError, match="global_pool must be 'token' .* or 'avg' .*got 'max'"):
+        VisionTransformer(num_tokens=6, embed_dim=16, depth=1, num_heads=2, global_pool="max")
+
+
+def test_grefel_passes_the_readout_options_to_its_vit():
+    model = create_model("grefel", num_classes=7, ir_units=[1, 1, 1], dim_emb=32, depth=1, backbone_size=64,
+                         vit_global_pool="avg", vit_layer_norm=False)
+    assert model.vit.vit.global_pool == "avg" and isinstance(model.vit.vit.norm, torch.nn.Identity)

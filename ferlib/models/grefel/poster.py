@@ -78,12 +78,12 @@ class Block(nn.Module):
     **[quirk]** ``conv`` (Conv1d tokens→tokens, 1×1) is registered upstream but never called.
     """
 
-    def __init__(self, dim: int, num_heads: int, num_tokens: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, num_heads: int, num_tokens: int, mlp_ratio: float = 4.0, layer_norm: bool = True):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6) if layer_norm else nn.Identity()
         self.conv = nn.Conv1d(num_tokens, num_tokens, kernel_size=1)
         self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6) if layer_norm else nn.Identity()
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,13 +95,20 @@ class VisionTransformer(nn.Module):
     """The 2-block ViT over the fused tokens, with cls token and SE gate (ARBEx ``vit.py``).
 
     ``forward(tokens)`` [B, N, E] (N = 147) → SE(norm(blocks(cat(cls, tokens) + pos_embed))[:, 0])
-    [B, E]. **[quirk]** ``patch_embed``, ``CON1``, ``IRLinear1``, ``IRLinear2`` and each block's
-    ``conv`` are registered but unused (1,619,016 params at E = 768): kept for strict loading.
+    [B, E]. ``global_pool="avg"`` reads the mean of the N token outputs instead of the cls token, and
+    ``layer_norm=False`` drops the blocks' and the final LayerNorms: neither is ARBEx's; together they are
+    the CPU demo's readout (the synthetic card entry), which learns from random-init backbones where the
+    cls token behind LayerNorms stays on one class (issue 24). **[quirk]** ``patch_embed``, ``CON1``,
+    ``IRLinear1``, ``IRLinear2`` and each block's ``conv`` are registered but unused (1,619,016 params at
+    E = 768): kept for strict loading.
     """
 
     def __init__(self, num_tokens: int = 147, embed_dim: int = 768, depth: int = 2, num_heads: int = 8,
-                 mlp_ratio: float = 4.0, in_chans: int = 256):
+                 mlp_ratio: float = 4.0, in_chans: int = 256, global_pool: str = "token", layer_norm: bool = True):
         super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' (ARBEx: the cls token) or 'avg' (mean of the tokens), got {global_pool!r}")
+        self.global_pool = global_pool
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, embed_dim))
         self.se_block = SEBlock(embed_dim)
@@ -109,8 +116,9 @@ class VisionTransformer(nn.Module):
         self.CON1 = nn.Conv2d(in_chans, embed_dim, kernel_size=1, bias=False)
         self.IRLinear1 = nn.Linear(1024, embed_dim)
         self.IRLinear2 = nn.Linear(embed_dim, 512)
-        self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, num_tokens + 1, mlp_ratio) for _ in range(depth)))
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, num_tokens + 1, mlp_ratio, layer_norm)
+                                      for _ in range(depth)))
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6) if layer_norm else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_vit_weights)
@@ -122,7 +130,7 @@ class VisionTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
-        return self.se_block(x[:, 0])
+        return self.se_block(x[:, 1:].mean(dim=1) if self.global_pool == "avg" else x[:, 0])
 
 
 def _init_vit_weights(m: nn.Module) -> None:
@@ -155,12 +163,15 @@ class PosterV2(nn.Module):
         backbone_size: the side both backbones see (default 112, ARBEx's); 64 (the CPU demo only, not the
             paper's network) gives 32/16/8 maps, windows (16, 8, 4) and 48 ViT tokens, a third of the compute.
         windows: the three window sides; None = backbone_size / 4, / 8, / 16 ((28, 14, 7) at 112).
+        vit_global_pool, vit_layer_norm: the ViT's readout, see :class:`VisionTransformer` (defaults
+            ARBEx's: ``"token"``, ``True``; the CPU demo uses ``"avg"``, ``False``).
     """
 
     def __init__(self, windows: Sequence[int] | None = None, heads: Sequence[int] = (2, 4, 8),
                  dims: Sequence[int] = (64, 128, 256), dim_emb: int = 768, depth: int = 2, num_heads: int = 8,
                  drop_path: Sequence[float] = (0.0, 0.125, 0.25), freeze_backbones: bool = True,
-                 ir_units: Sequence[int] | None = None, backbone_size: int = 112):
+                 ir_units: Sequence[int] | None = None, backbone_size: int = 112,
+                 vit_global_pool: str = "token", vit_layer_norm: bool = True):
         super().__init__()
         if backbone_size % 16 or backbone_size < 64:
             raise ValueError(f"backbone_size must be a multiple of 16 of at least 64, got {backbone_size}")
@@ -179,7 +190,8 @@ class PosterV2(nn.Module):
             PatchEmbed(dims[2], dim_emb),
         ])
         n_tokens = sum((w // 4 if i == 0 else w // 2 if i == 1 else w) ** 2 for i, w in enumerate(windows))
-        self.vit = VisionTransformer(n_tokens, dim_emb, depth, num_heads, in_chans=dims[2])
+        self.vit = VisionTransformer(n_tokens, dim_emb, depth, num_heads, in_chans=dims[2],
+                                     global_pool=vit_global_pool, layer_norm=vit_layer_norm)
         if freeze_backbones:
             for p in [*self.landmark.parameters(), *self.ir.parameters()]:
                 p.requires_grad_(False)
