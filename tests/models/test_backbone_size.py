@@ -78,8 +78,27 @@ def test_vit_readout_options_compute_the_mean_of_the_token_outputs_without_layer
     assert sum(isinstance(m, torch.nn.LayerNorm) for m in arbex.modules()) == 3
     out = arbex.norm(arbex.blocks(torch.cat([arbex.cls_token.expand(3, -1, -1), tokens], 1) + arbex.pos_embed))[:, 0]
     torch.testing.assert_close(arbex(tokens), arbex.se_block(out))
-    with pytest.raises(ValueError, match="global_pool must be 'token' .* or 'avg' .*got 'max'"):
+    with pytest.raises(ValueError, match=r"global_pool must be one of \('token', 'avg', 'flat'\) .*got 'max'"):
         VisionTransformer(num_tokens=6, embed_dim=16, depth=1, num_heads=2, global_pool="max")
+
+
+def test_vit_flat_readout_is_one_linear_over_the_flattened_token_outputs():
+    from ferlib.models.grefel.poster import VisionTransformer
+    torch.manual_seed(0)
+    vit = VisionTransformer(num_tokens=6, embed_dim=16, depth=0, num_heads=2, global_pool="flat", layer_norm=False)
+    assert vit.flat.weight.shape == (16, 6 * 16) and not vit.cls_token.requires_grad  # depth 0: nothing reads it
+    tokens = torch.randn(3, 6, 16)
+    x = tokens + vit.pos_embed[:, 1:]  # no blocks, no norms
+    # by hand: token t's feature e sits at column t·16 + e of the Linear
+    w = vit.flat.weight.reshape(16, 6, 16)
+    pooled = torch.einsum("bte,ote->bo", x, w) + vit.flat.bias
+    expected = pooled * torch.sigmoid(vit.se_block.linear2(torch.relu(vit.se_block.linear1(pooled))))
+    torch.testing.assert_close(vit(tokens), expected)
+    # the readout keeps positions: swapping two tokens changes the output (the mean would not see it)
+    assert not torch.allclose(vit(tokens), vit(tokens[:, [1, 0, 2, 3, 4, 5]]))
+    out = vit(tokens).sum()
+    out.backward()
+    assert vit.flat.weight.grad.abs().sum() > 0 and vit.cls_token.grad is None
 
 
 def test_grefel_passes_the_readout_options_to_its_vit():

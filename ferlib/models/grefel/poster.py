@@ -91,14 +91,20 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+#: :class:`VisionTransformer` readouts: ARBEx's cls token, the mean of the N token outputs, or one Linear over
+#: all of them flattened (N·E → E, which keeps each token's position).
+POOLS = ("token", "avg", "flat")
+
+
 class VisionTransformer(nn.Module):
     """The 2-block ViT over the fused tokens, with cls token and SE gate (ARBEx ``vit.py``).
 
     ``forward(tokens)`` [B, N, E] (N = 147) → SE(norm(blocks(cat(cls, tokens) + pos_embed))[:, 0])
-    [B, E]. ``global_pool="avg"`` reads the mean of the N token outputs instead of the cls token, and
-    ``layer_norm=False`` drops the blocks' and the final LayerNorms: neither is ARBEx's; together they are
-    the CPU demo's readout (the synthetic card entry), which learns from random-init backbones where the
-    cls token behind LayerNorms stays on one class (issue 24). **[quirk]** ``patch_embed``, ``CON1``,
+    [B, E]. ``global_pool`` ``"avg"`` (the mean of the N token outputs) or ``"flat"`` (``flat``, one Linear
+    over the N token outputs flattened) replaces the cls token, and ``layer_norm=False`` drops the blocks' and
+    the final LayerNorms; ``depth=0`` leaves the blocks out. None is ARBEx's: they make the CPU demo's readout
+    (the synthetic card entry), which learns from random-init backbones where the cls token behind
+    LayerNorms stays on one class (issue 24). **[quirk]** ``patch_embed``, ``CON1``,
     ``IRLinear1``, ``IRLinear2`` and each block's ``conv`` are registered but unused (1,619,016 params at
     E = 768): kept for strict loading.
     """
@@ -106,8 +112,8 @@ class VisionTransformer(nn.Module):
     def __init__(self, num_tokens: int = 147, embed_dim: int = 768, depth: int = 2, num_heads: int = 8,
                  mlp_ratio: float = 4.0, in_chans: int = 256, global_pool: str = "token", layer_norm: bool = True):
         super().__init__()
-        if global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool must be 'token' (ARBEx: the cls token) or 'avg' (mean of the tokens), got {global_pool!r}")
+        if global_pool not in POOLS:
+            raise ValueError(f"global_pool must be one of {POOLS} ('token' is ARBEx's cls token), got {global_pool!r}")
         self.global_pool = global_pool
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, embed_dim))
@@ -119,6 +125,8 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, num_tokens + 1, mlp_ratio, layer_norm)
                                       for _ in range(depth)))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6) if layer_norm else nn.Identity()
+        if global_pool == "flat":
+            self.flat = nn.Linear(num_tokens * embed_dim, embed_dim)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_vit_weights)
@@ -126,11 +134,16 @@ class VisionTransformer(nn.Module):
         # authors' optimiser never updated them (no gradient), so freezing changes no number.
         for unused in (self.patch_embed, self.CON1, self.IRLinear1, self.IRLinear2, *(b.conv for b in self.blocks)):
             unused.requires_grad_(False)
+        if depth == 0 and global_pool != "token":
+            self.cls_token.requires_grad_(False)  # nothing reads it
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
-        return self.se_block(x[:, 1:].mean(dim=1) if self.global_pool == "avg" else x[:, 0])
+        if self.global_pool == "token":
+            return self.se_block(x[:, 0])
+        tokens = x[:, 1:]
+        return self.se_block(tokens.mean(dim=1) if self.global_pool == "avg" else self.flat(tokens.flatten(1)))
 
 
 def _init_vit_weights(m: nn.Module) -> None:
@@ -164,7 +177,7 @@ class PosterV2(nn.Module):
             paper's network) gives 32/16/8 maps, windows (16, 8, 4) and 48 ViT tokens, a third of the compute.
         windows: the three window sides; None = backbone_size / 4, / 8, / 16 ((28, 14, 7) at 112).
         vit_global_pool, vit_layer_norm: the ViT's readout, see :class:`VisionTransformer` (defaults
-            ARBEx's: ``"token"``, ``True``; the CPU demo uses ``"avg"``, ``False``).
+            ARBEx's: ``"token"``, ``True``; ``"avg"`` / ``"flat"`` and ``False`` are CPU-demo options).
     """
 
     def __init__(self, windows: Sequence[int] | None = None, heads: Sequence[int] = (2, 4, 8),
