@@ -95,7 +95,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 #: budgets), so that the longest does not start last and run alone. A stale order costs idle time, never results.
 #: Notebooks missing here start after these, in numbered order.
 START_ORDER = ("00_quickstart", "01_prepare_data", "02_explore_data", "11_predict", "04_train_mmfrm",
-               "03_train_fermam", "08_ablations", "05_train_emonet", "06_train_grefel", "07_train_mfer",
+               "03_train_fermam", "06_train_grefel", "08_ablations", "05_train_emonet", "07_train_mfer",
                "09_figures", "10_results")
 
 #: The default ``--jobs`` is the cores this process may use, at most this many: each job is a Jupyter kernel

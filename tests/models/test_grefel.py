@@ -405,11 +405,17 @@ def test_recipe_card():
         assert r.reported["accuracy"] == acc and r.source
     syn = load_recipe("grefel", "synthetic")
     assert syn.loss == "grefel_loss" and syn.loss_kwargs["label_smoothing"] == 0.11
-    # the CPU demo: GReFEL's heads and loss, a smaller ViT over trainable one-unit IR-50 stages ([ours, synthetic])
-    assert syn.model_kwargs == {"variant": "grefel", "num_anchors": 10, "depth": 1, "dim_emb": 192,
-                                "freeze_backbones": False, "ir_units": [1, 1, 1]}
+    # the CPU demo ([ours, synthetic]): trainable one-unit IR-50 stages at 64×64, the fused tokens read by one
+    # Linear, cross-entropy on the classifier alone
+    assert syn.model_kwargs == {"variant": "grefel", "num_anchors": 10, "depth": 0, "dim_emb": 192,
+                                "freeze_backbones": False, "ir_units": [1, 1, 1], "backbone_size": 64,
+                                "vit_global_pool": "flat", "vit_layer_norm": False, "head_hidden": [],
+                                "balanced_prediction": False}
     loss = create_loss(syn.loss, num_classes=7, **syn.loss_kwargs)
-    assert (loss.lambda_ce, loss.lambda_anchor, loss.lambda_center) == (1.0, 1.0, 1.0)
+    assert (loss.lambda_ce, loss.lambda_anchor, loss.lambda_center, loss.current_trust()) == (1.0, 0.0, 0.0, 0.0)
+    # the real datasets keep the paper's loss
+    loss = create_loss("grefel_loss", num_classes=7, **load_recipe("grefel", "rafdb").loss_kwargs)
+    assert (loss.lambda_ce, loss.lambda_anchor, loss.lambda_center, loss.trust) == (1.0, 1.0, 1.0, None)
 
 
 @pytest.mark.slow
