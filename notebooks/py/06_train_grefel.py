@@ -38,8 +38,8 @@ threads: Optional[int] = None  # torch CPU threads; None: OMP_NUM_THREADS or one
 device: str = "auto"  # auto, cpu or cuda
 run_name: str = "grefel_{dataset}"  # the run directory under results/runs
 seed: int = 0  # one seed for Python, NumPy, torch and the samplers
-lambda_anchor: float = 1.0  # weight of the anchor loss; 0 turns it off
-lambda_center: float = 1.0  # weight of the centre loss; 0 turns it off
+lambda_anchor: Optional[float] = None  # weight of the anchor loss, 0 turns it off; None: the card's (1; 0 in the synthetic demo)
+lambda_center: Optional[float] = None  # weight of the centre loss, 0 turns it off; None: the card's (1; 0 in the synthetic demo)
 num_anchors: int = 10  # anchors per class
 
 
@@ -53,7 +53,7 @@ check_parameters(globals())
 
 # %% [markdown]
 # ## The recipe
-# The card `ferlib/recipes/grefel.yaml`: FERPlus batch 32, Adam lr 1e-4, weight decay 0.01, 100 epochs; RAF-DB and FER2013 with a class-balanced sampler (500 images per class per epoch), Adam lr 3e-4, exponential decay 0.995, 1000 epochs. These settings and the reported accuracies come from a third-party re-implementation's README, not from the paper (see the card's `source`). The loss weights below override the card.
+# The card `ferlib/recipes/grefel.yaml`: FERPlus batch 32, Adam lr 1e-4, weight decay 0.01, 100 epochs; RAF-DB and FER2013 with a class-balanced sampler (500 images per class per epoch), Adam lr 3e-4, exponential decay 0.995, 1000 epochs. These settings and the reported accuracies come from a third-party re-implementation's README, not from the paper (see the card's `source`). The loss weights given as parameters override the card's.
 
 # %%
 from ferlib.engine import train
@@ -62,8 +62,9 @@ from ferlib.notebooks import train_options
 from ferlib.viz.live import LivePlot
 from ferlib.viz.report import report_run
 
+loss_weights = {"lambda_anchor": lambda_anchor, "lambda_center": lambda_center}
 options = train_options(globals(), model_kwargs={"num_anchors": num_anchors},
-                        loss_kwargs={"lambda_anchor": lambda_anchor, "lambda_center": lambda_center})
+                        loss_kwargs={k: v for k, v in loss_weights.items() if v is not None})
 plan = train("grefel", dataset, dry_run=True, **options)
 
 # %% [markdown]
