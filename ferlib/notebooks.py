@@ -295,7 +295,8 @@ def train_options(namespace: dict, **paper_options) -> dict:
     """The keyword arguments of ``ferlib.engine.train`` from a training notebook's parameters: the shared
     :data:`TRAIN_PARAMETERS`, ``run`` from :data:`RUN_PARAMETERS` (``run_name`` with its ``{fields}`` filled from
     the parameters, None as ``none``), ``data`` from :data:`DATA_PARAMETERS`, then ``paper_options`` (the paper's
-    own switches as ``model_kwargs`` / ``loss_kwargs``)."""
+    own switches as ``model_kwargs`` / ``loss_kwargs``). A switch set to None is left out, so the card's value
+    holds; a dict of switches left with none is dropped."""
     from ferlib.engine import DataOptions, RunDirOptions
 
     values = {k: namespace[k] for k in (namespace.get("__annotations__") or {}) if k in namespace}
@@ -308,7 +309,13 @@ def train_options(namespace: dict, **paper_options) -> dict:
     data = {k: values[k] for k in DATA_PARAMETERS if k in values}
     if data:
         options["data"] = DataOptions(**data)
-    return {**options, **paper_options}
+    for name, switches in paper_options.items():
+        if isinstance(switches, dict):
+            switches = {k: v for k, v in switches.items() if v is not None}
+            if not switches:
+                continue
+        options[name] = switches
+    return options
 
 
 def _is(value, kind: type) -> bool:

@@ -315,11 +315,14 @@ def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
 
 
 def one_run_per_paper(runs: pd.DataFrame, dataset: str | None = None) -> list[str]:
-    """Run directories, one per (paper, dataset): the card recipe when there is one, lowest seed first."""
+    """Run directories, one per (paper, dataset): the card recipe when there is one, a complete run before a smoke
+    run, then the lowest seed."""
     if runs.empty:
         return []
     sub = runs if dataset is None else runs[runs["dataset"] == dataset]
-    sub = sub.assign(_card=sub["variant"] != "card").sort_values(["paper", "dataset", "_card", "seed", "run"], kind="stable")
+    smoke = ~sub["complete"].fillna(False).astype(bool) if "complete" in sub else False
+    sub = sub.assign(_card=sub["variant"] != "card", _smoke=smoke)
+    sub = sub.sort_values(["paper", "dataset", "_card", "_smoke", "seed", "run"], kind="stable")
     return list(sub.groupby(["paper", "dataset"], sort=True).head(1)["run_dir"])
 
 

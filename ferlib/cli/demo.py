@@ -13,10 +13,11 @@ def main(argv=None) -> int:
         return 2
     from ferlib.data import load_dataset
     from ferlib.notebooks import execute
+    from ferlib.paths import data_dir
     from ferlib.run_dir import METRICS, SUMMARY
 
     t0 = time.time()
-    print("generating the synthetic RAF-DB-format set under data/synthetic/ (first run only) ...", flush=True)
+    print(f"the synthetic RAF-DB-format set: {data_dir() / 'synthetic'} (generated on the first run only) ...", flush=True)
     load_dataset("synthetic", None, "train")
     out = execute("00_quickstart")
     run = quickstart_dir()

@@ -133,11 +133,14 @@ def mfer_feature_loss_runs(runs_dir, dataset: str | None = None) -> dict:
 
 
 def representative_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """One run per (paper, dataset, variant): the lowest seed (then name)."""
+    """One run per (paper, dataset, variant): a complete run before a smoke run (an ablation's short run at the
+    card's value is variant ``card`` too), then the lowest seed, then the name."""
     if runs.empty:
         return runs
-    return (runs.sort_values(["paper", "dataset", "variant", "seed", "run"], kind="stable")
-            .groupby(["paper", "dataset", "variant"], sort=False).head(1).reset_index(drop=True))
+    runs = runs.assign(_smoke=~runs["complete"].fillna(False).astype(bool)) if "complete" in runs else \
+        runs.assign(_smoke=False)
+    return (runs.sort_values(["paper", "dataset", "variant", "_smoke", "seed", "run"], kind="stable")
+            .groupby(["paper", "dataset", "variant"], sort=False).head(1).drop(columns="_smoke").reset_index(drop=True))
 
 
 def per_class_bars(run_dirs: dict, path, title: str | None = None):

@@ -58,7 +58,7 @@ from ferlib.notebooks import train_options
 from ferlib.viz.live import LivePlot
 from ferlib.viz.report import report_run
 
-options = train_options(globals(), model_kwargs=None if lam is None else {"lam": lam})
+options = train_options(globals(), model_kwargs={"lam": lam})
 plan = train("emonet", dataset, dry_run=True, **options)
 
 # %% [markdown]

@@ -62,9 +62,8 @@ from ferlib.notebooks import train_options
 from ferlib.viz.live import LivePlot
 from ferlib.viz.report import report_run
 
-loss_weights = {"lambda_anchor": lambda_anchor, "lambda_center": lambda_center}
 options = train_options(globals(), model_kwargs={"num_anchors": num_anchors},
-                        loss_kwargs={k: v for k, v in loss_weights.items() if v is not None})
+                        loss_kwargs={"lambda_anchor": lambda_anchor, "lambda_center": lambda_center})
 plan = train("grefel", dataset, dry_run=True, **options)
 
 # %% [markdown]

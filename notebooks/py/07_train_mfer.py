@@ -61,8 +61,8 @@ from ferlib.notebooks import train_options
 from ferlib.viz.live import LivePlot
 from ferlib.viz.report import report_run
 
-feature_options = {"feature_loss": feature_loss, "feature_loss_weight": feature_loss_weight}
-options = train_options(globals(), loss_kwargs={k: v for k, v in feature_options.items() if v is not None})
+options = train_options(globals(), loss_kwargs={"feature_loss": feature_loss,
+                                                "feature_loss_weight": feature_loss_weight})
 plan = train("mfer", dataset, dry_run=True, **options)
 
 # %% [markdown]

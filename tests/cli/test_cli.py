@@ -57,3 +57,18 @@ def test_train_then_evaluate_reproduces_the_selected_metrics(tmp_path, capsys):
     assert tta["tta"] is True and tta["n"] == 24
     with np.load(run_dir / "predictions_test_tta.npz") as b, np.load(run_dir / "predictions.npz") as a:
         assert not np.allclose(a["logits"], b["logits"])  # the flip changed something
+
+
+def test_demo_names_the_data_folder_it_uses(tmp_path, monkeypatch, capsys):
+    # FERLIB_DATA moves the synthetic set; the demo's first line must say where it is, not "data/synthetic/"
+    import ferlib.data
+    import ferlib.notebooks
+    from ferlib.cli import demo
+
+    monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("FERLIB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(ferlib.data, "load_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(ferlib.notebooks, "execute", lambda name: tmp_path / f"{name}.ipynb")
+    assert demo.main([]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"the synthetic RAF-DB-format set: {tmp_path / 'elsewhere' / 'synthetic'} (generated on the first run only) ..."

@@ -49,3 +49,14 @@ def test_train_options_maps_the_shared_parameters_and_fills_the_run_name():
     assert train_options(namespace, loss_kwargs={"feature_loss": "lgm"}) == {
         "epochs": 3, "seed": 1, "run": RunDirOptions(run_name="mfer_rafdb_none", resume=True),
         "data": DataOptions(data_root=None), "loss_kwargs": {"feature_loss": "lgm"}}
+
+
+def test_train_options_leaves_out_switches_set_to_none():
+    from ferlib.notebooks import train_options
+
+    namespace = {"__annotations__": {"epochs": object}, "epochs": None}
+    options = train_options(namespace, model_kwargs={"num_anchors": 10, "lam": None},
+                            loss_kwargs={"lambda_anchor": None, "lambda_center": None})
+    assert options == {"epochs": None, "model_kwargs": {"num_anchors": 10}}
+    assert train_options(namespace, loss_kwargs={"lambda_center": 0.0}) == {
+        "epochs": None, "loss_kwargs": {"lambda_center": 0.0}}

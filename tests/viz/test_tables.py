@@ -1,6 +1,7 @@
 """ferlib.tables and ferlib.viz.figures on fabricated run directories: exact mean ± std and gaps,
 honest selection labels, cross-dataset label mapping, MAC counting, figure files."""
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -262,3 +263,20 @@ def test_readme_reported_table_matches_the_cards():
         expected = sorted([round(100 * v, 3) for v in acc] + [
             v for v in other["value"] if paper == "fermam"])    # FERMam's row also shows its derived size
         assert shown == pytest.approx(expected), (paper, row)
+
+
+def test_complete_run_represents_its_variant_before_an_ablation_smoke_run(tmp_path):
+    # an ablation's short run at the card's value is variant "card" too, sorts first by name and has seed 0:
+    # the figures and the per-class table must still show the complete card run
+    from ferlib.viz.figures import representative_runs
+
+    r = tmp_path / "runs"
+    smoke = fake_run(r / "ablations", "lam=0.8__s0", epochs=5, epochs_run=2)
+    full = fake_run(r, "emonet_rafdb", seed=3, epochs=5)
+    for d, complete in ((smoke, False), (full, True)):
+        summary = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({**summary, "complete": complete}))
+    runs = tables.runs_table(r)
+    assert sorted(runs["variant"]) == ["card", "card"]
+    assert list(representative_runs(runs)["run"]) == ["emonet_rafdb"]
+    assert [Path(d).name for d in tables.one_run_per_paper(runs)] == ["emonet_rafdb"]
