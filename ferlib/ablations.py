@@ -476,6 +476,8 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
     import matplotlib.pyplot as plt
 
     from ferlib.paths import results_dir
+    from ferlib.viz.captions import runs_caption
+    from ferlib.viz.gallery import save_caption
     from ferlib.viz.io import save_figure
 
     if isinstance(seeds, int):
@@ -512,4 +514,9 @@ def run_grid(dataset: str = "synthetic", grid="emonet_lambda", epochs: int | Non
             fig = plot_sweep(runs, sweep, dataset)
             files += save_figure(fig, figures_dir / f"{stem}.png")
             plt.close(fig)
+            sub = runs[runs["sweep"] == sweep.name]
+            metric, what = plotted_metric(sub)
+            save_caption(figures_dir / f"{stem}.png", f"{sweep.name} on {dataset}: {seed_verdict(sub, metric)[0]}",
+                         f"{what}, every seed a point, mean ± std per variant; {runs_caption(list(sub['run_dir']))}",
+                         list(sub["run_dir"]), "ablation")
     return AblationResult(runs, table, skipped, files)

@@ -18,7 +18,7 @@ from ferlib.run_dir import SUMMARY, RunDir
 
 GALLERY = "index.html"
 #: Order of the sections: figure kinds as :func:`ferlib.viz.figures.make_figures` names them, then the rest.
-KIND_ORDER = ("per_class_accuracy", "confusion", "tsne_mfer_feature_loss", "tsne", "curves")
+KIND_ORDER = ("per_class_accuracy", "confusion", "ablation", "tsne_mfer_feature_loss", "tsne", "curves")
 
 
 def caption_path(png) -> Path:
@@ -110,6 +110,7 @@ def write_gallery(out_dir, table=None) -> Path:
         kinds.setdefault(meta.get("kind") or "other", []).append(png)
     order = [k for k in KIND_ORDER if k in kinds] + sorted(k for k in kinds if k not in KIND_ORDER)
     names = {"per_class_accuracy": "Per-class accuracy", "confusion": "Confusion matrices",
+             "ablation": "Ablations (seeds)",
              "tsne_mfer_feature_loss": "MFER: feature losses compared", "tsne": "t-SNE of test features",
              "curves": "Training curves", "other": "Other figures"}
     sections = []

@@ -2,6 +2,7 @@
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -299,6 +300,12 @@ def test_grid_runs_skips_complete_and_reruns_changed(env):
     for ext in ("png", "svg"):
         assert (env / "figures" / f"ablation_ls_synthetic.{ext}").stat().st_size > 1000
     run0 = env / "runs" / "ablations" / "synthetic" / "ls" / "ls=0__s0"
+    caption = json.loads((env / "figures" / "ablation_ls_synthetic.caption.json").read_text())  # what the gallery shows
+    assert caption["kind"] == "ablation"
+    assert caption["title"] == "ls on synthetic: fewer than 2 seeds per variant: no test of a difference"
+    assert caption["caption"].startswith("test accuracy (last epoch), every seed a point, mean ± std per variant; ")
+    assert "smoke run" in caption["caption"] and "seed 0" in caption["caption"]
+    assert [Path(r).name for r in caption["runs"]] == ["ls=0__s0", "ls=0.1__s0"]
     mtime = (run0 / "summary.json").stat().st_mtime_ns
 
     again = A.run_grid("synthetic", LS_GRID, plot=False, **kw)
