@@ -255,8 +255,42 @@ def make_figures(runs_dir=None, out_dir=None, tsne: bool = True, curves: bool = 
             plt.close(fig)
             add("per_class_accuracy", files, list(chosen.values()), f"per-class accuracy on {dataset}", "", dataset)
     table = pd.DataFrame(rows, columns=FIGURE_COLUMNS)
+    drawn_kinds = [k for flag, kinds in ((confusion, ("confusion",)), (curves, ("curves",)),
+                                         (tsne, ("tsne", "tsne_mfer_feature_loss")),
+                                         (per_class, ("per_class_accuracy",))) if flag for k in kinds]
+    drop_stale_figures(out_dir, table, runs_dir, drawn_kinds)
     if gallery:
         from .gallery import write_gallery
 
         write_gallery(out_dir, table)
     return table
+
+
+def drop_stale_figures(out_dir, table: pd.DataFrame, runs_dir, kinds) -> list[Path]:
+    """Delete the figures of ``out_dir`` that an earlier :func:`make_figures` drew from runs under ``runs_dir`` and
+    this one did not (``table``): their runs were deleted, or another run now stands for their paper and variant.
+    Only ``kinds`` (those drawn this time) are touched, and only figures whose saved caption lists their runs, all
+    under ``runs_dir``; figures from other runs folders, an ablation's and unknown files stay. Returns the PNGs
+    removed (their SVG and caption go with them)."""
+    import json
+
+    from .gallery import caption_path
+
+    root = Path(runs_dir).resolve()
+    drawn = {Path(p).name for p in table["png"]}
+    removed = []
+    for png in sorted(Path(out_dir).glob("*.png")):
+        meta_path = caption_path(png)
+        if png.name in drawn or not meta_path.exists():
+            continue
+        meta = json.loads(meta_path.read_text())
+        runs = [Path(r).resolve() for r in meta.get("runs") or []]
+        if meta.get("kind") not in kinds or not runs or not all(r.is_relative_to(root) for r in runs):
+            continue
+        for f in (png, png.with_suffix(".svg"), meta_path):
+            f.unlink(missing_ok=True)
+        removed.append(png)
+    if removed:
+        print(f"removed {len(removed)} figure(s) no longer drawn from {runs_dir}: "
+              f"{', '.join(p.name for p in removed)}", flush=True)
+    return removed

@@ -280,3 +280,34 @@ def test_complete_run_represents_its_variant_before_an_ablation_smoke_run(tmp_pa
     assert sorted(runs["variant"]) == ["card", "card"]
     assert list(representative_runs(runs)["run"]) == ["emonet_rafdb"]
     assert [Path(d).name for d in tables.one_run_per_paper(runs)] == ["emonet_rafdb"]
+
+
+def test_make_figures_removes_the_figures_it_no_longer_draws(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from ferlib.viz import figures, tsne
+    from ferlib.viz.gallery import save_caption
+
+    monkeypatch.setattr(tsne, "tsne_embedding", lambda f, seed=0, max_points=5000: (np.asarray(f)[:, :2], np.arange(len(f))))
+    r, out = tmp_path / "runs", tmp_path / "figs"
+    fake_run(r, "e", paper="emonet")
+    gone = fake_run(r, "m", paper="mmfrm")
+    figures.make_figures(r, out, max_points=50)
+    assert (out / "confusion_mmfrm_rafdb__m.png").exists()
+    other = tmp_path / "elsewhere" / "x"                   # a figure drawn from another runs folder
+    (out / "confusion_x.png").write_bytes(b"png")
+    save_caption(out / "confusion_x.png", "x", "", [other], "confusion")
+    (out / "ablation_s_rafdb.png").write_bytes(b"png")      # notebook 08's, with runs under the same folder
+    save_caption(out / "ablation_s_rafdb.png", "s", "", [gone], "ablation")
+    (out / "notes.png").write_bytes(b"png")                 # no caption: not ours to judge
+
+    shutil.rmtree(gone)
+    capsys.readouterr()
+    figures.make_figures(r, out, max_points=50, tsne=False)
+    left = sorted(p.name for p in out.glob("*.png"))
+    assert "confusion_mmfrm_rafdb__m.png" not in left and "curves_mmfrm_rafdb__m.png" not in left
+    assert not (out / "confusion_mmfrm_rafdb__m.svg").exists()
+    assert not (out / "confusion_mmfrm_rafdb__m.caption.json").exists()
+    assert "tsne_mmfrm_rafdb__m.png" in left                # t-SNE was not drawn this time: left alone
+    assert {"confusion_x.png", "ablation_s_rafdb.png", "notes.png", "confusion_emonet_rafdb__e.png"} <= set(left)
+    assert "removed 2 figure(s) no longer drawn" in capsys.readouterr().out
