@@ -314,14 +314,22 @@ def per_class_table(run_dirs, order_by_paper: bool = True) -> pd.DataFrame:
     return out[["run", "paper", "dataset", "variant", "seed", "class", "n", "accuracy"]]
 
 
+def smoke_flags(runs: pd.DataFrame) -> pd.Series:
+    """True for each row of :func:`runs_table` that is not a complete run (a smoke run, cut short or in progress),
+    so that a complete run can stand for its paper and variant before one; False for all in a table without
+    ``complete``."""
+    if "complete" not in runs:
+        return pd.Series(False, index=runs.index)
+    return ~runs["complete"].fillna(False).astype(bool)
+
+
 def one_run_per_paper(runs: pd.DataFrame, dataset: str | None = None) -> list[str]:
     """Run directories, one per (paper, dataset): the card recipe when there is one, a complete run before a smoke
     run, then the lowest seed."""
     if runs.empty:
         return []
     sub = runs if dataset is None else runs[runs["dataset"] == dataset]
-    smoke = ~sub["complete"].fillna(False).astype(bool) if "complete" in sub else False
-    sub = sub.assign(_card=sub["variant"] != "card", _smoke=smoke)
+    sub = sub.assign(_card=sub["variant"] != "card", _smoke=smoke_flags(sub))
     sub = sub.sort_values(["paper", "dataset", "_card", "_smoke", "seed", "run"], kind="stable")
     return list(sub.groupby(["paper", "dataset"], sort=True).head(1)["run_dir"])
 

@@ -137,8 +137,9 @@ def representative_runs(runs: pd.DataFrame) -> pd.DataFrame:
     card's value is variant ``card`` too), then the lowest seed, then the name."""
     if runs.empty:
         return runs
-    runs = runs.assign(_smoke=~runs["complete"].fillna(False).astype(bool)) if "complete" in runs else \
-        runs.assign(_smoke=False)
+    from ferlib.tables import smoke_flags
+
+    runs = runs.assign(_smoke=smoke_flags(runs))
     return (runs.sort_values(["paper", "dataset", "variant", "_smoke", "seed", "run"], kind="stable")
             .groupby(["paper", "dataset", "variant"], sort=False).head(1).drop(columns="_smoke").reset_index(drop=True))
 
